@@ -1,0 +1,1 @@
+"""Latency and accuracy benchmarks; each prints a table and writes JSON."""

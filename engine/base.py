@@ -1,0 +1,163 @@
+"""One engine interface, several backends (torch, ONNX Runtime, TensorRT).
+
+Every backend runs two graphs over name -> array mappings with the same names:
+
+``text_encoder``: ``token_ids`` (B, L) int64, ``token_mask`` (B, L) int64 {0, 1}
+    -> ``words`` (B, L, C) float32, ``words_mask`` (B, L) float32 {0, 1}, ``sentence`` (B, C) float32
+``frame_net``: ``image`` (B, 3, H, W) float32 normalised, ``flow`` (B, 2, H, W) float32 normalised,
+    ``words``, ``words_mask``, ``sentence`` -> ``logits`` (B, 1, H, W) float32
+
+This module imports no runtime (no torch, onnxruntime or tensorrt).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from engine.preprocess import check_input_size
+
+__all__ = [
+    "FRAME_INPUTS",
+    "FRAME_OUTPUTS",
+    "TEXT_INPUTS",
+    "TEXT_OUTPUTS",
+    "Engine",
+    "TextState",
+]
+
+TEXT_INPUTS = ("token_ids", "token_mask")
+TEXT_OUTPUTS = ("words", "words_mask", "sentence")
+FRAME_INPUTS = ("image", "flow", "words", "words_mask", "sentence")
+FRAME_OUTPUTS = ("logits",)
+
+
+@dataclass(frozen=True)
+class TextState:
+    """An encoded phrase, computed once per phrase change and reused for every frame.
+
+    Attributes:
+        phrase: The normalised phrase (lower-case, single spaces).
+        words: (1, L, C) float32 word features.
+        words_mask: (1, L) float32, 1 for real tokens, 0 for padding.
+        sentence: (1, C) float32 sentence feature.
+    """
+
+    phrase: str
+    words: np.ndarray
+    words_mask: np.ndarray
+    sentence: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.words.ndim != 3 or self.words_mask.shape != self.words.shape[:2]:
+            raise ValueError(
+                f"bad text state shapes: words {self.words.shape}, mask {self.words_mask.shape}"
+            )
+        if self.sentence.shape != (self.words.shape[0], self.words.shape[2]):
+            raise ValueError(f"bad sentence shape {self.sentence.shape}")
+
+    def as_inputs(self) -> dict[str, np.ndarray]:
+        """The three frame_net text inputs by name."""
+        return {"words": self.words, "words_mask": self.words_mask, "sentence": self.sentence}
+
+
+class Engine(abc.ABC):
+    """A loaded model that encodes phrases and segments frames.
+
+    Subclasses implement :meth:`run_text` and :meth:`run_frame` over name -> array mappings and
+    set :attr:`backend`. Construction validates the input size; :meth:`segment` validates
+    shapes so a wrong-size input fails with a clear ``ValueError`` before reaching a runtime.
+
+    Args:
+        config: The model's :class:`models.config.HINetConfig`.
+        tokenizer: A :class:`models.tokenizer.Tokenizer`.
+        input_size: Network input ``(H, W)``, multiples of 32.
+        precision: ``"fp32"`` or ``"fp16"``.
+        device: Backend-specific device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``).
+    """
+
+    backend: ClassVar[str] = "abstract"
+
+    def __init__(
+        self,
+        *,
+        config: Any,
+        tokenizer: Any,
+        input_size: tuple[int, int],
+        precision: str = "fp32",
+        device: str = "cpu",
+    ) -> None:
+        if precision not in ("fp32", "fp16"):
+            raise ValueError(f"unknown precision {precision!r}; valid: fp32, fp16")
+        self.config = config
+        self.tokenizer = tokenizer
+        self.input_size = check_input_size(input_size)
+        self.precision = precision
+        self.device = device
+
+    # -- what backends implement ---------------------------------------------------------------
+    @abc.abstractmethod
+    def run_text(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the text encoder: :data:`TEXT_INPUTS` -> :data:`TEXT_OUTPUTS` (float32)."""
+
+    @abc.abstractmethod
+    def run_frame(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the frame network: :data:`FRAME_INPUTS` -> :data:`FRAME_OUTPUTS` (float32)."""
+
+    def close(self) -> None:
+        """Release runtime resources (sessions, contexts, buffers)."""
+
+    # -- the public API --------------------------------------------------------------------------
+    def encode_text(self, phrase: str) -> TextState:
+        """Tokenise and encode ``phrase`` once (raises ``ValueError`` if empty or too long)."""
+        text = self.config.text
+        norm = self.tokenizer.normalize(phrase)
+        ids, mask = self.tokenizer.encode(
+            norm, max_tokens=text.max_tokens, max_chars=text.max_chars
+        )
+        out = self.run_text({"token_ids": ids, "token_mask": mask})
+        return TextState(
+            phrase=norm,
+            words=np.asarray(out["words"], np.float32),
+            words_mask=np.asarray(out["words_mask"], np.float32),
+            sentence=np.asarray(out["sentence"], np.float32),
+        )
+
+    def segment(self, image: np.ndarray, flow: np.ndarray, text: TextState) -> np.ndarray:
+        """Mask logits for one preprocessed frame.
+
+        Args:
+            image: (1, 3, H, W) float32 from :func:`engine.preprocess.prepare_image`.
+            flow: (1, 2, H, W) float32 from :func:`engine.preprocess.prepare_flow`.
+            text: From :meth:`encode_text`.
+
+        Returns:
+            (1, 1, H, W) float32 logits.
+        """
+        h, w = self.input_size
+        if image.shape != (1, 3, h, w) or image.dtype != np.float32:
+            raise ValueError(
+                f"image must be (1, 3, {h}, {w}) float32 for this engine, "
+                f"got {image.shape} {image.dtype}"
+            )
+        if flow.shape != (1, 2, h, w) or flow.dtype != np.float32:
+            raise ValueError(
+                f"flow must be (1, 2, {h}, {w}) float32 for this engine, "
+                f"got {flow.shape} {flow.dtype}"
+            )
+        out = self.run_frame({"image": image, "flow": flow, **text.as_inputs()})
+        return np.asarray(out["logits"], np.float32)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        h, w = self.input_size
+        return f"{type(self).__name__}({self.backend}, {self.precision}, {self.device}, {h}x{w})"

