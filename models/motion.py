@@ -1,0 +1,98 @@
+"""Motion branch: a light CNN over optical flow and the per-level motion gate.
+
+The flow input is the 2-channel field from :func:`engine.preprocess.prepare_flow` (pixels
+divided by the flow grid size, times ``config.flow_gain``). :class:`MotionEncoder` turns it into
+F3/F4/F5 at strides 8/16/32 with ``ceil(H / stride)`` sides, matching the TF-"same" backbone for
+any input size. :class:`MotionGate` modulates an interaction feature ``M_l`` with ``F_l``:
+
+- ``multiplicative``: ``M * sigmoid(g([M, F]))``
+- ``residual``: ``M + M * sigmoid(g([M, F]))``
+
+The gate's last bias starts at :data:`GATE_BIAS_INIT` so that an untrained gate passes most of
+``M`` through (sigmoid(2) = 0.88) instead of halving it. ``g`` is a bottleneck:
+1x1 conv-BN-ReLU to ``motion_dim``, 3x3 conv-BN-ReLU, 1x1 conv back to ``dim`` (one gate value
+per channel and pixel).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.config import GATE_FORMS
+from models.interaction import conv_bn_relu, init_weights
+
+__all__ = ["GATE_BIAS_INIT", "MotionEncoder", "MotionGate"]
+
+GATE_BIAS_INIT = 2.0
+
+
+def _down(in_ch: int, out_ch: int) -> nn.Sequential:
+    """3x3 stride-2 conv-BN-ReLU; output side ``ceil(in / 2)`` for any input side."""
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class MotionEncoder(nn.Module):
+    """Flow -> motion features at strides 8, 16 and 32.
+
+    Args:
+        dim: Output width of every level (``config.motion_dim``).
+    """
+
+    def __init__(self, *, dim: int) -> None:
+        super().__init__()
+        mid = max(dim // 2, 8)
+        self.stem = nn.Sequential(_down(2, mid), _down(mid, dim))  # stride 4
+        self.down3 = _down(dim, dim)  # stride 8
+        self.down4 = _down(dim, dim)  # stride 16
+        self.down5 = _down(dim, dim)  # stride 32
+        init_weights(self)
+
+    def forward(self, flow: torch.Tensor) -> list[torch.Tensor]:
+        """Encode flow.
+
+        Args:
+            flow: (B, 2, H, W) float32 normalised flow (dx, dy).
+
+        Returns:
+            [F3, F4, F5]: (B, dim, ceil(H / s), ceil(W / s)) for s = 8, 16, 32.
+        """
+        f3 = self.down3(self.stem(flow))
+        f4 = self.down4(f3)
+        f5 = self.down5(f4)
+        return [f3, f4, f5]
+
+
+class MotionGate(nn.Module):
+    """Gate an interaction feature with a motion feature.
+
+    Args:
+        dim: Width of ``M`` (``fusion_dim``).
+        motion_dim: Width of ``F`` (``motion_dim``).
+        form: One of :data:`models.config.GATE_FORMS`.
+    """
+
+    def __init__(self, *, dim: int, motion_dim: int, form: str) -> None:
+        super().__init__()
+        if form not in GATE_FORMS:
+            raise ValueError(f"unknown gate form {form!r}; valid: {', '.join(GATE_FORMS)}")
+        self.form = form
+        # Bottleneck at motion_dim keeps the gate ~10x cheaper than a 3x3 conv at dim.
+        self.g = nn.Sequential(
+            conv_bn_relu(dim + motion_dim, motion_dim, 1),
+            conv_bn_relu(motion_dim, motion_dim, 3),
+            nn.Conv2d(motion_dim, dim, 1),
+        )
+        init_weights(self)
+        nn.init.constant_(self.g[-1].bias, GATE_BIAS_INIT)
+
+    def forward(self, m: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        """(B, dim, h, w) ``M`` and (B, motion_dim, h, w) ``F`` -> gated (B, dim, h, w)."""
+        gate = torch.sigmoid(self.g(torch.cat([m, f], dim=1)))  # (B, dim, h, w)
+        if self.form == "residual":
+            return m + m * gate
+        return m * gate
