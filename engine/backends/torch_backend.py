@@ -1,0 +1,163 @@
+"""torch backend: the checkpoint's network in eager mode (CPU or CUDA).
+
+On CUDA it optionally runs FP16 (``torch.autocast``: convolutions and matmuls in FP16, softmax
+and LayerNorm kept in FP32 by autocast's op lists), ``torch.compile`` and CUDA graphs (the frame
+network captured once per input shape into static buffers and replayed). On the CPU only FP32
+eager is offered; use the ``onnx`` backend there for speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.backends import BackendUnavailable, parse_device
+from engine.base import FRAME_INPUTS, TEXT_INPUTS, TEXT_OUTPUTS, Engine
+from engine.loading import source_kind
+
+__all__ = ["TorchEngine"]
+
+logger = logging.getLogger(__name__)
+
+
+class TorchEngine(Engine):
+    """The torch network behind the engine interface.
+
+    Args:
+        model: An :class:`models.hinet.HINet` (moved to ``device`` and set to eval mode here).
+        tokenizer: Its tokenizer.
+        input_size: Network input ``(H, W)``.
+        precision: ``"fp32"``, or ``"fp16"`` (CUDA only, autocast).
+        device: ``"cpu"`` or ``"cuda[:N]"``.
+        cuda_graphs: Capture and replay the frame network with CUDA graphs (CUDA only).
+        compile: Wrap the frame network in ``torch.compile`` (CUDA only).
+    """
+
+    backend = "torch"
+
+    def __init__(
+        self,
+        *,
+        model: Any,
+        tokenizer: Any,
+        input_size: tuple[int, int],
+        precision: str = "fp32",
+        device: str = "cpu",
+        cuda_graphs: bool = False,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(
+            config=model.config,
+            tokenizer=tokenizer,
+            input_size=input_size,
+            precision=precision,
+            device=device,
+        )
+        kind, index = parse_device(device)
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(f"device {device!r} requested but torch sees no CUDA GPU")
+        if kind == "cpu" and (precision == "fp16" or cuda_graphs or compile):
+            raise ValueError(
+                "fp16, cuda_graphs and compile need a CUDA device with the torch backend; "
+                "on the CPU use precision='fp32' (or the onnx backend)"
+            )
+        self._device = torch.device("cuda", index) if kind == "cuda" else torch.device("cpu")
+        self.model = model.to(self._device).eval()
+        self.cuda_graphs = cuda_graphs
+        frame_fn: Callable[..., torch.Tensor] = self.model.forward_frame
+        if compile:
+            frame_fn = torch.compile(frame_fn, dynamic=False)
+        self._frame_fn = frame_fn
+        self._graphs: dict[
+            tuple[tuple[int, ...], ...], tuple[Any, list[torch.Tensor], torch.Tensor]
+        ] = {}
+
+    @classmethod
+    def from_source(
+        cls,
+        source: str | Path,
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        input_size: tuple[int, int] = (320, 320),
+        **options: Any,
+    ) -> TorchEngine:
+        """Load a checkpoint folder (export folders hold no torch weights)."""
+        from models.checkpoint import load_checkpoint
+
+        if source_kind(source) != "checkpoint":
+            raise ValueError(
+                f"the torch backend needs a checkpoint folder (model.safetensors); {source} is an "
+                "export folder: use backend 'onnx' or 'tensorrt' for it"
+            )
+        model, tokenizer, _ = load_checkpoint(source)
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            input_size=input_size,
+            precision=precision,
+            device=device,
+            **options,
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp16":
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _tensors(
+        self, inputs: Mapping[str, np.ndarray], names: tuple[str, ...]
+    ) -> list[torch.Tensor]:
+        missing = [n for n in names if n not in inputs]
+        if missing:
+            raise ValueError(f"missing inputs {missing}; expected {', '.join(names)}")
+        return [torch.from_numpy(np.ascontiguousarray(inputs[n])).to(self._device) for n in names]
+
+    def run_text(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Text encoder: ``token_ids``, ``token_mask`` (B, L) int64 -> float32 features."""
+        ids, mask = self._tensors(inputs, TEXT_INPUTS)
+        with torch.inference_mode(), self._autocast():
+            out = self.model.encode_text(ids, mask)
+        return {k: v.float().cpu().numpy() for k, v in zip(TEXT_OUTPUTS, out)}
+
+    def run_frame(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Frame network: :data:`~engine.base.FRAME_INPUTS` -> ``logits`` (B, 1, H, W) float32."""
+        args = self._tensors(inputs, FRAME_INPUTS)
+        if self.cuda_graphs:
+            logits = self._replay(args)
+        else:
+            with torch.inference_mode(), self._autocast():
+                logits = self._frame_fn(*args)
+        return {"logits": logits.float().cpu().numpy()}  # .cpu() synchronises the stream
+
+    def _replay(self, args: list[torch.Tensor]) -> torch.Tensor:
+        """Run the frame network through a CUDA graph captured for these input shapes."""
+        key = tuple(tuple(a.shape) for a in args)
+        if key not in self._graphs:
+            static = [a.clone() for a in args]
+            stream = torch.cuda.Stream(self._device)
+            stream.wait_stream(torch.cuda.current_stream(self._device))
+            with torch.cuda.stream(stream), torch.inference_mode(), self._autocast():
+                for _ in range(3):  # warm-up outside the capture (allocator, cuDNN autotune)
+                    self._frame_fn(*static)
+            torch.cuda.current_stream(self._device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph), torch.inference_mode(), self._autocast():
+                out = self._frame_fn(*static)
+            self._graphs[key] = (graph, static, out)
+            logger.info("captured a CUDA graph for input shapes %s", key)
+        graph, static, out = self._graphs[key]
+        for dst, src in zip(static, args):
+            dst.copy_(src)
+        graph.replay()
+        return out.clone()
+
+    def close(self) -> None:
+        """Drop captured graphs."""
+        self._graphs.clear()

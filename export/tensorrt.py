@@ -1,0 +1,376 @@
+"""Build TensorRT engines from an export folder's ONNX graphs (TensorRT 10 and 11).
+
+The API differences that matter here (NVIDIA's 10.x -> 11.x migration guide):
+
+- **TensorRT 10**: networks are always explicit-batch (the ``EXPLICIT_BATCH`` flag is deprecated
+  and ignored), so ``create_network(0)``. FP16 is *weakly typed*: build the FP32 ONNX with
+  ``BuilderFlag.FP16`` and TensorRT may pick FP16 kernels per layer.
+- **TensorRT 11**: strongly typed only; ``BuilderFlag.FP16`` no longer exists and the
+  ``STRONGLY_TYPED`` creation flag is deprecated because it is always on, so again
+  ``create_network(0)``. Every tensor's type comes from the graph: an FP16 engine is built from
+  the FP16 ONNX (:mod:`export.fp16`), an FP32 engine from the FP32 ONNX.
+
+Both: one optimisation profile with (min, opt, max) shapes for every dynamic input, a workspace
+limit via ``set_memory_pool_limit``, a timing cache loaded before and saved after each build,
+and ``build_serialized_network``. Engines are cached under a key of TensorRT version + GPU
+compute capability + ONNX SHA-256 + profile + precision, since an engine only runs on the
+TensorRT version and GPU architecture that built it.
+
+``tensorrt`` (and ``pycuda``, to read the compute capability) are imported lazily; without them
+:func:`import_tensorrt` raises :class:`~engine.backends.BackendUnavailable`. This module imports
+no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.backends import BackendUnavailable
+from export.manifest import ExportError, graph_file, sha256_file
+
+__all__ = [
+    "Profile",
+    "build_export_engines",
+    "build_serialized_engine",
+    "engine_cache_key",
+    "engine_path",
+    "frame_profile",
+    "gpu_compute_capability",
+    "import_tensorrt",
+    "onnx_for_precision",
+    "text_profile",
+    "trt_major",
+]
+
+logger = logging.getLogger(__name__)
+
+_INSTALL_HINT = (
+    "TensorRT is not installed: pip install hinet-stream[gpu] on a CUDA host "
+    "(tensorrt and pycuda come from NVIDIA's package index / a CUDA toolkit build)"
+)
+
+
+def import_tensorrt() -> Any:
+    """Import and return the ``tensorrt`` module.
+
+    Raises:
+        BackendUnavailable: TensorRT is not installed (with the install hint).
+    """
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailable(_INSTALL_HINT) from exc
+    return trt
+
+
+def trt_major(trt: Any) -> int:
+    """Major version of a ``tensorrt`` module; only 10 and 11 are supported.
+
+    Raises:
+        BackendUnavailable: another major version.
+    """
+    try:
+        major = int(str(trt.__version__).split(".")[0])
+    except (AttributeError, ValueError) as exc:
+        raise BackendUnavailable(f"cannot read the TensorRT version: {exc}") from exc
+    if major not in (10, 11):
+        raise BackendUnavailable(f"TensorRT {trt.__version__} is not supported; need 10.x or 11.x")
+    return major
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimisation profile: input name -> (min, opt, max) shapes.
+
+    Attributes:
+        shapes: Tuple of ``(name, min_shape, opt_shape, max_shape)``, sorted by name.
+    """
+
+    shapes: tuple[tuple[str, tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]
+
+    def __post_init__(self) -> None:
+        for name, lo, opt, hi in self.shapes:
+            if not (len(lo) == len(opt) == len(hi)) or any(
+                not a <= b <= c for a, b, c in zip(lo, opt, hi)
+            ):
+                raise ValueError(
+                    f"profile for {name} needs min <= opt <= max, got {lo}, {opt}, {hi}"
+                )
+
+    def as_dict(self) -> dict[str, list[list[int]]]:
+        """JSON-able ``{name: [min, opt, max]}``."""
+        return {n: [list(lo), list(opt), list(hi)] for n, lo, opt, hi in self.shapes}
+
+
+def _sides(size: tuple[int, int], what: str) -> tuple[int, int]:
+    h, w = (int(v) for v in size)
+    if h % 32 or w % 32 or h <= 0 or w <= 0:
+        raise ValueError(f"{what} size must be positive multiples of 32, got {size}")
+    return h, w
+
+
+def frame_profile(
+    config: Any,
+    *,
+    min_size: tuple[int, int],
+    opt_size: tuple[int, int],
+    max_size: tuple[int, int],
+    max_batch: int = 1,
+) -> Profile:
+    """The frame network's profile: batch 1..max_batch (opt 1), image/flow sizes as given.
+
+    Args:
+        config: :class:`models.config.HINetConfig` (text width and max tokens).
+        min_size: Smallest ``(H, W)``.
+        opt_size: The ``(H, W)`` TensorRT tunes for (the engine's working size).
+        max_size: Largest ``(H, W)``.
+        max_batch: Largest batch.
+    """
+    (h0, w0), (h1, w1), (h2, w2) = (
+        _sides(min_size, "min"),
+        _sides(opt_size, "opt"),
+        _sides(max_size, "max"),
+    )
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    n, c = config.text.max_tokens, config.text.width
+    shapes = [
+        ("flow", (1, 2, h0, w0), (1, 2, h1, w1), (max_batch, 2, h2, w2)),
+        ("image", (1, 3, h0, w0), (1, 3, h1, w1), (max_batch, 3, h2, w2)),
+        ("sentence", (1, c), (1, c), (max_batch, c)),
+        ("words", (1, n, c), (1, n, c), (max_batch, n, c)),
+        ("words_mask", (1, n), (1, n), (max_batch, n)),
+    ]
+    return Profile(shapes=tuple(shapes))
+
+
+def text_profile(config: Any, *, max_batch: int = 1) -> Profile:
+    """The text encoder's profile: batch 1..max_batch, L = ``config.text.max_tokens``."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    n = config.text.max_tokens
+    return Profile(
+        shapes=(
+            ("token_ids", (1, n), (1, n), (max_batch, n)),
+            ("token_mask", (1, n), (1, n), (max_batch, n)),
+        )
+    )
+
+
+def engine_cache_key(
+    *,
+    trt_version: str,
+    compute_capability: tuple[int, int],
+    onnx_sha256: str,
+    profile: Profile,
+    precision: str,
+) -> str:
+    """Hex key of an engine: changes with any of TensorRT version, GPU arch, ONNX, profile, precision."""
+    payload = {
+        "trt": str(trt_version),
+        "sm": list(compute_capability),
+        "onnx": onnx_sha256,
+        "profile": profile.as_dict(),
+        "precision": precision,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def onnx_for_precision(major: int, precision: str) -> str:
+    """Which exported ONNX precision a TensorRT ``major`` version builds a ``precision`` engine from.
+
+    TensorRT 10 builds FP16 engines from the FP32 graph with ``BuilderFlag.FP16``; TensorRT 11
+    (strongly typed) needs the FP16 graph.
+    """
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"unknown precision {precision!r}; valid: fp32, fp16")
+    return "fp16" if (major >= 11 and precision == "fp16") else "fp32"
+
+
+def gpu_compute_capability(device: int = 0) -> tuple[int, int]:
+    """``(major, minor)`` compute capability of CUDA device ``device`` (via pycuda).
+
+    Raises:
+        BackendUnavailable: pycuda missing or no GPU.
+    """
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "pycuda is not installed: pip install pycuda on a CUDA host (builds from source)"
+        ) from exc
+    try:
+        cuda.init()
+        major, minor = cuda.Device(device).compute_capability()
+    except Exception as exc:  # pycuda.driver.Error and friends
+        raise BackendUnavailable(f"no usable CUDA GPU {device}: {exc}") from exc
+    return int(major), int(minor)
+
+
+def build_serialized_engine(
+    trt: Any,
+    onnx_path: str | Path,
+    *,
+    profile: Profile,
+    precision: str,
+    workspace_bytes: int = 1 << 30,
+    timing_cache: str | Path | None = None,
+) -> bytes:
+    """Parse an ONNX file and build a serialized engine with the API of ``trt``'s major version.
+
+    Args:
+        trt: The ``tensorrt`` module (see :func:`import_tensorrt`).
+        onnx_path: ONNX file; for TensorRT 11 FP16 it must be the FP16 graph.
+        profile: Shapes for every dynamic input.
+        precision: ``"fp32"`` or ``"fp16"``.
+        workspace_bytes: Builder workspace limit.
+        timing_cache: File to load the timing cache from (if present) and save it to.
+
+    Returns:
+        The serialized engine (plan) bytes.
+
+    Raises:
+        ExportError: the ONNX file does not parse, or the build fails.
+    """
+    major = trt_major(trt)
+    logger_ = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger_)
+    # Explicit batch is implicit in 10.x; strong typing is implicit in 11.x: no flags needed.
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger_)
+    data = Path(onnx_path).read_bytes()
+    if not parser.parse(data):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
+    if precision == "fp16" and major == 10:
+        config.set_flag(trt.BuilderFlag.FP16)
+    opt = builder.create_optimization_profile()
+    names = {network.get_input(i).name for i in range(network.num_inputs)}
+    declared = {name for name, *_ in profile.shapes}
+    if names != declared:
+        raise ExportError(
+            f"profile covers {sorted(declared)} but {onnx_path} has inputs {sorted(names)}"
+        )
+    for name, lo, mid, hi in profile.shapes:
+        opt.set_shape(name, lo, mid, hi)
+    config.add_optimization_profile(opt)
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, False)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ExportError(f"TensorRT failed to build an engine from {onnx_path} (see its log)")
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return bytes(plan)
+
+
+def engine_path(
+    export_dir: str | Path,
+    graph: str,
+    *,
+    precision: str,
+    profile: Profile,
+    cache_dir: str | Path,
+    trt: Any,
+    compute_capability: tuple[int, int],
+) -> tuple[Path, Path]:
+    """``(engine file, source ONNX)`` of ``graph`` in the cache (the engine may not exist yet)."""
+    source = Path(export_dir) / graph_file(graph, onnx_for_precision(trt_major(trt), precision))
+    if not source.is_file():
+        raise ExportError(
+            f"{source} not found: TensorRT {trt.__version__} builds {precision} engines from it "
+            "(re-export with --fp16)"
+        )
+    key = engine_cache_key(
+        trt_version=trt.__version__,
+        compute_capability=compute_capability,
+        onnx_sha256=sha256_file(source),
+        profile=profile,
+        precision=precision,
+    )
+    return Path(cache_dir) / f"{graph}-{precision}-{key}.engine", source
+
+
+def build_export_engines(
+    export_dir: str | Path,
+    *,
+    precision: str = "fp32",
+    opt_size: tuple[int, int] = (320, 320),
+    min_size: tuple[int, int] | None = None,
+    max_size: tuple[int, int] | None = None,
+    max_batch: int = 1,
+    cache_dir: str | Path | None = None,
+    workspace_bytes: int = 1 << 30,
+    trt: Any = None,
+    compute_capability: tuple[int, int] | None = None,
+) -> list[Path]:
+    """Build (or reuse from the cache) both engines of an export folder.
+
+    Args:
+        export_dir: Export folder (``python -m export``).
+        precision: ``"fp32"`` or ``"fp16"``.
+        opt_size: ``(H, W)`` the frame engine is tuned for.
+        min_size: Smallest ``(H, W)`` (default: ``opt_size``).
+        max_size: Largest ``(H, W)`` (default: ``opt_size``).
+        max_batch: Largest batch.
+        cache_dir: Engine cache (default ``<cache_root>/tensorrt``).
+        workspace_bytes: Builder workspace limit.
+        trt: The ``tensorrt`` module (default: imported here).
+        compute_capability: GPU arch (default: read from device 0 with pycuda).
+
+    Returns:
+        ``[text_encoder engine, frame_net engine]`` paths.
+    """
+    from engine.loading import cache_root, load_export
+
+    trt = import_tensorrt() if trt is None else trt
+    cc = gpu_compute_capability() if compute_capability is None else compute_capability
+    loaded = load_export(export_dir, precision="fp32")
+    cache = Path(cache_dir) if cache_dir else cache_root() / "tensorrt"
+    cache.mkdir(parents=True, exist_ok=True)
+    profiles = {
+        "text_encoder": text_profile(loaded.config, max_batch=max_batch),
+        "frame_net": frame_profile(
+            loaded.config,
+            min_size=min_size or opt_size,
+            opt_size=opt_size,
+            max_size=max_size or opt_size,
+            max_batch=max_batch,
+        ),
+    }
+    paths = []
+    for graph, profile in profiles.items():
+        path, source = engine_path(
+            export_dir,
+            graph,
+            precision=precision,
+            profile=profile,
+            cache_dir=cache,
+            trt=trt,
+            compute_capability=cc,
+        )
+        if not path.is_file():
+            logger.info("building TensorRT %s engine %s from %s", precision, path.name, source.name)
+            plan = build_serialized_engine(
+                trt,
+                source,
+                profile=profile,
+                precision=precision,
+                workspace_bytes=workspace_bytes,
+                timing_cache=cache / f"timing-{trt.__version__}-sm{cc[0]}{cc[1]}.cache",
+            )
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(plan)
+            tmp.replace(path)
+        paths.append(path)
+    return paths

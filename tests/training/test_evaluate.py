@@ -1,0 +1,383 @@
+"""training.evaluate: report structure, metric plumbing and the CLI's argument checks."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from engine.base import Engine
+from models.config import build_config
+from models.tokenizer import Tokenizer
+from training.evaluate import OVERALL, build_parser, evaluate, main
+from training.sample import Sample
+
+CORPUS = [
+    "the red circle",
+    "the blue square moving left",
+    "the green ring that is not moving",
+    "a big yellow star moving right",
+    "the small purple triangle",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    return Tokenizer.train(CORPUS, vocab_size=48)
+
+
+class ScriptedEngine(Engine):
+    """TEST DOUBLE for the metric plumbing only -- not a product component.
+
+    ``run_frame`` ignores the image and returns +/-10 logits of the next mask from ``masks``
+    (given at the network input size), so the expected scores are known exactly. It records
+    the flow inputs it saw. ``run_text`` returns zero features of the right shapes.
+    """
+
+    backend = "scripted-test"
+
+    def __init__(self, masks: list[np.ndarray], **kw) -> None:
+        super().__init__(**kw)
+        self._masks = list(masks)
+        self.flows: list[np.ndarray] = []
+
+    def run_text(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        b, n = inputs["token_ids"].shape
+        c = self.config.text.width
+        return {
+            "words": np.zeros((b, n, c), np.float32),
+            "words_mask": inputs["token_mask"].astype(np.float32),
+            "sentence": np.zeros((b, c), np.float32),
+        }
+
+    def run_frame(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.flows.append(inputs["flow"].copy())
+        m = self._masks.pop(0)
+        return {"logits": np.where(m, 10.0, -10.0).astype(np.float32)[None, None]}
+
+
+def _scripted(tokenizer, masks, size=(64, 64)) -> ScriptedEngine:
+    return ScriptedEngine(
+        masks, config=build_config("hinet_tiny"), tokenizer=tokenizer, input_size=size
+    )
+
+
+def _textured(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    return np.ascontiguousarray(np.kron(small, np.ones((8, 8, 1), np.uint8))[:h, :w])
+
+
+def _sample(
+    mask,
+    *,
+    split="appearance",
+    dataset="synthetic",
+    video="v0",
+    frame_index=0,
+    obj="1",
+    expression="the red circle",
+    prev=True,
+    flow=None,
+) -> Sample:
+    h, w = mask.shape
+    frame = _textured(h, w, seed=frame_index)
+    prev_frame = np.roll(frame, 3, axis=1) if prev else None
+    return Sample(
+        frame=frame,
+        prev_frame=prev_frame,
+        flow=flow,
+        expression=expression,
+        mask=mask.astype(np.uint8),
+        dataset=dataset,
+        video_id=video,
+        frame_index=frame_index,
+        object_id=obj,
+        split=split,
+    )
+
+
+def _square(h, w, top, left, side, value=1):
+    m = np.zeros((h, w), np.uint8)
+    m[top : top + side, left : left + side] = value
+    return m
+
+
+def test_perfect_predictor_scores_one(tokenizer):
+    masks = [
+        _square(64, 64, 10, 10, 20),
+        _square(64, 64, 30, 5, 12),
+        np.zeros((64, 64), np.uint8),  # empty target predicted empty: IoU 1
+    ]
+    samples = [
+        _sample(masks[0], split="appearance"),
+        _sample(masks[1], split="motion", expression="the blue square moving left"),
+        _sample(masks[2], split="motion", frame_index=1, prev=False),
+    ]
+    # DAVIS-style object: 4 frames (semi-supervised keeps frames 1, 2), void pixels present.
+    davis = []
+    for t in range(4):
+        m = _square(64, 64, 8 + t, 8 + 2 * t, 16)
+        m[0:4, :] = 255
+        davis.append(_sample(m, split="val", dataset="davis17", video="dv", frame_index=t))
+    preds = [m == 1 for m in masks] + [s.mask == 1 for s in davis]
+    engine = _scripted(tokenizer, preds)
+    report = evaluate(engine, samples + davis, progress=False)
+
+    assert list(report.referring) == ["appearance", "motion", "val", OVERALL]
+    assert report.referring["appearance"]["samples"] == 1
+    assert report.referring["motion"]["samples"] == 2
+    assert report.referring[OVERALL]["samples"] == report.samples == 7
+    for row in report.referring.values():
+        assert row["oIoU"] == 1.0
+        assert row["mIoU"] == pytest.approx(1.0)
+        assert all(row[f"P@0.{k}"] == 1.0 for k in range(5, 10))
+    assert list(report.davis) == ["val", OVERALL]
+    d = report.davis[OVERALL]
+    assert d["protocol"] == "semi-supervised" and d["objects"] == 1
+    assert d["J&F"] == d["J"] == d["F"] == d["J-recall"] == 1.0 and d["J-decay"] == 0.0
+    assert report.datasets == ("davis17", "synthetic")
+    assert report.backend == "scripted-test" and report.input_size == (64, 64)
+    assert report.latency_ms["mean"] >= 0.0 and report.text_rejected == 0
+
+    table = report.table()
+    for token in ("appearance", "motion", OVERALL, "oIoU", "P@0.9", "J&F", "semi-supervised"):
+        assert token in table
+    data = json.loads(report.to_json())
+    assert data["referring"]["overall"]["oIoU"] == 1.0
+
+
+def test_known_scores_and_resolution(tokenizer):
+    # Frames 48x80 (3840 px), network 64x64. Predictions at network size: everything (resized:
+    # still everything), nothing.
+    t1 = _square(48, 80, 0, 0, 24)  # 576 px: pred all -> I = 576, U = 3840, IoU 0.15
+    t2 = _square(48, 80, 10, 10, 20)  # 400 px: pred none -> I = 0, U = 400
+    t2[0:2, :] = 255  # void does not change anything here (pred empty, void outside target)
+    full, empty = np.ones((64, 64), bool), np.zeros((64, 64), bool)
+    engine = _scripted(tokenizer, [full, empty])
+    report = evaluate(
+        engine, [_sample(t1, split="test"), _sample(t2, split="test")], progress=False
+    )
+    s = report.referring["test"]
+    assert s["oIoU"] == pytest.approx(576 / (3840 + 400))
+    assert s["mIoU"] == pytest.approx((576 / 3840) / 2, abs=1e-6)
+    assert s["P@0.5"] == 0.0
+    assert report.davis == {}
+    assert report.referring[OVERALL] == s
+
+
+def test_flow_sources(tokenizer):
+    m = _square(64, 64, 10, 10, 20)
+    pre = np.zeros((16, 16, 2), np.float32)
+    pre[..., 0] = 4.0  # 4 px of a 16-px grid, gain 20 -> 5.0 normalised
+    samples = [
+        _sample(m, prev=False),  # first frame: zero flow
+        _sample(m, prev=True, frame_index=1),  # computed from prev_frame (shifted texture)
+        _sample(m, prev=True, frame_index=2, flow=pre),  # precomputed wins
+    ]
+    engine = _scripted(tokenizer, [m == 1] * 3)
+    evaluate(engine, samples, progress=False)
+    f0, f1, f2 = engine.flows
+    assert f0.shape == (1, 2, 64, 64) and not f0.any()
+    # prev = frame rolled right by 3 px, so the scene moves left: mean dx clearly negative.
+    assert f1[0, 0].mean() < -0.2
+    assert np.allclose(f2[0, 0], 5.0) and np.allclose(f2[0, 1], 0.0)
+
+
+def test_rejected_expression_scored_empty(tokenizer):
+    long_text = "the red circle " * 20  # 300 chars > max_chars 200
+    m = _square(64, 64, 10, 10, 20)
+    engine = _scripted(tokenizer, [m == 1])
+    samples = [_sample(m), _sample(m, expression=long_text, frame_index=1)]
+    report = evaluate(engine, samples, progress=False)
+    assert report.text_rejected == 1
+    s = report.referring[OVERALL]
+    assert s["oIoU"] == pytest.approx(400 / 800)  # one hit, one empty prediction of 400 px
+    assert s["P@0.5"] == 0.5
+
+
+def test_evaluate_errors(tokenizer):
+    m = _square(64, 64, 10, 10, 20)
+    engine = _scripted(tokenizer, [m == 1] * 4)
+    with pytest.raises(ValueError, match="threshold"):
+        evaluate(engine, [_sample(m)], threshold=1.0, progress=False)
+    with pytest.raises(ValueError, match="semi-supervised, all"):
+        evaluate(engine, [_sample(m)], protocol="unsupervised", progress=False)
+    with pytest.raises(ValueError, match="Sample"):
+        evaluate(engine, [{"frame": None}], progress=False)
+    with pytest.raises(ValueError, match="no samples"):
+        evaluate(engine, [], progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    pytest.importorskip("torch")
+    from models.hinet import build_model
+
+    return build_model(build_config("hinet_tiny")).eval()
+
+
+def test_real_hinet_torch_engine(tokenizer, tiny_model):
+    """A real tiny HINet (ImageNet backbone, untrained head) in the real torch engine."""
+    from engine.backends.torch_backend import TorchEngine
+
+    engine = TorchEngine(model=tiny_model, tokenizer=tokenizer, input_size=(64, 64))
+    samples = [
+        _sample(
+            _square(64, 96, 10, 10, 20), frame_index=t, split="test", dataset="davis17", video="dv"
+        )
+        for t in range(3)
+    ]
+    report = evaluate(engine, samples, protocol="all", progress=False)
+    s = report.referring[OVERALL]
+    assert s["samples"] == 3
+    for key in ("oIoU", "mIoU", "P@0.5", "P@0.9"):
+        assert 0.0 <= s[key] <= 1.0
+    d = report.davis[OVERALL]
+    assert d["objects"] == 1 and d["protocol"] == "all" and 0.0 <= d["J&F"] <= 1.0
+    assert report.backend == "torch" and report.input_size == (64, 64)
+    assert report.latency_ms["mean"] > 0.0 and not math.isnan(report.latency_ms["p95"])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, tiny_model, tokenizer):
+    from models.checkpoint import save_checkpoint
+
+    return save_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny", model=tiny_model, tokenizer=tokenizer
+    )
+
+
+def _run_cli(argv, capsys):
+    assert main(argv) == 0
+    return capsys.readouterr().out
+
+
+def test_cli_checkpoint_torch_synthetic(checkpoint, tmp_path, capsys):
+    out_json = tmp_path / "report.json"
+    argv = ["--checkpoint", str(checkpoint), "--dataset", "synthetic", "--split", "motion"]
+    argv += ["--limit", "3", "--size", "64x64", "--json", str(out_json), "--no-progress"]
+    out = _run_cli(argv, capsys)
+    assert "oIoU" in out and "motion" in out and "overall" in out and "torch" in out
+    data = json.loads(out_json.read_text())
+    assert data["samples"] == 3 and data["backend"] == "torch"
+    assert data["input_size"] == [64, 64]
+    assert list(data["referring"]) == ["motion", "overall"]
+    assert data["meta"]["dataset"] == "synthetic" and data["meta"]["limit"] == 3
+    assert data["davis"] == {}
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--dataset", "a2d"], "one of the arguments --checkpoint --export is required"),
+        (["--checkpoint", "c", "--export", "e", "--dataset", "a2d"], "not allowed with"),
+        (["--checkpoint", "c", "--dataset", "coco"], "invalid choice"),
+        (["--checkpoint", "c", "--dataset", "a2d", "--size", "100x100"], "multiple of 32"),
+        (["--checkpoint", "c", "--dataset", "a2d", "--size", "big"], "HxW"),
+        (["--checkpoint", "c", "--dataset", "a2d", "--limit", "0"], "positive integer"),
+        (["--checkpoint", "c", "--dataset", "a2d", "--protocol", "x"], "invalid choice"),
+    ],
+)
+def test_cli_argument_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--dataset", "davis17"], "--root is required for --dataset davis17"),
+        (
+            ["--dataset", "synthetic", "--root", "x"],
+            "--root and --option are not used with --dataset synthetic",
+        ),
+        (["--dataset", "synthetic", "--split", "colour"], "valid: appearance, motion"),
+    ],
+)
+def test_cli_dataset_errors(extra, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["--checkpoint", str(tmp_path), *extra])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_synthetic_samples_limited():
+    from training.evaluate import _load_samples
+
+    args = build_parser().parse_args(
+        ["--checkpoint", "c", "--dataset", "synthetic", "--split", "motion", "--limit", "3"]
+    )
+    view = _load_samples(args)
+    assert len(view) == 3
+    samples = list(view)
+    assert len(samples) == 3
+    assert all(isinstance(s, Sample) and s.split == "motion" and s.flow is None for s in samples)
+    both = _load_samples(build_parser().parse_args(["--checkpoint", "c", "--dataset", "synthetic"]))
+    assert len(both) > 3
+
+
+@pytest.mark.slow
+def test_cli_export_onnx_matches_torch(checkpoint, tmp_path, capsys):
+    """Real ONNX Runtime through ``--export``: same table as the torch engine (~1 min export)."""
+    pytest.importorskip("onnxruntime")
+    from export.onnx_export import export_checkpoint
+
+    export = tmp_path / "export"
+    export_checkpoint(checkpoint, export, max_side=256)
+    common = ["--dataset", "synthetic", "--split", "appearance", "--limit", "8"]
+    common += ["--size", "64x64", "--no-progress"]
+    _run_cli(["--export", str(export), *common, "--json", str(tmp_path / "onnx.json")], capsys)
+    _run_cli(
+        ["--checkpoint", str(checkpoint), *common, "--json", str(tmp_path / "pt.json")], capsys
+    )
+    onnx = json.loads((tmp_path / "onnx.json").read_text())
+    torch_ = json.loads((tmp_path / "pt.json").read_text())
+    assert onnx["backend"] == "onnx" and torch_["backend"] == "torch"
+    for key in ("oIoU", "mIoU"):
+        assert onnx["referring"]["overall"][key] == pytest.approx(
+            torch_["referring"]["overall"][key], abs=0.02
+        )
+
+
+def test_cli_davis17_real_format(checkpoint, tmp_path, capsys):
+    """The CLI on a tiny Ref-DAVIS17 tree in the published layout (void ring, two annotators)."""
+    from fixtures_real import davis_expected, make_davis
+
+    root = make_davis(tmp_path / "davis").root
+    out_json = tmp_path / "davis.json"
+    argv = ["--checkpoint", str(checkpoint), "--dataset", "davis17", "--root", str(root)]
+    argv += ["--size", "64x64", "--json", str(out_json), "--no-progress"]
+    out = _run_cli(argv, capsys)
+    assert "J&F" in out and "DAVIS protocol: semi-supervised" in out
+    data = json.loads(out_json.read_text())
+    expected = davis_expected(split="val", annotators=(1, 2), full_video=False)
+    assert data["samples"] == len(expected)
+    assert list(data["referring"]) == ["val", "overall"]
+    # One sequence per (annotator, object, expression); semi-supervised drops first and last
+    # frame, so every sequence here (3 or 4 frames) keeps 1 or 2 frames.
+    sequences = sum(
+        len(
+            {
+                (e.video_id, e.object_id, e.expression)
+                for e in davis_expected(split="val", annotators=(n,), full_video=False)
+            }
+        )
+        for n in (1, 2)
+    )
+    d = data["davis"]["overall"]
+    assert d["objects"] == sequences and d["objects_skipped"] == 0
+    assert 0.0 <= d["J&F"] <= 1.0
+    # Annotator 1 only, all frames kept.
+    argv += ["--option", "annotator=1", "--protocol", "all"]
+    _run_cli(argv, capsys)
+    data = json.loads(out_json.read_text())
+    assert data["samples"] == len(davis_expected(split="val", annotators=(1,), full_video=False))
+    assert data["davis"]["overall"]["protocol"] == "all"
+    assert data["meta"]["options"] == {"annotator": 1}
