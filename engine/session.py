@@ -1,0 +1,294 @@
+"""A streaming segmentation session over an :class:`engine.base.Engine` (SAM-style API).
+
+``set_phrase(text)`` encodes the phrase once; ``step(frame)`` segments one frame using the cached
+text and the previous frame (for optical flow). The two halves of ``step`` are public so the
+threaded pipeline runs the same code in two threads: :meth:`Segmenter.prepare` (flow stage:
+grey frame, optical flow against the previous frame, network inputs) and
+:meth:`Segmenter.infer` (inference stage: frame network, probabilities, optional temporal
+smoothing, threshold).
+
+Example::
+
+    seg = Segmenter(engine, threshold=0.5, smoothing=0.3)
+    seg.set_phrase("the red car moving left")
+    for frame in source:
+        result = seg.step(frame)       # result.mask (H, W) bool
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from engine.base import Engine, TextState
+from engine.flow import OpticalFlow
+from engine.preprocess import prepare_flow, prepare_image, sanitize_frame, sigmoid
+from engine.sources import Frame
+
+__all__ = [
+    "FlowState",
+    "PhraseNotSetError",
+    "PreparedFrame",
+    "Result",
+    "Segmenter",
+    "SmoothingState",
+]
+
+
+class PhraseNotSetError(RuntimeError):
+    """:meth:`Segmenter.step` / :meth:`Segmenter.infer` was called before a phrase was set."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """The segmentation of one frame.
+
+    Attributes:
+        mask: (H, W) bool at the frame's resolution.
+        prob: (H, W) float32 in [0, 1], the (smoothed) object probability.
+        score: Mean probability over the mask's pixels in [0, 1] (0.0 for an empty mask).
+        frame_index: The source frame's sequence number.
+        capture_time: The frame's monotonic capture time (seconds).
+        phrase: The normalised phrase this frame was segmented with.
+        timings: Stage name -> milliseconds (``flow``, ``inference``, ...).
+    """
+
+    mask: np.ndarray
+    prob: np.ndarray
+    score: float
+    frame_index: int
+    capture_time: float
+    phrase: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mask, np.ndarray) or self.mask.ndim != 2 or self.mask.dtype != bool:
+            raise ValueError(
+                f"mask must be (H, W) bool, got {getattr(self.mask, 'shape', None)} "
+                f"{getattr(self.mask, 'dtype', type(self.mask))}"
+            )
+        if not isinstance(self.prob, np.ndarray) or self.prob.shape != self.mask.shape:
+            raise ValueError(
+                f"prob must match mask shape {self.mask.shape}, got "
+                f"{getattr(self.prob, 'shape', type(self.prob))}"
+            )
+        if self.prob.dtype != np.float32:
+            raise ValueError(f"prob must be float32, got {self.prob.dtype}")
+        if not 0.0 <= self.score <= 1.0:
+            raise ValueError(f"score must be in [0, 1], got {self.score}")
+        if self.frame_index < 0:
+            raise ValueError(f"frame_index must be >= 0, got {self.frame_index}")
+        if any(v < 0 for v in self.timings.values()):
+            raise ValueError(f"timings must be non-negative, got {self.timings}")
+
+    @property
+    def area(self) -> float:
+        """Fraction of the frame covered by the mask, in [0, 1]."""
+        return float(self.mask.mean())
+
+
+@dataclass(frozen=True)
+class PreparedFrame:
+    """Output of the flow stage, input of the inference stage.
+
+    Attributes:
+        frame: The source frame.
+        image: (1, 3, H, W) float32 network image input.
+        flow: (1, 2, H, W) float32 network flow input.
+        flow_ms: Time the flow stage spent on this frame.
+    """
+
+    frame: Frame
+    image: np.ndarray
+    flow: np.ndarray
+    flow_ms: float
+
+
+@dataclass
+class FlowState:
+    """Temporal state of the flow stage: the previous frame in grey at the flow size."""
+
+    prev_gray: np.ndarray | None = None
+    prev_index: int = -1
+    prev_time: float = 0.0
+
+
+@dataclass
+class SmoothingState:
+    """Temporal state of the inference stage: the EMA of probabilities at network size."""
+
+    ema: np.ndarray | None = None
+    frames: int = 0
+
+
+class Segmenter:
+    """Phrase-conditioned video segmentation, one frame at a time.
+
+    Args:
+        engine: A loaded :class:`engine.base.Engine` (any backend).
+        flow_preset: Optical-flow preset (see :data:`engine.flow.FLOW_PRESETS`).
+        flow_size: ``(width, height)`` the flow is computed at; defaults to the network input
+            size (``engine.input_size`` reversed).
+        threshold: Probability threshold in (0, 1) for the mask.
+        smoothing: Temporal EMA weight of the PREVIOUS probabilities in [0, 1):
+            ``p_t = smoothing * p_{t-1} + (1 - smoothing) * p``; 0 disables smoothing.
+        max_flow_gap: Seconds between two frames' capture times above which their flow is
+            meaningless (a stream reconnected): the frame gets zero flow, like a first frame.
+            ``None`` never resets.
+
+    Thread-safety: :meth:`prepare` may run in one thread and :meth:`infer` in another (they
+    touch disjoint state); :meth:`set_phrase` may be called from any thread and takes effect
+    from the next :meth:`infer`.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        flow_preset: str = "ultrafast",
+        flow_size: tuple[int, int] | None = None,
+        threshold: float = 0.5,
+        smoothing: float = 0.0,
+        max_flow_gap: float | None = 2.0,
+    ) -> None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        self.engine = engine
+        self.threshold = float(threshold)
+        self.smoothing = float(smoothing)
+        if max_flow_gap is not None and max_flow_gap <= 0:
+            raise ValueError(f"max_flow_gap must be positive or None, got {max_flow_gap}")
+        self.max_flow_gap = max_flow_gap
+        h, w = engine.input_size
+        self.flow = OpticalFlow(preset=flow_preset, size=flow_size or (w, h))
+        self.flow_state = FlowState()
+        self.smoothing_state = SmoothingState()
+        self._text: TextState | None = None
+        self._text_lock = threading.Lock()
+        self._raw_index = 0
+
+    # -- the phrase --------------------------------------------------------------------------
+    @property
+    def phrase(self) -> str | None:
+        """The current normalised phrase, or ``None`` before :meth:`set_phrase`."""
+        text = self._text
+        return text.phrase if text is not None else None
+
+    def set_phrase(self, text: str) -> TextState:
+        """Encode ``text`` once and use it from the next frame on.
+
+        Raises:
+            ValueError: the phrase is not a string, empty or too long; the previous phrase stays
+                in use.
+        """
+        if not isinstance(text, str):
+            raise ValueError(f"phrase must be a string, got {type(text).__name__}")
+        state = self.engine.encode_text(text)  # raises ValueError before anything changes
+        with self._text_lock:
+            self._text = state
+            # A new referent: the old probabilities must not bleed into the new phrase's mask.
+            self.smoothing_state = SmoothingState()
+        return state
+
+    # -- the stages ----------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the previous frame and the smoothing state (e.g. after a stream reconnect)."""
+        self.flow_state = FlowState()
+        with self._text_lock:
+            self.smoothing_state = SmoothingState()
+
+    def _as_frame(self, frame: Frame | np.ndarray) -> Frame:
+        if isinstance(frame, Frame):
+            return frame
+        frame = Frame(sanitize_frame(frame), self._raw_index, time.monotonic())
+        self._raw_index += 1
+        return frame
+
+    def prepare(self, frame: Frame | np.ndarray) -> PreparedFrame:
+        """Flow stage: optical flow against the previous frame and the network inputs.
+
+        The first frame (or the first after :meth:`reset`, or after a capture gap longer than
+        ``max_flow_gap``) gets zero flow.
+
+        Args:
+            frame: A :class:`Frame`, or a raw image (any layout :func:`sanitize_frame` takes).
+
+        Returns:
+            The frame with its (1, 3, H, W) image and (1, 2, H, W) flow inputs.
+        """
+        t0 = time.perf_counter()
+        frame = self._as_frame(frame)
+        cfg = self.engine.config
+        gray = self.flow.gray(frame.image)  # (h, w) uint8
+        state = self.flow_state
+        stale = (
+            self.max_flow_gap is not None and frame.timestamp - state.prev_time > self.max_flow_gap
+        )
+        if state.prev_gray is None or state.prev_gray.shape != gray.shape or stale:
+            flow_px = np.zeros((gray.shape[0], gray.shape[1], 2), np.float32)
+        else:
+            flow_px = self.flow(state.prev_gray, gray)  # (h, w, 2) px
+        self.flow_state = FlowState(gray, frame.index, frame.timestamp)
+        size = self.engine.input_size
+        image = prepare_image(frame.image, size, cfg.image_mean, cfg.image_std)  # (1, 3, H, W)
+        flow = prepare_flow(flow_px, size, cfg.flow_gain)  # (1, 2, H, W)
+        return PreparedFrame(frame, image, flow, (time.perf_counter() - t0) * 1e3)
+
+    def infer(self, prepared: PreparedFrame) -> Result:
+        """Inference stage: frame network, smoothing and threshold at the frame's resolution.
+
+        Raises:
+            PhraseNotSetError: no phrase was set yet.
+        """
+        with self._text_lock:
+            text = self._text
+            smooth = self.smoothing_state
+        if text is None:
+            raise PhraseNotSetError("no phrase set: call set_phrase(text) before step()/infer()")
+        t0 = time.perf_counter()
+        logits = self.engine.segment(prepared.image, prepared.flow, text)  # (1, 1, H, W)
+        t1 = time.perf_counter()
+        prob_net = sigmoid(logits[0, 0])  # (H, W) at network size
+        if self.smoothing > 0.0 and smooth.ema is not None and smooth.ema.shape == prob_net.shape:
+            prob_net = (self.smoothing * smooth.ema + (1.0 - self.smoothing) * prob_net).astype(
+                np.float32
+            )
+        smooth.ema = prob_net
+        smooth.frames += 1
+        h0, w0 = prepared.frame.image.shape[:2]
+        prob = prob_net
+        if prob.shape != (h0, w0):
+            prob = cv2.resize(prob_net, (w0, h0), interpolation=cv2.INTER_LINEAR)
+        prob = np.clip(prob, 0.0, 1.0).astype(np.float32, copy=False)
+        mask = prob > self.threshold
+        score = float(prob[mask].mean()) if mask.any() else 0.0
+        t2 = time.perf_counter()
+        return Result(
+            mask=mask,
+            prob=prob,
+            score=min(max(score, 0.0), 1.0),
+            frame_index=prepared.frame.index,
+            capture_time=prepared.frame.timestamp,
+            phrase=text.phrase,
+            timings={
+                "flow": prepared.flow_ms,
+                "network": (t1 - t0) * 1e3,
+                "postprocess": (t2 - t1) * 1e3,
+            },
+        )
+
+    def step(self, frame: Frame | np.ndarray) -> Result:
+        """Segment one frame with the cached phrase and the previous frame.
+
+        Raises:
+            PhraseNotSetError: :meth:`set_phrase` was never called.
+        """
+        if self._text is None:
+            raise PhraseNotSetError("no phrase set: call set_phrase(text) before step()")
+        return self.infer(self.prepare(frame))

