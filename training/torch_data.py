@@ -1,0 +1,309 @@
+"""Torch dataset over :class:`training.sample.Sample` sequences, with aligned augmentation.
+
+Network inputs are made by the deployment code (:func:`engine.preprocess.prepare_image` and
+:func:`engine.preprocess.prepare_flow`), so training and every runtime backend see the same
+image normalisation and the same flow scaling.
+
+Augmentation keeps the frame, the optical flow, the mask and the expression consistent:
+
+* **scale / crop** (zoom in by ``s``): the same window is cut from frame, flow and mask and
+  resized to the network input; flow vectors are rescaled by the resize factor of each axis
+  (they are pixel displacements of the new grid).
+* **horizontal flip**: frame, flow and mask are mirrored, the flow's ``dx`` is negated, and the
+  words ``left`` / ``right`` in the expression are swapped ("the square moving left" still
+  refers to the same object after the flip).
+* **colour jitter** (brightness, contrast, saturation) on the frame only. No hue jitter: the
+  expressions name colours, and a hue shift would make "the red circle" wrong.
+
+Randomness is a pure function of ``(seed, epoch, index)`` (a fresh ``numpy`` generator per item),
+so a batch is the same whichever worker builds it and a resumed run reproduces it exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from engine.flow import OpticalFlow
+from engine.preprocess import prepare_flow, prepare_image
+from models.config import HINetConfig
+from models.tokenizer import Tokenizer
+from training.sample import VOID, Sample
+
+__all__ = [
+    "AugmentConfig",
+    "Augmented",
+    "ReferringTorchDataset",
+    "augment",
+    "flow_to_grid",
+    "swap_left_right",
+]
+
+logger = logging.getLogger(__name__)
+
+_LEFT_RIGHT = re.compile(r"\b(left|right)(most|wards?)?\b")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation.
+
+    Attributes:
+        hflip: Probability of a horizontal flip, in [0, 1].
+        scale: ``(lo, hi)`` zoom-in factor range, ``1 <= lo <= hi``; the crop window is
+            ``1/s`` of the frame on each side. ``(1, 1)`` disables cropping.
+        brightness: Brightness factor drawn from ``1 +- brightness``, in [0, 1).
+        contrast: Contrast factor drawn from ``1 +- contrast``, in [0, 1).
+        saturation: Saturation factor drawn from ``1 +- saturation``, in [0, 1).
+    """
+
+    hflip: float = 0.5
+    scale: tuple[float, float] = (1.0, 1.25)
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.hflip <= 1.0:
+            raise ValueError(f"hflip must be a probability in [0, 1], got {self.hflip}")
+        lo, hi = self.scale
+        if not 1.0 <= lo <= hi <= 4.0:
+            raise ValueError(f"scale must satisfy 1 <= lo <= hi <= 4, got {self.scale}")
+        for name in ("brightness", "contrast", "saturation"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {v}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AugmentConfig:
+        """Build from a JSON object; unknown keys raise ``ValueError``."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown augment keys {unknown}; valid: {', '.join(sorted(known))}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class Augmented:
+    """One augmented sample, every array on the same ``(H, W)`` grid.
+
+    Attributes:
+        frame: (H, W, 3) uint8 BGR.
+        flow: (H, W, 2) float32 pixel flow (dx, dy) of this grid.
+        mask: (H, W) uint8, 1 object / 0 background / 255 void.
+        expression: The expression, with left/right swapped if the sample was flipped.
+        flipped: Whether a horizontal flip was applied.
+        scale: The zoom factor used (1.0 = whole frame).
+    """
+
+    frame: np.ndarray
+    flow: np.ndarray
+    mask: np.ndarray
+    expression: str
+    flipped: bool
+    scale: float
+
+
+def swap_left_right(expression: str) -> str:
+    """Swap the words ``left`` and ``right`` (also ``leftmost``, ``rightward(s)``)."""
+
+    def repl(m: re.Match[str]) -> str:
+        word = "right" if m.group(1) == "left" else "left"
+        return word + (m.group(2) or "")
+
+    return _LEFT_RIGHT.sub(repl, expression)
+
+
+def flow_to_grid(flow_px: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resample a pixel flow field onto an ``(H, W)`` grid, rescaling the vectors.
+
+    Args:
+        flow_px: (h, w, 2) float32 (dx, dy) in pixels of the ``h x w`` grid.
+        hw: Target ``(H, W)``.
+
+    Returns:
+        (H, W, 2) float32 in pixels of the target grid (``dx * W / w``, ``dy * H / h``).
+    """
+    fh, fw = flow_px.shape[:2]
+    h, w = hw
+    flow = flow_px.astype(np.float32, copy=False)
+    if (fh, fw) == (h, w):
+        return flow.copy()
+    out = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)  # (H, W, 2)
+    out[..., 0] *= w / fw
+    out[..., 1] *= h / fh
+    return out
+
+
+def _colour_jitter(frame: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    img = frame.astype(np.float32)
+    grey = img @ np.asarray([0.114, 0.587, 0.299], np.float32)  # (H, W) BGR -> luma
+    b = 1.0 + rng.uniform(-cfg.brightness, cfg.brightness)
+    c = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)
+    s = 1.0 + rng.uniform(-cfg.saturation, cfg.saturation)
+    img = img * b
+    grey = grey * b
+    img = grey[..., None] + s * (img - grey[..., None])  # saturation
+    img = grey.mean() + c * (img - grey.mean())  # contrast
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+def augment(
+    frame: np.ndarray,
+    flow_px: np.ndarray,
+    mask: np.ndarray,
+    expression: str,
+    *,
+    out_size: tuple[int, int],
+    rng: np.random.Generator,
+    config: AugmentConfig,
+) -> Augmented:
+    """Scale/crop, flip and colour-jitter one sample consistently.
+
+    Args:
+        frame: (H0, W0, 3) uint8 BGR.
+        flow_px: (h, w, 2) float32 pixel flow on any grid (resampled to the frame's first).
+        mask: (H0, W0) uint8 (1 / 0 / 255 void).
+        expression: Referring expression (normalised).
+        out_size: Output ``(H, W)`` (the network input size).
+        rng: Source of randomness.
+        config: Augmentation settings.
+
+    Returns:
+        :class:`Augmented`, everything on the ``out_size`` grid.
+    """
+    h0, w0 = frame.shape[:2]
+    if mask.shape != (h0, w0):
+        raise ValueError(f"mask shape {mask.shape} differs from frame {frame.shape[:2]}")
+    h, w = out_size
+    flow = flow_to_grid(flow_px, (h0, w0))  # (H0, W0, 2) px of the frame grid
+    s = float(rng.uniform(*config.scale))
+    ch, cw = max(1, round(h0 / s)), max(1, round(w0 / s))
+    y0 = int(rng.integers(0, h0 - ch + 1))
+    x0 = int(rng.integers(0, w0 - cw + 1))
+    frame = frame[y0 : y0 + ch, x0 : x0 + cw]
+    mask = mask[y0 : y0 + ch, x0 : x0 + cw]
+    flow = flow[y0 : y0 + ch, x0 : x0 + cw]
+    frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
+    mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+    flow = flow_to_grid(np.ascontiguousarray(flow), (h, w))  # scales the vectors by w/cw, h/ch
+    flipped = bool(rng.random() < config.hflip)
+    if flipped:
+        frame = frame[:, ::-1]
+        mask = mask[:, ::-1]
+        flow = flow[:, ::-1] * np.asarray([-1.0, 1.0], np.float32)  # mirror: dx -> -dx
+        expression = swap_left_right(expression)
+    frame = _colour_jitter(np.ascontiguousarray(frame), rng, config)
+    return Augmented(
+        frame=frame,
+        flow=np.ascontiguousarray(flow, dtype=np.float32),
+        mask=np.ascontiguousarray(mask),
+        expression=expression,
+        flipped=flipped,
+        scale=s,
+    )
+
+
+class ReferringTorchDataset(torch.utils.data.Dataset):
+    """Network-ready tensors from a sequence of :class:`~training.sample.Sample`.
+
+    Args:
+        samples: Any indexable sequence of samples (synthetic or a real dataset loader).
+        tokenizer: The run's tokenizer.
+        config: Model config (input size, normalisation, flow gain, text limits).
+        augment: Augmentation, or ``None`` for evaluation (plain resize, as deployed).
+        seed: Base seed of the per-item randomness.
+        flow_preset: OpenCV DIS preset used when a sample carries no precomputed flow (the
+            flow is then computed at the network input size, as the runtime does).
+
+    Items are dicts of tensors: ``image`` (3, H, W) float32 normalised RGB, ``flow``
+    (2, H, W) float32 normalised flow, ``token_ids`` (L,) int64, ``token_mask`` (L,) int64,
+    ``target`` (1, H, W) float32 {0, 1}, ``valid`` (1, H, W) float32 {0, 1} (0 on void pixels)
+    and ``index`` () int64.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        *,
+        tokenizer: Tokenizer,
+        config: HINetConfig,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        flow_preset: str = "ultrafast",
+    ) -> None:
+        if len(samples) == 0:
+            raise ValueError("dataset has no samples")
+        self.samples = samples
+        self.tokenizer = tokenizer
+        self.config = config
+        self.augment = augment
+        self.seed = int(seed)
+        self.flow_preset = flow_preset
+        self.epoch = 0
+        self._flow: OpticalFlow | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentation draws :meth:`__getitem__` makes."""
+        self.epoch = int(epoch)
+
+    def _sample_flow(self, sample: Sample) -> np.ndarray:
+        if sample.flow is not None:
+            return sample.flow
+        h, w = self.config.input_size
+        if sample.prev_frame is None:
+            return np.zeros((h, w, 2), np.float32)
+        if self._flow is None:  # one per worker process (OpticalFlow is not thread-safe)
+            self._flow = OpticalFlow(preset=self.flow_preset, size=(w, h))
+        return self._flow.between(sample.prev_frame, sample.frame)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        sample = self.samples[index]
+        size = self.config.input_size
+        flow_px = self._sample_flow(sample)
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            aug = augment(
+                sample.frame,
+                flow_px,
+                sample.mask,
+                sample.expression,
+                out_size=size,
+                rng=rng,
+                config=self.augment,
+            )
+            frame, flow_px, mask, expression = aug.frame, aug.flow, aug.mask, aug.expression
+        else:
+            frame, mask, expression = sample.frame, sample.mask, sample.expression
+            if mask.shape != tuple(size):
+                mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST_EXACT)
+        image = prepare_image(frame, size, self.config.image_mean, self.config.image_std)
+        flow = prepare_flow(flow_px, size, self.config.flow_gain)
+        text = self.config.text
+        try:
+            ids, tmask = self.tokenizer.encode(
+                Tokenizer.normalize(expression),
+                max_tokens=text.max_tokens,
+                max_chars=text.max_chars,
+            )
+        except ValueError as exc:
+            raise ValueError(f"sample {index} ({sample.video_id}): {exc}: {expression!r}") from exc
+        return {
+            "image": torch.from_numpy(image[0]),  # (3, H, W)
+            "flow": torch.from_numpy(flow[0]),  # (2, H, W)
+            "token_ids": torch.from_numpy(ids[0]),  # (L,)
+            "token_mask": torch.from_numpy(tmask[0]),  # (L,)
+            "target": torch.from_numpy((mask == 1).astype(np.float32)[None]),  # (1, H, W)
+            "valid": torch.from_numpy((mask != VOID).astype(np.float32)[None]),  # (1, H, W)
+            "index": torch.tensor(int(index), dtype=torch.int64),
+        }
