@@ -17,10 +17,13 @@ on real video frames (:mod:`export.check`); a failing check raises :class:`Expor
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import shutil
 import tempfile
+import warnings
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -119,6 +122,26 @@ def _rename_dims(path: Path) -> None:
     onnx.save(proto, str(path))
 
 
+#: Loggers of the exporter's internals: one INFO line per graph pass (hundreds per export).
+_NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's per-pass INFO logs and axis-renaming warnings while exporting."""
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*axis name.*will not be used.*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _export(
     module: nn.Module,
     args: tuple[torch.Tensor, ...],
@@ -133,7 +156,7 @@ def _export(
         raise ValueError(f"opset must be >= 18, got {opset}")
     external = _param_bytes(module) > _EXTERNAL_DATA_BYTES
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         torch.onnx.export(
             module.eval(),
             args,
