@@ -1,142 +1,15 @@
-"""Fixtures for the page's tests: a real tiny checkpoint, real clips with known targets, and the
-real app server (``python -m app``) in a subprocess on a free loopback port, stopped by PID."""
+"""Fixtures for the page's tests: a clip with known targets, the torch engine and the real app
+server, all on the session's tiny checkpoint (``tests/conftest.py``)."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-import zipfile
-from dataclasses import dataclass
-from pathlib import Path
-
-import cv2
-import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-NET_SIZE = (64, 64)  # the smallest network input: keeps CPU tests fast
-MAX_FRAMES = 50  # the test server's --max-frames (the too-long test clip exceeds it)
-
-CORPUS = [
-    "the red circle",
-    "the small blue square",
-    "the green ring that is not moving",
-    "a big yellow star moving right",
-    "the square moving left",
-    "the purple triangle",
-    "the cross that moves down",
-    "the big orange circle moving up",
-]
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A real ``hinet_tiny`` checkpoint (ImageNet backbone weights, untrained heads)."""
-    torch = pytest.importorskip("torch")
-    from models.checkpoint import save_checkpoint
-    from models.hinet import build_model
-    from models.tokenizer import Tokenizer
-
-    torch.manual_seed(0)
-    model = build_model("hinet_tiny", pretrained_backbone=True).eval()
-    tokenizer = Tokenizer.train(CORPUS, vocab_size=64)
-    return save_checkpoint(
-        tmp_path_factory.mktemp("ckpt") / "hinet_tiny", model=model, tokenizer=tokenizer
-    )
-
-
-@dataclass(frozen=True)
-class TargetClip:
-    """A synthetic clip written as mp4 (OpenCV mp4v, not the app's writer) with its truth."""
-
-    path: Path
-    phrase: str
-    masks: np.ndarray  # (T, H, W) bool, the referred object
-    frames: int
-    size: tuple[int, int]  # (W, H)
-
-
-def write_target_clip(
-    path: Path, *, seed: int = 3, frames: int = 10, size: tuple[int, int] = (96, 128)
-) -> TargetClip:
-    """Synthetic clip ``seed`` at ``size`` (H, W); the phrase refers to its first target."""
-    from training.synthetic.generator import generate_clip
-    from training.synthetic.spec import SyntheticSpec
-
-    clip = generate_clip(seed, split="appearance", spec=SyntheticSpec(size=size, frames=frames))
-    target = clip.targets[0]
-    h, w = clip.frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (w, h))
-    assert writer.isOpened()
-    for f in clip.frames:
-        writer.write(np.ascontiguousarray(f))
-    writer.release()
-    return TargetClip(path, target.expression, target.masks.astype(bool), len(clip.frames), (w, h))
+from app_helpers import MAX_FRAMES, NET_SIZE, AppServer, TargetClip, write_target_clip
 
 
 @pytest.fixture(scope="session")
 def target_clip(tmp_path_factory) -> TargetClip:
     return write_target_clip(tmp_path_factory.mktemp("clips") / "target.mp4")
-
-
-def write_plain_clip(path: Path, *, frames: int, size: tuple[int, int] = (64, 48)) -> Path:
-    """A moving square over a gradient (mp4v)."""
-    w, h = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (w, h))
-    assert writer.isOpened()
-    grad = np.tile(np.linspace(40, 200, w, dtype=np.uint8), (h, 1))
-    for i in range(frames):
-        img = cv2.merge([grad, grad[:, ::-1], np.full_like(grad, 90)])
-        cv2.rectangle(img, (2 + i % (w - 12), 10), (12 + i % (w - 12), 20), (0, 0, 255), -1)
-        writer.write(img)
-    writer.release()
-    return path
-
-
-def count_frames(path: Path) -> int:
-    """Decode every frame with OpenCV and count them."""
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
-
-def read_masks_zip(path: Path) -> list[np.ndarray]:
-    """The PNG masks of a masks zip, in name order, as (H, W) bool."""
-    with zipfile.ZipFile(path) as zf:
-        names = sorted(zf.namelist())
-        out = []
-        for name in names:
-            png = cv2.imdecode(np.frombuffer(zf.read(name), np.uint8), cv2.IMREAD_UNCHANGED)
-            assert png is not None and png.ndim == 2, name
-            assert set(np.unique(png)) <= {0, 255}, name
-            out.append(png > 0)
-    return out
-
-
-def reference_masks(
-    engine, video: Path, phrase: str, *, threshold: float = 0.5
-) -> list[np.ndarray]:
-    """The masks the app must return, computed in-process by the stream's session code."""
-    from engine.session import Segmenter
-
-    seg = Segmenter(engine, threshold=threshold)
-    seg.set_phrase(phrase)
-    cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
-    masks = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        masks.append(seg.step(frame).mask)
-    cap.release()
-    return masks
 
 
 @pytest.fixture(scope="session")
@@ -147,78 +20,6 @@ def tiny_engine(tiny_checkpoint):
     engine = create_engine("torch", tiny_checkpoint, device="cpu", input_size=NET_SIZE)
     yield engine
     engine.close()
-
-
-def assert_masks_match(got: list[np.ndarray], want: list[np.ndarray], *, agree: float = 0.995):
-    """Same count and shapes; pixel agreement >= ``agree`` per frame (float noise near the
-    threshold may flip a few pixels between two processes)."""
-    assert len(got) == len(want)
-    for i, (g, w) in enumerate(zip(got, want)):
-        assert g.shape == w.shape, i
-        assert (g == w).mean() >= agree, f"frame {i}: {(g == w).mean():.4f} agreement"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class AppServer:
-    """``python -m app`` in a subprocess on a free 127.0.0.1 port; stopped by PID."""
-
-    def __init__(self, args: list[str], *, log: Path, cache: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.args = args
-        self.log = log
-        self.cache = cache
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 180.0) -> AppServer:
-        env = dict(os.environ, HINET_STREAM_CACHE=str(self.cache), GRADIO_ANALYTICS_ENABLED="False")
-        cmd = [
-            sys.executable,
-            "-m",
-            "app",
-            *self.args,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        with self.log.open("w") as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"app exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url, timeout=5) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"app did not answer within {timeout} s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 3000) -> str:
-        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
-
-    def stop(self) -> None:
-        """SIGTERM by PID, then SIGKILL."""
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
-        self.proc = None
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import (
+from app_helpers import (
     MAX_FRAMES,
     assert_masks_match,
     count_frames,

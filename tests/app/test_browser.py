@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import (
+from app_helpers import (
     NET_SIZE,
     ROOT,
     AppServer,
@@ -198,7 +198,7 @@ def test_returned_video_has_every_frame(browser_run):
 
 
 def test_masks_equal_the_session_code(browser_run):
-    from conftest import reference_masks
+    from app_helpers import reference_masks
 
     masks = read_masks_zip(browser_run.masks)
     assert len(masks) == browser_run.clip.frames

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import (
+from app_helpers import (
     NET_SIZE,
     AppServer,
     assert_masks_match,
@@ -18,17 +18,14 @@ pytest.importorskip("onnxruntime")
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-pytestmark = pytest.mark.slow  # exports a model first (about a minute on 2 cores)
+pytestmark = pytest.mark.slow  # needs the session's export (about a minute on 2 cores)
 
 
 @pytest.fixture(scope="module")
-def onnx_server(tiny_checkpoint, tmp_path_factory):
-    from export.onnx_export import export_checkpoint
-
+def onnx_server(tiny_export, tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx_app")
-    export_checkpoint(tiny_checkpoint, root / "export", min_side=64, max_side=128, check=False)
     server = AppServer(
-        ["--checkpoint", str(root / "export"), "--engine", "onnx",
+        ["--checkpoint", str(tiny_export), "--engine", "onnx",
          "--size", f"{NET_SIZE[0]}x{NET_SIZE[1]}", "--no-examples"],
         log=root / "server.log",
         cache=root / "cache",

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, count_frames
+from app_helpers import ROOT, count_frames
 
 from app.examples import bikes_clip, demo_clip
 from app.h264 import FFmpegError, H264Writer

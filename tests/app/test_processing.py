@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import (
+from app_helpers import (
     assert_masks_match,
     count_frames,
     read_masks_zip,

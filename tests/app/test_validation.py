@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import write_plain_clip
+from app_helpers import write_plain_clip
 
 from app.validation import (
     SAFE_NAME,

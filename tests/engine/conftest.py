@@ -1,5 +1,6 @@
-"""Shared fixtures for the stream tests: a real tiny HINet checkpoint and engine, real videos,
-and a real RTSP server (GStreamer, run by the system python) on loopback."""
+"""Shared fixtures for the stream tests: real engines on the session's tiny HINet checkpoint and
+export (``tests/conftest.py``), real videos, and a real RTSP server (GStreamer, run by the system
+python) on loopback."""
 
 from __future__ import annotations
 
@@ -17,34 +18,6 @@ import pytest
 HERE = Path(__file__).parent
 SYSTEM_PYTHON = "/usr/bin/python3"
 NET_SIZE = (64, 64)  # smallest accepted network input: keeps the CPU tests fast
-
-CORPUS = [
-    "the red circle",
-    "the small blue square",
-    "the green ring that is not moving",
-    "a big yellow star moving right",
-    "the square moving left",
-    "the purple triangle",
-    "the cross that moves down",
-    "the big orange circle moving up",
-]
-
-
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A real ``hinet_tiny`` checkpoint (ImageNet backbone weights, random heads)."""
-    torch = pytest.importorskip("torch")
-    from models.checkpoint import save_checkpoint
-    from models.config import build_config
-    from models.hinet import HINet
-    from models.tokenizer import Tokenizer
-
-    torch.manual_seed(0)
-    model = HINet(config=build_config("hinet_tiny")).eval()
-    tokenizer = Tokenizer.train(CORPUS, vocab_size=64)
-    return save_checkpoint(
-        tmp_path_factory.mktemp("ckpt") / "hinet_tiny", model=model, tokenizer=tokenizer
-    )
 
 
 @pytest.fixture(scope="session")
@@ -68,23 +41,15 @@ def engine(tiny_checkpoint):
 
 
 @pytest.fixture(scope="session")
-def onnx_engine(tiny_checkpoint, tmp_path_factory):
-    """A real ONNX Runtime engine: the tiny checkpoint exported once into a temporary cache."""
+def onnx_engine(tiny_export):
+    """A real ONNX Runtime engine on the session's export of the tiny checkpoint."""
     pytest.importorskip("onnxruntime")
     from engine.backends import create_engine
 
-    old = os.environ.get("HINET_STREAM_CACHE")
-    os.environ["HINET_STREAM_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    try:
-        eng = create_engine(
-            "onnx", tiny_checkpoint, device="cpu", precision="fp32", input_size=NET_SIZE,
-            intra_op_threads=1,
-        )  # fmt: skip
-    finally:
-        if old is None:
-            os.environ.pop("HINET_STREAM_CACHE", None)
-        else:
-            os.environ["HINET_STREAM_CACHE"] = old
+    eng = create_engine(
+        "onnx", tiny_export, device="cpu", precision="fp32", input_size=NET_SIZE,
+        intra_op_threads=1,
+    )  # fmt: skip
     yield eng
     eng.close()
 

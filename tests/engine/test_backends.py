@@ -5,29 +5,21 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_model import MAX_SIDE
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "export"))
-from tiny_export import MAX_SIDE, tiny_export  # noqa: E402
-
-from engine.backends import BACKENDS, BackendUnavailable, create_engine, parse_device  # noqa: E402
-from engine.backends.onnx_backend import PROVIDERS  # noqa: E402
-from engine.base import TextState  # noqa: E402
-from engine.loading import load_export, source_kind  # noqa: E402
-from export.check import compare_logits, real_frame_inputs  # noqa: E402
-from export.manifest import ExportError, read_manifest, sha256_file, write_manifest  # noqa: E402
+from engine.backends import BACKENDS, BackendUnavailable, create_engine, parse_device
+from engine.backends.onnx_backend import PROVIDERS
+from engine.base import TextState
+from engine.loading import load_export, source_kind
+from export.check import compare_logits, real_frame_inputs
+from export.manifest import ExportError, read_manifest, sha256_file, write_manifest
 
 SIZE = (128, 160)
 PHRASE = "the person riding a bike"
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return tiny_export(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "export"))
-from tiny_export import tiny_export  # noqa: E402
-
 ROOT = Path(__file__).parents[2]
 
 # Installed before anything else: every import of torch (or a torch submodule) raises.
@@ -50,8 +47,8 @@ print(json.dumps({
 """
 
 
-def test_onnx_backend_works_without_torch(tmp_path_factory):
-    _, export_dir = tiny_export(tmp_path_factory)
+def test_onnx_backend_works_without_torch(tiny_export):
+    export_dir = tiny_export
     h, w = 96, 128
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(export_dir), str(h), str(w)],

@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from tiny_export import MAX_SIDE, MIN_SIDE
+from tiny_model import MAX_SIDE, MIN_SIDE
 
 from engine.base import FRAME_INPUTS, FRAME_OUTPUTS, TEXT_INPUTS, TEXT_OUTPUTS
 from export.__main__ import main as cli_main

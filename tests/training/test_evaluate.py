@@ -26,6 +26,7 @@ CORPUS = [
 
 @pytest.fixture(scope="module")
 def tokenizer() -> Tokenizer:
+    """The scripted engine's tokenizer (real-model tests use ``tiny_checkpoint``)."""
     return Tokenizer.train(CORPUS, vocab_size=48)
 
 
@@ -212,19 +213,13 @@ def test_evaluate_errors(tokenizer):
         evaluate(engine, [], progress=False)
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    pytest.importorskip("torch")
-    from models.hinet import build_model
-
-    return build_model(build_config("hinet_tiny")).eval()
-
-
-def test_real_hinet_torch_engine(tokenizer, tiny_model):
+def test_real_hinet_torch_engine(tiny_checkpoint):
     """A real tiny HINet (ImageNet backbone, untrained head) in the real torch engine."""
     from engine.backends.torch_backend import TorchEngine
+    from models.checkpoint import load_checkpoint
 
-    engine = TorchEngine(model=tiny_model, tokenizer=tokenizer, input_size=(64, 64))
+    model, tokenizer, _ = load_checkpoint(tiny_checkpoint)
+    engine = TorchEngine(model=model, tokenizer=tokenizer, input_size=(64, 64))
     samples = [
         _sample(
             _square(64, 96, 10, 10, 20), frame_index=t, split="test", dataset="davis17", video="dv"
@@ -242,23 +237,14 @@ def test_real_hinet_torch_engine(tokenizer, tiny_model):
     assert report.latency_ms["mean"] > 0.0 and not math.isnan(report.latency_ms["p95"])
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, tiny_model, tokenizer):
-    from models.checkpoint import save_checkpoint
-
-    return save_checkpoint(
-        tmp_path_factory.mktemp("ckpt") / "tiny", model=tiny_model, tokenizer=tokenizer
-    )
-
-
 def _run_cli(argv, capsys):
     assert main(argv) == 0
     return capsys.readouterr().out
 
 
-def test_cli_checkpoint_torch_synthetic(checkpoint, tmp_path, capsys):
+def test_cli_checkpoint_torch_synthetic(tiny_checkpoint, tmp_path, capsys):
     out_json = tmp_path / "report.json"
-    argv = ["--checkpoint", str(checkpoint), "--dataset", "synthetic", "--split", "motion"]
+    argv = ["--checkpoint", str(tiny_checkpoint), "--dataset", "synthetic", "--split", "motion"]
     argv += ["--limit", "3", "--size", "64x64", "--json", str(out_json), "--no-progress"]
     out = _run_cli(argv, capsys)
     assert "oIoU" in out and "motion" in out and "overall" in out and "torch" in out
@@ -324,18 +310,14 @@ def test_cli_synthetic_samples_limited():
 
 
 @pytest.mark.slow
-def test_cli_export_onnx_matches_torch(checkpoint, tmp_path, capsys):
-    """Real ONNX Runtime through ``--export``: same table as the torch engine (~1 min export)."""
-    pytest.importorskip("onnxruntime")
-    from export.onnx_export import export_checkpoint
-
-    export = tmp_path / "export"
-    export_checkpoint(checkpoint, export, max_side=256)
+def test_cli_export_onnx_matches_torch(tiny_checkpoint, tiny_export, tmp_path, capsys):
+    """Real ONNX Runtime through ``--export``: same table as the torch engine (on the session's
+    export, about a minute the first time)."""
     common = ["--dataset", "synthetic", "--split", "appearance", "--limit", "8"]
     common += ["--size", "64x64", "--no-progress"]
-    _run_cli(["--export", str(export), *common, "--json", str(tmp_path / "onnx.json")], capsys)
+    _run_cli(["--export", str(tiny_export), *common, "--json", str(tmp_path / "onnx.json")], capsys)
     _run_cli(
-        ["--checkpoint", str(checkpoint), *common, "--json", str(tmp_path / "pt.json")], capsys
+        ["--checkpoint", str(tiny_checkpoint), *common, "--json", str(tmp_path / "pt.json")], capsys
     )
     onnx = json.loads((tmp_path / "onnx.json").read_text())
     torch_ = json.loads((tmp_path / "pt.json").read_text())
@@ -346,13 +328,13 @@ def test_cli_export_onnx_matches_torch(checkpoint, tmp_path, capsys):
         )
 
 
-def test_cli_davis17_real_format(checkpoint, tmp_path, capsys):
+def test_cli_davis17_real_format(tiny_checkpoint, tmp_path, capsys):
     """The CLI on a tiny Ref-DAVIS17 tree in the published layout (void ring, two annotators)."""
     from fixtures_real import davis_expected, make_davis
 
     root = make_davis(tmp_path / "davis").root
     out_json = tmp_path / "davis.json"
-    argv = ["--checkpoint", str(checkpoint), "--dataset", "davis17", "--root", str(root)]
+    argv = ["--checkpoint", str(tiny_checkpoint), "--dataset", "davis17", "--root", str(root)]
     argv += ["--size", "64x64", "--json", str(out_json), "--no-progress"]
     out = _run_cli(argv, capsys)
     assert "J&F" in out and "DAVIS protocol: semi-supervised" in out

@@ -1,0 +1,55 @@
+"""The one tiny ``hinet_tiny`` checkpoint and ONNX export shared by every test folder.
+
+Built once per pytest session by the fixtures in ``tests/conftest.py`` (exporting takes about a
+minute on 2 cores); test modules import the constants from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: Every phrase the tests type: the tokenizer is trained on all of them, so each encodes within
+#: the model's ``max_tokens``.
+CORPUS = [
+    "the red circle",
+    "the small blue square",
+    "the green ring that is not moving",
+    "a big yellow star moving right",
+    "the square moving left",
+    "the purple triangle",
+    "the cross that moves down",
+    "the big orange circle moving up",
+    "the red car turning left",
+    "the person riding a bike",
+    "the small blue circle",
+    "a car moving right",
+    "the big orange circle moving left",
+]
+VOCAB_SIZE = 64
+#: Exported size range of the test export (tiny, to keep CPU time low).
+MIN_SIDE, MAX_SIDE = 64, 256
+MAX_BATCH = 4
+
+
+def build_tiny_checkpoint(folder: Path) -> Path:
+    """Save a real ``hinet_tiny`` (ImageNet backbone weights, random heads, seed 0) to ``folder``."""
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.hinet import build_model
+    from models.tokenizer import Tokenizer
+
+    torch.manual_seed(0)
+    model = build_model("hinet_tiny", pretrained_backbone=True).eval()
+    tokenizer = Tokenizer.train(CORPUS, vocab_size=VOCAB_SIZE)
+    return save_checkpoint(folder, model=model, tokenizer=tokenizer)
+
+
+def export_tiny(checkpoint: Path, folder: Path) -> Path:
+    """Export ``checkpoint`` (fp32 + fp16 graphs, sides ``MIN_SIDE``..``MAX_SIDE``) to ``folder``."""
+    from export.onnx_export import export_checkpoint
+
+    export_checkpoint(
+        checkpoint, folder, fp16=True, min_side=MIN_SIDE, max_side=MAX_SIDE, max_batch=MAX_BATCH
+    )
+    return folder
