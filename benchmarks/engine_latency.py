@@ -18,10 +18,8 @@ FP16 / CUDA graphs, ONNX Runtime CUDA and TensorRT. GPU rows are only written wh
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import cpu_name, versions, write_json
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_SIZES = ((256, 256), (320, 320), (480, 640))
@@ -101,35 +101,6 @@ def measure_engine(
     phrases = iter(PHRASES * (warmup + repeats + 1))
     enc = _time(lambda: engine.encode_text(next(phrases)), warmup=warmup, repeats=repeats)
     return {"segment": seg, "encode_text": enc}
-
-
-def _versions() -> dict[str, str]:
-    import onnxruntime
-
-    out = {"python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
-    try:
-        import torch
-
-        out["torch"] = torch.__version__
-    except ImportError:
-        pass
-    try:
-        import tensorrt
-
-        out["tensorrt"] = tensorrt.__version__
-    except ImportError:
-        pass
-    return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def run(
@@ -230,7 +201,7 @@ def run(
     return {
         "benchmark": "engine_latency",
         "device": {
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cores": os.cpu_count(),
             "gpu": torch.cuda.get_device_name(0) if has_cuda else None,
         },
@@ -240,7 +211,7 @@ def run(
         "load_average_1_5_15": {"before": load_before, "after": os.getloadavg()},
         "warmup": warmup,
         "repeats": repeats,
-        "versions": _versions(),
+        "versions": versions(onnxruntime="onnxruntime", torch="torch", tensorrt="tensorrt"),
         "export": {
             "seconds": round(export_s, 1),
             "opset": manifest.opset,
@@ -309,8 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / (
         "engine_latency_gpu.json" if report["device"]["gpu"] else "engine_latency_cpu.json"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out, report)
     print(format_table(report))
     print(f"wrote {out}")
     return 0

@@ -13,9 +13,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
+from benchmarks.common import cpu_name, write_json
 from models.config import preset_names
 from models.hinet import HINet, build_model
 
@@ -32,17 +31,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SIZES = ((256, 256), (320, 320), (480, 640))
 DEFAULT_JSON = Path(__file__).parent / "results" / "model_cost_cpu.json"
-
-
-def cpu_name() -> str:
-    """CPU model name from ``/proc/cpuinfo`` (falls back to :func:`platform.processor`)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _frame_inputs(model: HINet, size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
@@ -200,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     result = model_cost(args.preset, sizes=sizes, repeats=args.repeats, threads=args.threads)
     print("\n" + format_table(result), flush=True)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     print(f"wrote {args.json}")
     return 0
 

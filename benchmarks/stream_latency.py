@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +41,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.common import cpu_name, versions, write_json
 from engine.latency import STAGES, LatencyStats, Stamps, json_safe
 from engine.overlay import OverlayStyle, draw_hud_inplace, draw_mask, hud_lines
 from engine.pipeline import Pipeline
@@ -55,17 +54,6 @@ RESULTS = Path(__file__).parent / "results"
 DEFAULT_JSON = RESULTS / "stream_latency_cpu.json"
 DEFAULT_PNG = RESULTS / "stream_latency_cpu.png"
 FRAME_SIZE = (640, 480)  # (W, H) of both benchmark sources
-
-
-def cpu_name() -> str:
-    """CPU model name from ``/proc/cpuinfo``."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # -- inputs ----------------------------------------------------------------------------------------
@@ -409,8 +397,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ratio = speedups(records)
     agg = aggregate(records)
     print_table(agg, ratio)
-    import onnxruntime
-
     result = {
         "benchmark": "stream_latency",
         "device": f"{cpu_name()} ({os.cpu_count()} cores visible)",
@@ -430,12 +416,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "live": f"synthetic clip at 640x480 paced at {args.live_fps} fps like a camera "
             "(newest frame wins, late frames dropped): the latency a live user sees",
         },
-        "versions": {
-            "opencv": cv2.__version__,
-            "numpy": np.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": versions(opencv="cv2", numpy="numpy", onnxruntime="onnxruntime"),
         "target": "pipelined >= 1.5x sequential throughput",
         "rounds": args.rounds,
         "loadavg_1min_range": [
@@ -446,8 +427,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": agg,
         "runs": records,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(json_safe(result), indent=2) + "\n")
+    write_json(args.json, json_safe(result))
     save_histogram(records, args.png)
     print(f"wrote {args.json} and {args.png}")
     return result

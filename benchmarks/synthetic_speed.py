@@ -9,9 +9,7 @@ Prints a table and writes ``benchmarks/results/synthetic_speed_cpu.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,22 +21,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.common import cpu_name, versions, write_json
 from engine.flow import OpticalFlow
 from training.synthetic.dataset import clip_flows
 from training.synthetic.generator import generate_clip
 from training.synthetic.spec import SPLITS, SyntheticSpec, parse_size
 
 RESULTS = Path(__file__).resolve().parent / "results" / "synthetic_speed_cpu.json"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _stats(ms: np.ndarray, *, split: str, flow: str, samples: int) -> dict:
@@ -94,13 +83,11 @@ def run(*, size: tuple[int, int], frames: int, clips: int, warmup: int, flow_pre
     return {
         "benchmark": "synthetic_speed",
         "device": "cpu",
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "opencv_threads": cv2.getNumThreads(),
         "load_average_1m": os.getloadavg()[0],
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "python": platform.python_version(),
+        **versions(numpy="numpy", opencv="cv2"),
         "size_hw": list(size),
         "frames": frames,
         "note": "single process; the same clips timed without and with OpticalFlow on all "
@@ -138,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         flow_preset=args.flow_preset,
     )
     print_table(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result, indent=1)
     print(f"wrote {args.out}")
     return 0
 

@@ -342,3 +342,43 @@ class RealDataset:
 
     def _load(self, entry: Any) -> Sample:
         raise NotImplementedError
+
+    def _load_frame_and_png(self, entry: Any, *, images: Path, annotations: Path) -> Sample:
+        """The sample of a DAVIS-style entry: JPEG frames and one indexed PNG per frame.
+
+        Args:
+            entry: Index entry with ``frame_name``, ``prev_name`` (or ``None`` on a first frame),
+                ``video_id``, ``frame_index``, ``object_id`` (the PNG label) and ``expression``.
+            images: Folder of ``<frame_name>.jpg`` files.
+            annotations: Folder of ``<frame_name>.png`` indexed masks.
+
+        Returns:
+            The sample: (H, W, 3) uint8 BGR frame and previous frame, (H, W) uint8 mask of the
+            object (0/1, ``VOID`` where the annotation is void), no precomputed flow.
+
+        Raises:
+            DatasetLayoutError: a frame or annotation file is missing.
+            DatasetFormatError: the mask and the frame differ in size.
+        """
+        frame = read_image(self._require(images / f"{entry.frame_name}.jpg"))
+        prev = None
+        if entry.prev_name is not None:
+            prev = read_image(self._require(images / f"{entry.prev_name}.jpg"))
+        png = annotations / f"{entry.frame_name}.png"
+        labels = read_indexed_png(self._require(png))
+        if labels.shape != frame.shape[:2]:
+            raise DatasetFormatError(
+                f"{png}: mask {labels.shape} does not match frame {frame.shape[:2]}"
+            )
+        return Sample(
+            frame=frame,
+            prev_frame=prev,
+            flow=None,
+            expression=entry.expression,
+            mask=object_mask(labels, int(entry.object_id)),
+            dataset=self.name,
+            video_id=entry.video_id,
+            frame_index=entry.frame_index,
+            object_id=entry.object_id,
+            split=self.split,
+        )

@@ -22,14 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.datasets.common import (
-    DatasetFormatError,
     RealDataset,
     check_layout,
     decode_text,
     normalize_expression,
-    object_mask,
-    read_image,
-    read_indexed_png,
 )
 from training.sample import Sample
 
@@ -243,33 +239,9 @@ class RefDAVIS17(RealDataset):
         return jpgs, pngs
 
     def _load(self, entry: DavisEntry) -> Sample:
-        images = self.root / "DAVIS" / "JPEGImages" / "480p" / entry.video_id
-        frame = read_image(self._require(images / f"{entry.frame_name}.jpg"))
-        prev = None
-        if entry.prev_name is not None:
-            prev = read_image(self._require(images / f"{entry.prev_name}.jpg"))
-        png = (
-            self.root
-            / "DAVIS"
-            / "Annotations"
-            / "480p"
-            / entry.video_id
-            / f"{entry.frame_name}.png"
-        )
-        labels = read_indexed_png(self._require(png))
-        if labels.shape != frame.shape[:2]:
-            raise DatasetFormatError(
-                f"{png}: mask {labels.shape} does not match frame {frame.shape[:2]}"
-            )
-        return Sample(
-            frame=frame,
-            prev_frame=prev,
-            flow=None,
-            expression=entry.expression,
-            mask=object_mask(labels, int(entry.object_id)),
-            dataset=self.name,
-            video_id=entry.video_id,
-            frame_index=entry.frame_index,
-            object_id=entry.object_id,
-            split=self.split,
+        davis = self.root / "DAVIS"
+        return self._load_frame_and_png(
+            entry,
+            images=davis / "JPEGImages" / "480p" / entry.video_id,
+            annotations=davis / "Annotations" / "480p" / entry.video_id,
         )

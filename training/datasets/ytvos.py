@@ -28,9 +28,6 @@ from training.datasets.common import (
     RealDataset,
     check_layout,
     normalize_expression,
-    object_mask,
-    read_image,
-    read_indexed_png,
 )
 from training.sample import Sample
 
@@ -142,26 +139,8 @@ class RefYouTubeVOS(RealDataset):
 
     def _load(self, entry: YTVOSEntry) -> Sample:
         base = self.root / self.split
-        images = base / "JPEGImages" / entry.video_id
-        frame = read_image(self._require(images / f"{entry.frame_name}.jpg"))
-        prev = None
-        if entry.prev_name is not None:
-            prev = read_image(self._require(images / f"{entry.prev_name}.jpg"))
-        png = base / "Annotations" / entry.video_id / f"{entry.frame_name}.png"
-        labels = read_indexed_png(self._require(png))
-        if labels.shape != frame.shape[:2]:
-            raise DatasetFormatError(
-                f"{png}: mask {labels.shape} does not match frame {frame.shape[:2]}"
-            )
-        return Sample(
-            frame=frame,
-            prev_frame=prev,
-            flow=None,
-            expression=entry.expression,
-            mask=object_mask(labels, int(entry.object_id)),
-            dataset=self.name,
-            video_id=entry.video_id,
-            frame_index=entry.frame_index,
-            object_id=entry.object_id,
-            split=self.split,
+        return self._load_frame_and_png(
+            entry,
+            images=base / "JPEGImages" / entry.video_id,
+            annotations=base / "Annotations" / entry.video_id,
         )

@@ -1,0 +1,41 @@
+"""Pieces every benchmark report shares: the CPU's name, package versions and the JSON file."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def cpu_name() -> str:
+    """CPU model name from ``/proc/cpuinfo`` (else :func:`platform.processor`, else the machine)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def versions(**modules: str) -> dict[str, str]:
+    """``{"python": ..., key: version}`` for each ``key=module`` that imports (others left out).
+
+    Example: ``versions(opencv="cv2", numpy="numpy")``.
+    """
+    out = {"python": platform.python_version()}
+    for key, name in modules.items():
+        try:
+            out[key] = importlib.import_module(name).__version__
+        except ImportError:
+            continue
+    return out
+
+
+def write_json(path: Path, data: Any, *, indent: int = 2) -> Path:
+    """Write ``data`` as JSON (parent folders created, trailing newline) and return ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=indent) + "\n")
+    return path
