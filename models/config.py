@@ -62,9 +62,13 @@ class HINetConfig:
             (3 -> stride 8, 4 -> 16, 5 -> 32). ``(5,)`` is the top-level-only ablation.
         fusion_dim: Width of the per-level interaction features M_l.
         text: Text tokenizer/encoder settings.
-        use_sentence: Combine the sentence feature in the interaction (ablation switch).
+        use_sentence: Combine the sentence feature in the interaction (ablation switch; the
+            language-conditioned gate still reads it).
         motion_gate: Use the optical-flow motion gate; ``False`` ignores the flow input.
         gate_form: One of :data:`GATE_FORMS`.
+        gate_language: Condition the motion gate on the sentence feature (the gate sees
+            ``F * tanh(W s)`` besides ``[M, F]``). Configs saved before this field existed load
+            with ``False``, the behaviour they were trained with.
         motion_dim: Width of the motion encoder features F_l.
         decoder_dim: Width of the top-down decoder.
         deep_supervision: Also return auxiliary logits from M4/M5 during training.
@@ -81,6 +85,7 @@ class HINetConfig:
     use_sentence: bool = True
     motion_gate: bool = True
     gate_form: str = "multiplicative"
+    gate_language: bool = True
     motion_dim: int = 32
     decoder_dim: int = 64
     deep_supervision: bool = False
@@ -133,6 +138,8 @@ class HINetConfig:
         if not isinstance(text, dict):
             raise ValueError("config has no 'text' section")
         _check_keys(TextConfig, text, "text")
+        for name, legacy in _ADDED_FIELDS.items():
+            data.setdefault(name, legacy)
         _check_keys(cls, data, "config", skip={"text"})
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
@@ -150,6 +157,11 @@ class HINetConfig:
         except json.JSONDecodeError as exc:
             raise ValueError(f"config is not valid JSON: {exc}") from exc
         return cls.from_dict(data)
+
+
+#: Fields added after the first checkpoints were written -> the value that reproduces what
+#: those checkpoints were trained with. A saved config without the key loads with this value.
+_ADDED_FIELDS: dict[str, Any] = {"gate_language": False}
 
 
 def _check_keys(cls: type, data: dict[str, Any], where: str, skip: set[str] | None = None) -> None:
@@ -170,6 +182,8 @@ PRESETS: dict[str, HINetConfig] = {
     "hinet_lite1": _lite("efficientnet_lite1"),
     "hinet_lite2": _lite("efficientnet_lite2"),
     "hinet_lite0_nogate": _lite("efficientnet_lite0", motion_gate=False),
+    # The first gate design: sees [M, F] only, no phrase and no score map.
+    "hinet_lite0_plaingate": _lite("efficientnet_lite0", gate_language=False),
     "hinet_lite0_top": _lite("efficientnet_lite0", fusion_levels=(5,)),
     "hinet_lite0_nosent": _lite("efficientnet_lite0", use_sentence=False),
     # Small widths for fast unit tests; same structure, same backbone.

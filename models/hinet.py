@@ -6,7 +6,7 @@ Per frame::
     F3, F4, F5 = MotionEncoder(flow)              # only if config.motion_gate
     M_l = Interaction_l(C_l, words, sentence)     # l in config.fusion_levels
     M_l = LevelProjection_l(C_l)                  # other levels of 3, 4, 5 (no language)
-    M_l = MotionGate_l(M_l, F_l)                  # every level 3, 4, 5, if config.motion_gate
+    M_l = MotionGate_l(M_l, F_l[, sentence])      # every level 3, 4, 5, if config.motion_gate
     logits = upsample(Decoder(M3, M4, M5, C2))    # stride 4 -> input size
 
 The text is encoded once per phrase (:meth:`HINet.encode_text`) and reused for every frame
@@ -73,7 +73,10 @@ class HINet(nn.Module):
             self.gates = nn.ModuleDict(
                 {
                     str(lv): MotionGate(
-                        dim=config.fusion_dim, motion_dim=config.motion_dim, form=config.gate_form
+                        dim=config.fusion_dim,
+                        motion_dim=config.motion_dim,
+                        form=config.gate_form,
+                        text_dim=config.text.width if config.gate_language else None,
                     )
                     for lv in LEVELS
                 }
@@ -146,7 +149,8 @@ class HINet(nn.Module):
         Returns:
             ``(logits, aux)``: (B, 1, H, W) logits as :meth:`forward`, and a list of auxiliary
             (B, 1, H, W) logits from the stride-16 decoder feature and from M5 when
-            ``config.deep_supervision`` is on (empty list otherwise).
+            ``config.deep_supervision`` is on, then the motion-phrase score maps of levels
+            3, 4, 5 when ``config.gate_language`` is on (empty list when neither is).
         """
         words, words_mask, sentence = self.encode_text(token_ids, token_mask)
         return self._frame(image, flow, words, words_mask, sentence)
@@ -171,13 +175,21 @@ class HINet(nn.Module):
                 ms.append(module(c))
         if self.config.motion_gate:
             motion = self.motion(flow)  # [F3, F4, F5]
-            ms = [self.gates[str(lv)](m, f) for lv, m, f in zip(LEVELS, ms, motion)]
+            gated = [
+                self.gates[str(lv)].forward_score(m, f, sentence)
+                for lv, m, f in zip(LEVELS, ms, motion)
+            ]
+            ms = [g for g, _ in gated]
+            scores = [s for _, s in gated if s is not None]  # (B, 1, h, w) each
+        else:
+            scores = []
         m3, m4, m5 = ms
         logits4, x4 = self.decoder(m3, m4, m5, feats[1])  # (B, 1, H/4, W/4)
         logits = upsample_to(logits4, image)  # (B, 1, H, W)
         aux: list[torch.Tensor] = []
         if self.config.deep_supervision:
             aux = [upsample_to(self.aux4(x4), image), upsample_to(self.aux5(m5), image)]
+        aux += [upsample_to(s, image) for s in scores]  # the language gate's score maps
         return logits, aux
 
     def parameter_counts(self) -> dict[str, int]:

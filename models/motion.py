@@ -8,10 +8,17 @@ any input size. :class:`MotionGate` modulates an interaction feature ``M_l`` wit
 - ``multiplicative``: ``M * sigmoid(g([M, F]))``
 - ``residual``: ``M + M * sigmoid(g([M, F]))``
 
-The gate's last bias starts at :data:`GATE_BIAS_INIT` so that an untrained gate passes most of
-``M`` through (sigmoid(2) = 0.88) instead of halving it. ``g`` is a bottleneck:
-1x1 conv-BN-ReLU to ``motion_dim``, 3x3 conv-BN-ReLU, 1x1 conv back to ``dim`` (one gate value
-per channel and pixel).
+With ``config.gate_language`` the gate also matches the motion against the phrase. With
+``t = tanh(W s)`` from the sentence feature ``s``:
+
+- ``score = w . (F * t)``, one logit per pixel: "this pixel moves the way the phrase says";
+- ``gate = sigmoid(g([M, F, F * t]) + score)``.
+
+During training ``score`` is also supervised with the target mask (an auxiliary output of
+:meth:`models.hinet.HINet.forward_aux`). The first models, whose gate saw only ``[M, F]``, never
+told two look-alikes apart by motion: their text encoder had collapsed the direction words
+(cosine 0.99 between "moving left" and "moving right" sentences) because nothing rewarded
+keeping them apart. The supervised score map is a direct path from direction words to the loss.
 """
 
 from __future__ import annotations
@@ -74,25 +81,65 @@ class MotionGate(nn.Module):
         dim: Width of ``M`` (``fusion_dim``).
         motion_dim: Width of ``F`` (``motion_dim``).
         form: One of :data:`models.config.GATE_FORMS`.
+        text_dim: Width of the sentence feature to condition the gate on, or ``None`` for a
+            gate that sees only ``[M, F]``.
     """
 
-    def __init__(self, *, dim: int, motion_dim: int, form: str) -> None:
+    def __init__(
+        self, *, dim: int, motion_dim: int, form: str, text_dim: int | None = None
+    ) -> None:
         super().__init__()
         if form not in GATE_FORMS:
             raise ValueError(f"unknown gate form {form!r}; valid: {', '.join(GATE_FORMS)}")
         self.form = form
+        self.language = nn.Linear(text_dim, motion_dim) if text_dim is not None else None
+        self.score = nn.Conv2d(motion_dim, 1, 1) if text_dim is not None else None
+        n_in = dim + motion_dim * (2 if self.language is not None else 1)
         # Bottleneck at motion_dim keeps the gate ~10x cheaper than a 3x3 conv at dim.
         self.g = nn.Sequential(
-            conv_bn_relu(dim + motion_dim, motion_dim, 1),
+            conv_bn_relu(n_in, motion_dim, 1),
             conv_bn_relu(motion_dim, motion_dim, 3),
             nn.Conv2d(motion_dim, dim, 1),
         )
         init_weights(self)
         nn.init.constant_(self.g[-1].bias, GATE_BIAS_INIT)
+        if self.language is not None:
+            # Unit-scale t from the start (the generic 0.02 init would leave t ~ 0 and the
+            # language path with almost no gradient).
+            nn.init.normal_(self.language.weight, std=text_dim**-0.5)
 
-    def forward(self, m: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        """(B, dim, h, w) ``M`` and (B, motion_dim, h, w) ``F`` -> gated (B, dim, h, w)."""
-        gate = torch.sigmoid(self.g(torch.cat([m, f], dim=1)))  # (B, dim, h, w)
+    def forward(
+        self, m: torch.Tensor, f: torch.Tensor, sentence: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Gate ``M``; see :meth:`forward_score` for the arguments."""
+        return self.forward_score(m, f, sentence)[0]
+
+    def forward_score(
+        self, m: torch.Tensor, f: torch.Tensor, sentence: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Gate ``M`` and return the motion-phrase score map.
+
+        Args:
+            m: (B, dim, h, w) interaction feature ``M``.
+            f: (B, motion_dim, h, w) motion feature ``F``.
+            sentence: (B, text_dim) sentence feature; required when built with ``text_dim``.
+
+        Returns:
+            ``(gated, score)``: (B, dim, h, w) gated ``M`` and (B, 1, h, w) score logits, or
+            ``None`` for a gate without language.
+        """
+        parts = [m, f]
+        score = None
+        if self.language is not None and self.score is not None:
+            if sentence is None:
+                raise ValueError("this gate is conditioned on the phrase: pass the sentence")
+            t = torch.tanh(self.language(sentence))[:, :, None, None]  # (B, motion_dim, 1, 1)
+            parts.append(f * t)
+            score = self.score(f * t)  # (B, 1, h, w)
+        logits = self.g(torch.cat(parts, dim=1))  # (B, dim, h, w)
+        if score is not None:
+            logits = logits + score
+        gate = torch.sigmoid(logits)
         if self.form == "residual":
-            return m + m * gate
-        return m * gate
+            return m + m * gate, score
+        return m * gate, score

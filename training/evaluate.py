@@ -23,7 +23,7 @@ import math
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -386,6 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="DAVIS protocol: drop first/last frames (semi-supervised) or keep all",
     )
     p.add_argument("--flow-preset", choices=tuple(FLOW_PRESETS), default="ultrafast")
+    p.add_argument(
+        "--by-size",
+        action="store_true",
+        help="synthetic only: report each split per referred-object size (<split>/small|big)",
+    )
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
@@ -403,6 +408,22 @@ def _load_engine(args: argparse.Namespace) -> Engine:
     return create_engine(
         backend, source, input_size=size, device=args.device, precision=args.precision
     )
+
+
+class _BySize(Sequence):
+    """A synthetic dataset whose samples' split reads ``<split>/<small|big>``."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        seed, target, _ = self.base.locate(i)
+        size = self.base.clip(seed)[0].targets[target].size  # "small" / "big"
+        sample = self.base[i]
+        return replace(sample, split=f"{sample.split}/{size}")
 
 
 class _SampleView:
@@ -440,7 +461,13 @@ def _load_samples(args: argparse.Namespace) -> _SampleView:
         splits = (args.split,) if args.split else SPLITS
         # Sample.flow stays None: flow is computed here exactly as the runtime does (network size).
         parts = [fixed_test_dataset(s, flow_preset=None) for s in splits]
+        if args.by_size:
+            parts = [_BySize(p) for p in parts]
         return _SampleView(parts, args.limit)
+    if args.by_size:
+        raise ValueError(
+            "--by-size needs --dataset synthetic (object sizes come from the generator)"
+        )
     if args.root is None:
         raise ValueError(f"--root is required for --dataset {args.dataset}")
     from training.datasets import open_dataset

@@ -75,7 +75,8 @@ def test_gradients_reach_every_parameter(tiny_config, make_inputs):
     model = build_model(dataclasses.replace(tiny_config, deep_supervision=True)).train()
     image, flow, ids, mask = make_inputs(batch=2)
     logits, aux = model.forward_aux(image, flow, ids, mask)
-    assert len(aux) == 2 and all(a.shape == logits.shape for a in aux)
+    # M4 and M5 heads, then the language gate's score maps of levels 3, 4, 5.
+    assert len(aux) == 5 and all(a.shape == logits.shape for a in aux)
     (logits.mean() + sum(a.mean() for a in aux)).backward()
     no_grad = [
         n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)
@@ -85,11 +86,15 @@ def test_gradients_reach_every_parameter(tiny_config, make_inputs):
     assert any(n.startswith("backbone._blocks.0.") for n, _ in model.named_parameters())
 
 
-def test_forward_aux_empty_without_deep_supervision(tiny, make_inputs):
+def test_forward_aux_without_deep_supervision(tiny, tiny_config, make_inputs):
     image, flow, ids, mask = make_inputs()
     with torch.no_grad():
         logits, aux = tiny.forward_aux(image, flow, ids, mask)
-    assert aux == [] and logits.shape == (1, 1, 64, 96)
+        plain = build_model(dataclasses.replace(tiny_config, gate_language=False)).eval()
+        _, none = plain.forward_aux(image, flow, ids, mask)
+    # Only the language gate's three score maps; none without it.
+    assert len(aux) == 3 and all(a.shape == (1, 1, 64, 96) for a in aux)
+    assert none == [] and logits.shape == (1, 1, 64, 96)
 
 
 def test_padding_tokens_are_ignored(tiny, make_inputs):
@@ -152,6 +157,42 @@ def test_gate_forms_compute_what_they_say():
         MotionGate(dim=8, motion_dim=4, form="additive")
 
 
+def test_language_gate_matches_flow_against_the_phrase():
+    torch.manual_seed(0)
+    m = torch.randn(2, 8, 4, 5)
+    f = torch.randn(2, 4, 4, 5)
+    sentence = torch.randn(2, 6)
+    gate = MotionGate(dim=8, motion_dim=4, form="multiplicative", text_dim=6).eval()
+    with torch.no_grad():
+        t = torch.tanh(gate.language(sentence))[:, :, None, None]
+        score = gate.score(f * t)
+        expected = m * torch.sigmoid(gate.g(torch.cat([m, f, f * t], dim=1)) + score)
+        gated, got_score = gate.forward_score(m, f, sentence)
+        torch.testing.assert_close(gated, expected)
+        torch.testing.assert_close(got_score, score)
+        torch.testing.assert_close(gate(m, f, sentence), expected)
+        # Same M and F, another phrase: the gate changes.
+        assert (gate(m, f, sentence) - gate(m, f, -sentence)).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="sentence"):
+        gate(m, f)
+
+
+def test_language_gate_is_the_default_and_legacy_configs_load_without_it(tiny_config):
+    from models.config import HINetConfig
+
+    assert tiny_config.gate_language
+    model = build_model(tiny_config, pretrained_backbone=False)
+    assert all(g.language is not None for g in model.gates.values())
+    legacy = tiny_config.to_dict()
+    del legacy["gate_language"]  # a config saved before the field existed
+    old = HINetConfig.from_dict(legacy)
+    assert old.gate_language is False
+    old_model = build_model(old, pretrained_backbone=False)
+    assert all(g.language is None for g in old_model.gates.values())
+    with pytest.raises(ValueError, match="unknown"):
+        HINetConfig.from_dict({**tiny_config.to_dict(), "gate_colour": True})
+
+
 @pytest.mark.parametrize("size", [(65, 97), (33, 47), (100, 75)])
 def test_odd_input_sizes(tiny, make_inputs, size):
     image, flow, ids, mask = make_inputs(size=size)
@@ -170,7 +211,10 @@ def test_top_only_ablation_projects_lower_levels():
 
 def test_no_sentence_ablation(tiny_config, make_inputs):
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(tiny_config, use_sentence=False)).eval()
+    # The language gate reads the sentence too; switch it off to see that the interaction alone
+    # ignores the sentence.
+    config = dataclasses.replace(tiny_config, use_sentence=False, gate_language=False)
+    model = build_model(config).eval()
     assert not any(hasattr(m, "sentence") for m in model.levels.values())
     image, flow, ids, mask = make_inputs()
     words, wmask, sent = model.encode_text(ids, mask)

@@ -285,6 +285,7 @@ def test_cli_argument_errors(argv, message, capsys):
             "--root and --option are not used with --dataset synthetic",
         ),
         (["--dataset", "synthetic", "--split", "colour"], "valid: appearance, motion"),
+        (["--dataset", "davis17", "--root", "x", "--by-size"], "--by-size needs"),
     ],
 )
 def test_cli_dataset_errors(extra, message, capsys, tmp_path):
@@ -307,6 +308,22 @@ def test_cli_synthetic_samples_limited():
     assert all(isinstance(s, Sample) and s.split == "motion" and s.flow is None for s in samples)
     both = _load_samples(build_parser().parse_args(["--checkpoint", "c", "--dataset", "synthetic"]))
     assert len(both) > 3
+
+
+def test_cli_synthetic_by_size_labels_match_the_generator():
+    from training.evaluate import _load_samples
+    from training.synthetic import fixed_test_dataset
+
+    argv = ["--checkpoint", "c", "--dataset", "synthetic", "--split", "appearance"]
+    view = _load_samples(build_parser().parse_args([*argv, "--limit", "40", "--by-size"]))
+    base = fixed_test_dataset("appearance", flow_preset=None)
+    samples = list(view)
+    assert {s.split for s in samples} <= {"appearance/small", "appearance/big"}
+    for i, sample in enumerate(samples):
+        seed, target, _ = base.locate(i)
+        size = base.clip(seed)[0].targets[target].size
+        assert sample.split == f"appearance/{size}"
+        assert np.array_equal(sample.mask, base[i].mask)
 
 
 @pytest.mark.slow

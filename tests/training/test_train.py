@@ -206,6 +206,7 @@ def test_shipped_recipes_load():
         "synthetic_lite0",
         "synthetic_lite0_nogate",
         "synthetic_lite0_nosent",
+        "synthetic_lite0_plaingate",
         "synthetic_lite0_top",
     ):
         assert expected in names
@@ -217,6 +218,7 @@ def test_shipped_recipes_load():
         ("nogate", "hinet_lite0_nogate"),
         ("top", "hinet_lite0_top"),
         ("nosent", "hinet_lite0_nosent"),
+        ("plaingate", "hinet_lite0_plaingate"),
     ):
         other = load_recipe(RECIPES / f"synthetic_lite0_{ablation}.json").to_dict()
         assert other["preset"] == preset

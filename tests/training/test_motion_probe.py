@@ -1,0 +1,58 @@
+"""The motion probes on the real tiny checkpoint: what they report, and how bad input fails."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.backends import create_engine
+from training import motion_probe
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_checkpoint):
+    return create_engine("torch", tiny_checkpoint, input_size=(128, 128))
+
+
+def test_twin_probe_counts_frames_and_bounds(engine):
+    result = motion_probe.twin_probe(engine, clips=1, progress=False)
+    assert result.clips == 1
+    assert result.frames == 2 * 7  # two referred twins, frames 1..7 of an 8-frame clip
+    for value in (result.iou_referent, result.iou_lookalike, result.referent_wins):
+        assert 0.0 <= value <= 1.0
+
+
+def test_iou_helper_on_hand_made_masks():
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[:2] = True  # 8 pixels
+    b[1:3] = True  # 8 pixels, 4 shared
+    assert motion_probe._iou(a, b) == pytest.approx(4 / 12)
+    assert motion_probe._iou(np.zeros_like(a), np.zeros_like(a)) == 0.0
+
+
+def test_text_probe_separates_identical_from_different_phrases(engine):
+    same = motion_probe._mean_pairwise_cosine([np.array([1.0, 2.0]), np.array([2.0, 4.0])])
+    assert same == pytest.approx(1.0)
+    result = motion_probe.text_probe(engine)
+    assert -1.0 <= result.motion_only_cosine <= 1.0
+    assert -1.0 <= result.colour_only_cosine <= 1.0
+
+
+def test_cli_writes_json(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "probe.json"
+    argv = ["--checkpoint", str(tiny_checkpoint), "--clips", "1", "--json", str(out)]
+    assert motion_probe.main([*argv, "--no-progress"]) == 0
+    report = json.loads(out.read_text())
+    assert report["twin_probe"]["clips"] == 1
+    assert set(report["text_probe"]) == {"motion_only_cosine", "colour_only_cosine"}
+    assert "referent wins" in capsys.readouterr().out
+
+
+def test_cli_rejects_bad_input(tiny_checkpoint, tmp_path, capsys):
+    assert motion_probe.main(["--checkpoint", str(tiny_checkpoint), "--clips", "0"]) == 2
+    assert "--clips" in capsys.readouterr().err
+    assert motion_probe.main(["--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "error:" in capsys.readouterr().err
