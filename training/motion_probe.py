@@ -8,6 +8,10 @@ The ``motion`` split's mIoU alone cannot say *why* a model fails there. This mod
   referred object and with its look-alike, and how often the referred one overlaps more
   (``referent_wins``). A model that ignores motion scores the same on both and wins about half
   the time.
+- **Flow probe**: the end-point error of the runtime's optical flow (DIS, computed at the network
+  input size as deployed) averaged inside each referred object, against the generator's true
+  velocity, next to the mean true speed. If the error were near the speed, the gate would have
+  no signal to work with.
 - **Text probe**: the cosine similarity of sentence features between phrases that differ only
   in the motion words ("the red cross moving left" / "... moving up"), and between phrases that
   differ only in colour, averaged over shapes. If motion phrases encode to (almost) the same
@@ -36,7 +40,7 @@ from tqdm import tqdm
 from engine.backends import create_engine
 from engine.base import Engine
 
-__all__ = ["TextProbe", "TwinProbe", "main", "text_probe", "twin_probe"]
+__all__ = ["FlowProbe", "TextProbe", "TwinProbe", "flow_probe", "main", "text_probe", "twin_probe"]
 
 #: Surface forms used by the text probe (one per motion / colour, from the generator's lexicon).
 _MOTION_PHRASES = ("moving left", "moving right", "moving up", "moving down", "that is still")
@@ -53,6 +57,17 @@ class TwinProbe:
     iou_referent: float
     iou_lookalike: float
     referent_wins: float
+
+
+@dataclass(frozen=True)
+class FlowProbe:
+    """Result of :func:`flow_probe`, in pixels per frame at the flow grid size."""
+
+    flow_size: tuple[int, int]
+    objects: int
+    mean_speed_px: float
+    mean_error_px: float
+    median_error_px: float
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,49 @@ def twin_probe(engine: Engine, *, clips: int = 40, progress: bool = True) -> Twi
         iou_referent=float(own_a.mean()),
         iou_lookalike=float(other_a.mean()),
         referent_wins=float(np.mean(own_a > other_a)),
+    )
+
+
+def flow_probe(
+    *, size: tuple[int, int], preset: str = "ultrafast", clips: int = 40, progress: bool = True
+) -> FlowProbe:
+    """Flow end-point error inside the referred objects of the first ``clips`` motion test clips.
+
+    Args:
+        size: Flow grid ``(H, W)`` (the network input size, as the runtime computes flow).
+        preset: DIS preset (:data:`engine.flow.FLOW_PRESETS`).
+        clips: Number of clips.
+        progress: Show a progress bar.
+    """
+    import cv2
+
+    from engine.flow import OpticalFlow
+    from training.synthetic.generator import generate_clip
+    from training.synthetic.testset import TEST_SPEC, fixed_test_seeds
+
+    h, w = size
+    flow = OpticalFlow(preset=preset, size=(w, h))
+    scale = np.asarray([w / TEST_SPEC.size[1], h / TEST_SPEC.size[0]])  # (2,) spec px -> grid px
+    errors, speeds = [], []
+    seeds = fixed_test_seeds("motion")[:clips]
+    for seed in tqdm(seeds, desc="flow probe", unit="clip", disable=not progress):
+        clip = generate_clip(seed, split="motion", spec=TEST_SPEC)
+        grays = [flow.gray(f) for f in clip.frames]
+        fields = [flow(grays[t - 1], grays[t]) for t in range(1, len(grays))]  # (h, w, 2) each
+        for obj in (o for o in clip.objects if o.is_target):
+            velocity = np.asarray(obj.velocity) * scale  # (2,) grid px per frame
+            for t, field in enumerate(fields, start=1):
+                mask = cv2.resize(obj.masks[t], (w, h), interpolation=cv2.INTER_NEAREST) > 0
+                if not mask.any():
+                    continue
+                errors.append(float(np.linalg.norm(field[mask].mean(axis=0) - velocity)))
+                speeds.append(float(np.linalg.norm(velocity)))
+    return FlowProbe(
+        flow_size=(h, w),
+        objects=len(errors),
+        mean_speed_px=float(np.mean(speeds)),
+        mean_error_px=float(np.mean(errors)),
+        median_error_px=float(np.median(errors)),
     )
 
 
@@ -159,12 +217,16 @@ def main(argv: list[str] | None = None) -> int:
     engine = create_engine(args.backend, source, input_size=tuple(config.input_size))
     twins = twin_probe(engine, clips=args.clips, progress=not args.no_progress)
     text = text_probe(engine)
+    flows = flow_probe(
+        size=tuple(config.input_size), clips=args.clips, progress=not args.no_progress
+    )
     report = {
         "checkpoint": str(args.checkpoint),
         "backend": args.backend,
         "gate": {"motion_gate": config.motion_gate, "gate_language": config.gate_language},
         "twin_probe": asdict(twins),
         "text_probe": asdict(text),
+        "flow_probe": asdict(flows),
     }
     print(
         f"twin probe ({twins.clips} clips, {twins.frames} frames): IoU referent "
@@ -174,6 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"text probe: sentence cosine, motion-only differences {text.motion_only_cosine:.3f}, "
         f"colour-only {text.colour_only_cosine:.3f}"
+    )
+    print(
+        f"flow probe ({flows.objects} object-frames at {flows.flow_size[1]}x{flows.flow_size[0]}): "
+        f"mean speed {flows.mean_speed_px:.2f} px/frame, end-point error mean "
+        f"{flows.mean_error_px:.2f}, median {flows.median_error_px:.2f}"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
