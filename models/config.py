@@ -66,9 +66,10 @@ class HINetConfig:
             language-conditioned gate still reads it).
         motion_gate: Use the optical-flow motion gate; ``False`` ignores the flow input.
         gate_form: One of :data:`GATE_FORMS`.
-        gate_language: Condition the motion gate on the sentence feature (the gate sees
-            ``F * tanh(W s)`` besides ``[M, F]``). Configs saved before this field existed load
-            with ``False``, the behaviour they were trained with.
+        gate_language: Condition the motion gate on the sentence feature: the gate also sees
+            ``F * tanh(W s)`` and adds a per-pixel motion-phrase score to its logits, trained
+            as an auxiliary output (see :mod:`models.motion`). Configs saved before this field
+            existed load with ``False``, the behaviour they were trained with.
         motion_dim: Width of the motion encoder features F_l.
         decoder_dim: Width of the top-down decoder.
         deep_supervision: Also return auxiliary logits from M4/M5 during training.

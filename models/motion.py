@@ -8,6 +8,11 @@ any input size. :class:`MotionGate` modulates an interaction feature ``M_l`` wit
 - ``multiplicative``: ``M * sigmoid(g([M, F]))``
 - ``residual``: ``M + M * sigmoid(g([M, F]))``
 
+The gate's last bias starts at :data:`GATE_BIAS_INIT` so that an untrained gate passes most of
+``M`` through (sigmoid(2) = 0.88) instead of halving it. ``g`` is a bottleneck:
+1x1 conv-BN-ReLU to ``motion_dim``, 3x3 conv-BN-ReLU, 1x1 conv back to ``dim`` (one gate value
+per channel and pixel).
+
 With ``config.gate_language`` the gate also matches the motion against the phrase. With
 ``t = tanh(W s)`` from the sentence feature ``s``:
 
