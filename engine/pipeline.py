@@ -513,8 +513,14 @@ class Pipeline:
                 return
         self._put(out, _END)
 
-    def _flow(self) -> None:
-        src, out = self._queues[0], self._queues[1]
+    def _stage(
+        self, src: queue.Queue, out: queue.Queue, work: Callable[[_Item], None], *, newest: bool
+    ) -> None:
+        """Run ``work`` on every item from ``src`` and pass it on to ``out`` (then END).
+
+        ``newest``: on a live source, replace a stale item waiting in ``out`` instead of
+        queueing behind it.
+        """
         while True:
             item = self._get(src)
             if item is None:
@@ -523,30 +529,29 @@ class Pipeline:
                 self._put(out, _END)
                 return
             assert isinstance(item, _Item)
-            item.stamps.flow_start = time.monotonic()
-            item.prepared = self.segmenter.prepare(item.frame)
-            item.stamps.flow_end = time.monotonic()
-            if self.source.live:  # a stale prepared frame waiting for inference is replaced
+            work(item)
+            if newest and self.source.live:
                 self._put_newest(out, item)
             elif not self._put(out, item):
                 return
 
+    def _flow(self) -> None:
+        self._stage(self._queues[0], self._queues[1], self._prepare, newest=True)
+
     def _inference(self) -> None:
-        src, out = self._queues[1], self._queues[2]
-        while True:
-            item = self._get(src)
-            if item is None:
-                return
-            if item is _END:
-                self._put(out, _END)
-                return
-            assert isinstance(item, _Item) and item.prepared is not None
-            item.stamps.infer_start = time.monotonic()
-            item.result = self.segmenter.infer(item.prepared)
-            item.prepared = None  # free the network inputs early
-            item.stamps.infer_end = time.monotonic()
-            if not self._put(out, item):
-                return
+        self._stage(self._queues[1], self._queues[2], self._infer, newest=False)
+
+    def _prepare(self, item: _Item) -> None:
+        item.stamps.flow_start = time.monotonic()
+        item.prepared = self.segmenter.prepare(item.frame)
+        item.stamps.flow_end = time.monotonic()
+
+    def _infer(self, item: _Item) -> None:
+        assert item.prepared is not None
+        item.stamps.infer_start = time.monotonic()
+        item.result = self.segmenter.infer(item.prepared)
+        item.prepared = None  # free the network inputs early
+        item.stamps.infer_end = time.monotonic()
 
     def _hud(self) -> list[str]:
         if self.written % 5 == 0 or not self._hud_cache:
