@@ -21,9 +21,12 @@ DAVIS (J, F, J&F), following the official definitions:
     * Void pixels (target value 255) are removed from *both* masks before anything is computed
       (they count neither as foreground nor as background).
     * ``J``: Jaccard of the two masks; 1 when both are empty.
-    * Boundary of a mask: the foreground pixels that have at least one **4-neighbour**
-      (up, down, left, right) that is background or lies outside the image, so a mask touching
-      the image border has a boundary along that border.
+    * Boundary of a mask (``seg2bmap`` of davis2017-evaluation, same-size case): every pixel,
+      foreground or background, whose value differs from its right, bottom or bottom-right
+      neighbour. Pixels of the last row compare only with their right neighbour, pixels of the
+      last column only with their bottom neighbour, and the bottom-right pixel is never a
+      boundary: the image edge itself is not a boundary, so a mask covering the whole image has
+      none.
     * ``F``: tolerance radius ``r = ceil(0.008 * sqrt(H^2 + W^2))`` px (8 at 480x854); each
       boundary is dilated by a Euclidean disk ``{(dy, dx): dy^2 + dx^2 <= r^2}``; precision =
       predicted boundary pixels inside the dilated target boundary / predicted boundary pixels,
@@ -230,10 +233,12 @@ def disk(radius: int) -> np.ndarray:
 
 
 def mask_boundary(mask: np.ndarray) -> np.ndarray:
-    """Boundary pixels of a boolean mask.
+    """Boundary map of a mask, as the official DAVIS ``seg2bmap`` draws it (same size).
 
-    A boundary pixel is a foreground pixel with at least one 4-neighbour that is background or
-    outside the image.
+    A pixel is a boundary pixel when its value differs from that of its right, bottom or
+    bottom-right neighbour; on the last row only the right neighbour counts, on the last column
+    only the bottom one, and the bottom-right corner pixel is never a boundary. Background
+    pixels next to the object are boundary pixels too, and the image edge is not a boundary.
 
     Args:
         mask: (H, W) bool.
@@ -244,11 +249,14 @@ def mask_boundary(mask: np.ndarray) -> np.ndarray:
     if mask.ndim != 2:
         raise ValueError(f"mask must be (H, W), got {mask.shape}")
     m = mask.astype(bool)
-    padded = np.pad(m, 1, constant_values=False)  # (H + 2, W + 2)
-    interior = (
-        padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    )  # all four neighbours are foreground
-    return m & ~interior
+    out = np.zeros_like(m)
+    out[:-1, :-1] = (m[:-1, :-1] != m[:-1, 1:]) | (m[:-1, :-1] != m[1:, :-1]) | (
+        m[:-1, :-1] != m[1:, 1:]
+    )  # right, bottom, bottom-right
+    out[-1, :-1] = m[-1, :-1] != m[-1, 1:]  # last row: right neighbour only
+    out[:-1, -1] = m[:-1, -1] != m[1:, -1]  # last column: bottom neighbour only
+    out[-1, -1] = False
+    return out
 
 
 def _dilate(boundary: np.ndarray, kernel: np.ndarray) -> np.ndarray:

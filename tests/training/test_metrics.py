@@ -186,19 +186,68 @@ def test_disk_shapes():
         disk(-1)
 
 
-def test_mask_boundary_4_neighbour_and_image_edge():
+def test_mask_boundary_is_seg2bmap_by_hand():
+    # davis2017-evaluation's seg2bmap: a pixel is boundary when it differs from its right,
+    # bottom or bottom-right neighbour. A 4x4 square at rows/cols 1..4 of a 6x6 image:
+    # foreground: its last row and last column (4 + 4 - 1 = 7 px);
+    # background: column 0 rows 1..4 (right neighbour set), row 0 cols 1..4 (bottom neighbour
+    # set) and (0, 0) (bottom-right neighbour set): 9 px. 16 in all.
     m = np.zeros((6, 6), bool)
-    m[1:5, 1:5] = True  # a 4x4 square: its ring of 12 px is boundary, 2x2 inside is not
-    b = mask_boundary(m)
-    assert int(b.sum()) == 12
-    assert not b[2:4, 2:4].any()
-    # A full 3x3 image: every pixel but the centre touches the image edge.
-    full = mask_boundary(np.ones((3, 3), bool))
-    assert full.tolist() == [[True] * 3, [True, False, True], [True] * 3]
-    # 4-neighbour rule: (1, 1) of a plus shape has all four neighbours set -> interior.
-    plus = disk(1).astype(bool)
-    plus_b = mask_boundary(np.pad(plus, 1))
-    assert int(plus_b.sum()) == 4 and not plus_b[2, 2]
+    m[1:5, 1:5] = True
+    want = np.zeros((6, 6), bool)
+    want[4, 1:5] = want[1:5, 4] = True
+    want[1:5, 0] = want[0, 1:5] = want[0, 0] = True
+    np.testing.assert_array_equal(mask_boundary(m), want)
+
+
+def test_mask_boundary_image_edge_is_not_a_boundary():
+    # A mask covering the whole image has no boundary at all.
+    assert not mask_boundary(np.ones((3, 3), bool)).any()
+    # The left two columns of a 4x4 image: only column 1 differs from its right neighbour;
+    # column 0 lies on the image edge and is not boundary; the last row compares only along
+    # the row ((3, 1) vs (3, 2): boundary), the last column only down the column (all equal).
+    m = np.zeros((4, 4), bool)
+    m[:, :2] = True
+    want = np.zeros((4, 4), bool)
+    want[:, 1] = True
+    np.testing.assert_array_equal(mask_boundary(m), want)
+    # The bottom-right pixel alone: (2, 2) is never boundary; (1, 2) differs from its bottom
+    # neighbour, (2, 1) from its right one, (1, 1) from its bottom-right one.
+    m = np.zeros((3, 3), bool)
+    m[2, 2] = True
+    want = np.zeros((3, 3), bool)
+    want[1, 2] = want[2, 1] = want[1, 1] = True
+    np.testing.assert_array_equal(mask_boundary(m), want)
+
+
+def test_boundary_f_on_masks_touching_the_edge_by_hand():
+    # 10x10 -> radius ceil(0.008 * 14.14) = 1 (a plus-shaped disk).
+    # GT: columns 0..4. Boundary: column 4 only (10 px; column 0 is on the image edge).
+    gt = np.zeros((10, 10), np.uint8)
+    gt[:, :5] = 1
+    # Pred: columns 0..5, boundary column 5: every pixel 1 px from GT column 4 -> F = 1.
+    pred = np.zeros((10, 10), bool)
+    pred[:, :6] = True
+    assert boundary_f(pred, gt) == 1.0
+    # Pred: columns 0..6, boundary column 6, 2 px away -> no match either way: F = 0.
+    pred[:, 6] = True
+    assert boundary_f(pred, gt) == 0.0
+    # Pred: columns 0..5 in rows 0..4, columns 0..6 in rows 5..9.
+    # Pred boundary: (r, 5) for r = 0..3 (right neighbour 0; (r, 5) vs (r + 1, 6) too),
+    # (4, 5) (bottom-right (5, 6) set: same value? (4, 5) = 1, (5, 6) = 1; right (4, 6) = 0 ->
+    # boundary), (4, 6)? (4, 6) = 0, bottom (5, 6) = 1 -> boundary; (r, 6) for r = 5..9
+    # (right neighbour 0). 4 + 1 + 1 + 5 = 11 px.
+    # Within 1 px (plus) of GT column 4: (r, 5) r = 0..4 -> 5 of 11: precision 5 / 11.
+    # GT boundary (r, 4), r = 0..9: within the dilated pred boundary where a pred boundary pixel
+    # is at (r, 5), (r +- 1, 4) or (r, 3): rows 0..4 via (r, 5); rows 5..9 have (r, 5) = 1 inside,
+    # not boundary, and no pred boundary pixel in column 4 or 3: recall 5 / 10.
+    pred = np.zeros((10, 10), bool)
+    pred[:5, :6] = True
+    pred[5:, :7] = True
+    b = mask_boundary(pred)
+    assert int(b.sum()) == 11 and b[4, 6] and b[4, 5] and not b[5, 5]
+    p, r = 5 / 11, 5 / 10
+    assert boundary_f(pred, gt) == pytest.approx(2 * p * r / (p + r), abs=1e-12)
 
 
 def _square(h: int, w: int, top: int, left: int, side: int) -> np.ndarray:
@@ -217,18 +266,23 @@ def test_boundary_f_one_pixel_shift_is_perfect():
 
 def test_boundary_f_shift_beyond_radius_by_hand():
     # GT: 100x100 square rows/cols 100..199; pred shifted right by 20 (cols 120..219); radius 8.
-    # Each boundary has 4 * 100 - 4 = 396 px.
-    # Pred boundary inside the dilated GT boundary:
-    #   top row c = 120..207 (within 8 px of GT top row, which ends at c = 199): 88; bottom: 88;
-    #   left column c = 120, rows 101..198: within 8 px of the GT top/bottom rows for
-    #   r <= 108 or r >= 191: 16; right column c = 219: >= 20 px from any GT boundary: 0.
-    #   precision = 192 / 396. By mirror symmetry recall = 192 / 396, so F = 192 / 396.
+    # seg2bmap draws each square's boundary as a closed 400-px ring: the background row above
+    # and column left of it (row 99 cols 99..199, col 99 rows 100..199) and the square's own
+    # last row and column (row 199 cols 100..199, col 199 rows 100..198). The pred ring is the
+    # same 20 px to the right (row 99 cols 119..219, col 119 rows 100..199, row 199 cols
+    # 120..219, col 219 rows 100..198).
+    # Pred ring pixels within 8 px of the GT ring: top row cols 119..207 (89), bottom row cols
+    # 120..207 (88), left column rows 100..107 and 191..199 (17), right column none: 194.
+    # GT ring pixels within 8 px of the pred ring: top row cols 111..199 (89), left column
+    # none, bottom row cols 111..199 (89, the last via pred pixel (199, 119)), right column
+    # rows 100..107 and 191..198 (16): 194. P = R = F = 194 / 400.
     gt = _square(480, 854, 100, 100, 100)
     pred = _square(480, 854, 100, 120, 100).astype(bool)
-    assert boundary_f(pred, gt) == pytest.approx(192 / 396, abs=1e-12)
-    # An explicit radius 0 keeps only exact overlaps: top/bottom rows c = 120..199 (80 each),
-    # nothing else -> 160 / 396.
-    assert boundary_f(pred, gt, radius=0) == pytest.approx(160 / 396, abs=1e-12)
+    assert int(mask_boundary(gt.astype(bool)).sum()) == 400
+    assert boundary_f(pred, gt) == pytest.approx(194 / 400, abs=1e-12)
+    # An explicit radius 0 keeps only exact overlaps: row 99 cols 119..199 (81), row 199 cols
+    # 120..199 (80) and (199, 119) (1) -> 162 / 400.
+    assert boundary_f(pred, gt, radius=0) == pytest.approx(162 / 400, abs=1e-12)
 
 
 def test_boundary_f_empty_cases():
@@ -240,12 +294,13 @@ def test_boundary_f_empty_cases():
 
 
 def test_boundary_f_void_removed_from_both_masks():
-    # GT square (boundary 396 px) predicted exactly, plus a 10x10 blob far away (boundary 36 px).
+    # GT square (boundary ring 400 px) predicted exactly, plus a 10x10 blob far away (its ring:
+    # 11 + 10 + 10 + 9 = 40 px).
     gt = _square(480, 854, 100, 100, 100)
     pred = gt.astype(bool).copy()
     pred[300:310, 500:510] = True
-    # Blob counted as background: precision = 396 / 432, recall 1, F = 2 * 396 / (396 + 432).
-    assert boundary_f(pred, gt) == pytest.approx(792 / 828, abs=1e-12)
+    # Blob counted as background: precision = 400 / 440, recall 1, F = 2 * 400 / (400 + 440).
+    assert boundary_f(pred, gt) == pytest.approx(800 / 840, abs=1e-12)
     # Blob area void in the GT: it is removed from the prediction too, F = 1.
     voided = gt.copy()
     voided[295:315, 495:515] = 255
