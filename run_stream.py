@@ -33,8 +33,8 @@ EXIT_INTERRUPTED = 130
 
 EPILOG = f"""\
 sources:
-  demo                 a synthetic referring clip rendered on the fly (default; its phrase is
-                       the default --phrase)
+  demo, demo:NAME      a clip shipped with the project (default; its phrase is the default
+                       --phrase; played at --pace 25 like a camera, every frame processed)
   0, 1, ...            a webcam by index
   rtsp://..., http(s)://...   a network stream (reconnects with backoff if it dies)
   PATH                 a video file (every frame processed) or a folder of images
@@ -56,14 +56,8 @@ exit codes:
   {EXIT_INTERRUPTED}  interrupted by Ctrl-C (the summary is still written)
 """
 
-ENGINES = ("torch", "onnx", "tensorrt")
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 320x320), got {text!r}")
-    return int(parts[0]), int(parts[1])
+#: Frames per second the demo clip is played at when --pace is not given.
+DEMO_PACE = 25.0
 
 
 def _positive_int(text: str) -> int:
@@ -75,6 +69,8 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
+    from engine.backends import BACKENDS
+    from engine.preprocess import parse_size
     from models.checkpoint import DEFAULT_CHECKPOINT
 
     p = argparse.ArgumentParser(
@@ -87,12 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--phrase", help="referring expression (default for demo: the clip's own)")
     p.add_argument(
         "--engine",
-        choices=ENGINES,
+        choices=BACKENDS,
         help="inference backend (default: onnx; on CPU when no GPU is visible)",
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
-    p.add_argument("--size", type=_parse_size, help="network input HxW (default: the model's)")
+    p.add_argument("--size", type=parse_size, help="network input HxW (default: the model's)")
     p.add_argument("--flow-preset", default="ultrafast", choices=("ultrafast", "fast", "medium"))
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
     p.add_argument(
@@ -112,10 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=_positive_int, help="stop after this many frames")
     p.add_argument("--loop", action="store_true", help="loop video files / image folders")
     p.add_argument(
+        "--pace",
         "--demo-fps",
+        dest="pace",
         type=float,
-        default=25.0,
-        help="pace of the demo source like a camera (0: unpaced, every frame processed)",
+        help=f"play a file, folder or the demo at this many fps like a camera, every frame "
+        f"processed (default: {DEMO_PACE:g} for the demo, as fast as possible for files; 0: as "
+        "fast as possible)",
     )
     p.add_argument("--stats-json", type=Path, help="write the latency summary JSON here")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -134,7 +133,7 @@ def _model_input_size(folder: Path) -> tuple[int, int] | None:
 
 def _model_errors() -> tuple[type[Exception], ...]:
     """Exceptions meaning "the model folder is bad" (as opposed to "the runtime is missing")."""
-    from export.manifest import ExportError
+    from engine.manifest import ExportError
     from models.checkpoint import CheckpointError
 
     return (CheckpointError, ExportError, FileNotFoundError)
@@ -170,13 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (see the --help epilog)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.size is not None:
-        from engine.preprocess import check_input_size
-
-        try:
-            check_input_size(args.size)
-        except ValueError as exc:
-            parser.error(f"--size: {exc}")
+    if args.pace is not None and args.pace < 0:
+        parser.error(f"--pace must be >= 0, got {args.pace}")
     if not 0.0 < args.threshold < 1.0:
         parser.error(f"--threshold must be in (0, 1), got {args.threshold}")
     if not 0.0 <= args.smoothing < 1.0:
@@ -186,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from engine.latency import format_table
-    from engine.pipeline import MaskFolderOutput, Pipeline, VideoFileOutput, WindowDisplay
+    from engine.outputs import MaskFolderOutput, VideoFileOutput
+    from engine.pipeline import Pipeline
     from engine.session import Segmenter
     from engine.sources import (
         CameraUnavailableError,
@@ -236,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail(EXIT_ENGINE, f"{backend} engine on {device} unavailable: {exc}")
 
     # 2. the source
+    is_demo = args.source.strip().lower().split(":", 1)[0] == "demo"
+    pace = DEMO_PACE if args.pace is None and is_demo else args.pace
     try:
-        extra = {"fps": args.demo_fps or None} if args.source.strip().lower() == "demo" else {}
-        source = open_source(args.source, loop=args.loop, **extra)
+        source = open_source(args.source, loop=args.loop, pace=pace or None)
     except UnknownSourceError as exc:
         return fail(EXIT_UNKNOWN_SOURCE, str(exc))
     except SourceNotFoundError as exc:
@@ -247,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(EXIT_CAMERA, str(exc))
     except StreamUnavailableError as exc:
         return fail(EXIT_STREAM, str(exc))
-    phrase = args.phrase or getattr(source, "phrase", None)
+    phrase = args.phrase or source.phrase
     if not phrase:
         source.close()
         return fail(EXIT_USAGE, f"--phrase is required for source {args.source!r}")
@@ -267,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.masks_dir:
         outputs.append(MaskFolderOutput(args.masks_dir))
     headless = args.no_display or not os.environ.get("DISPLAY")
-    display = None if headless else WindowDisplay()
+    display = None
+    if not headless:
+        from engine.window import WindowDisplay
+
+        display = WindowDisplay()
     pipeline = Pipeline(source, segmenter, outputs=outputs, hud=not args.no_hud,
                         max_frames=args.max_frames)  # fmt: skip
     print(

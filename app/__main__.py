@@ -17,13 +17,6 @@ __all__ = ["build_parser", "main"]
 logger = logging.getLogger("app")
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 320x320), got {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
 def _positive(kind: type) -> object:
     def parse(text: str) -> float | int:
         value = kind(text)
@@ -36,6 +29,8 @@ def _positive(kind: type) -> object:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
+    from engine.backends import BACKENDS
+    from engine.preprocess import parse_size
     from models.checkpoint import DEFAULT_CHECKPOINT
 
     p = argparse.ArgumentParser(
@@ -47,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint or export folder (default: the shipped model)",
     )  # fmt: skip
     p.add_argument(
-        "--engine", choices=("onnx", "torch", "tensorrt"), default="onnx",
+        "--engine", choices=BACKENDS, default="onnx",
         help="default inference backend (the page offers the others that can run)",
     )  # fmt: skip
     p.add_argument(
@@ -61,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
-    p.add_argument("--size", type=_parse_size, help="network input HxW (default: the model's)")
+    p.add_argument("--size", type=parse_size, help="network input HxW (default: the model's)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
@@ -99,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     from app.examples import default_examples
     from app.ui import LiveSettings, build_app
     from app.validation import UploadLimits
-    from engine.loading import cache_root
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("binding %s: the page is reachable from other machines", args.host)
@@ -126,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, EngineUnavailableError) as exc:
         print(f"python -m app: error: {exc}", file=sys.stderr)
         return 2
-    examples = [] if args.no_examples else default_examples(cache_root() / "app")
+    examples = [] if args.no_examples else default_examples()
     with tempfile.TemporaryDirectory(prefix="hinet-app-") as work:
         demo = build_app(
             registry,

@@ -1,8 +1,9 @@
 """Engines shared by every browser session of the page, loaded once per backend on first use.
 
 An engine holds only the loaded model, so sessions may share it; but backends keep per-shape
-output buffers, so two sessions must not run the same engine at the same moment.
-:class:`SharedEngine` wraps an engine with a lock and hands out copies of its outputs. Everything
+buffers, so two sessions must not run the same engine at the same moment. :class:`SharedEngine`
+wraps an engine with a lock (the arrays every backend returns are new, so nothing needs copying
+after the lock is released). Everything
 that changes per session (phrase, previous frame, smoothing) lives in each session's own
 :class:`engine.session.Segmenter`.
 """
@@ -28,7 +29,7 @@ class EngineUnavailableError(RuntimeError):
 
 
 class SharedEngine(Engine):
-    """A thread-safe view of another engine: one call at a time, outputs copied.
+    """A thread-safe view of another engine: one call at a time.
 
     Args:
         inner: The engine to share.
@@ -47,16 +48,14 @@ class SharedEngine(Engine):
         self._lock = threading.Lock()
 
     def run_text(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """See :meth:`Engine.run_text`; serialised and copied."""
+        """See :meth:`Engine.run_text`; serialised."""
         with self._lock:
-            out = self.inner.run_text(inputs)
-            return {k: np.array(v, copy=True) for k, v in out.items()}
+            return self.inner.run_text(inputs)
 
     def run_frame(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """See :meth:`Engine.run_frame`; serialised and copied."""
+        """See :meth:`Engine.run_frame`; serialised."""
         with self._lock:
-            out = self.inner.run_frame(inputs)
-            return {k: np.array(v, copy=True) for k, v in out.items()}
+            return self.inner.run_frame(inputs)
 
     def close(self) -> None:
         """Close the wrapped engine."""

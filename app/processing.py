@@ -1,9 +1,8 @@
 """What the page does with frames: whole uploaded clips, and live webcam frames per session.
 
-Both run the stream's own session code (:class:`engine.session.Segmenter`), overlay
-(:func:`engine.overlay.draw_mask`) and latency statistics (:class:`engine.latency.LatencyStats`).
-
-A processed clip gives three files:
+Both run the stream's own stages (:class:`engine.pipeline.Stages`: the session code, the
+overlay, the one clock and its statistics). A clip goes through a sequential
+:class:`engine.pipeline.Pipeline` whose sinks write three files:
 
 * ``overlay.mp4``: every frame with the mask drawn, H.264 (browser-playable), same frame count,
   size and frame rate as the upload;
@@ -17,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,21 +24,23 @@ from typing import Any
 import cv2
 import numpy as np
 
-from app.h264 import H264Writer
 from app.plot import latency_plot
 from app.validation import UploadError, VideoInfo
 from engine.base import Engine
-from engine.latency import LatencyStats, Stamps, json_safe
-from engine.overlay import OverlayStyle, draw_hud_inplace, draw_mask, hud_lines, mask_to_png_bytes
+from engine.latency import STAGES, LatencyStats, json_safe
+from engine.outputs import CallbackOutput, H264FileOutput, MaskZipOutput
+from engine.overlay import OverlayStyle
+from engine.pipeline import Pipeline, Stages
 from engine.session import Result, Segmenter
-from engine.sources import EndOfStream, FileSource
+from engine.sources import FileSource, Frame
 
 __all__ = ["ClipResult", "LiveSession", "segment_clip"]
 
 logger = logging.getLogger(__name__)
 
-#: Per-frame stages of a processed clip, in order (milliseconds).
-CLIP_STAGES = ("decode", "flow", "network", "postprocess", "overlay", "total")
+#: Stages drawn in a clip's latency plot (``capture`` is the wait before the flow stage: ~0
+#: when frames are processed one after another).
+PLOT_STAGES = tuple(s for s in STAGES if s != "capture")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class ClipResult:
         plot: (H, W, 3) uint8 RGB latency plot.
         frames: Frames processed (= frames in ``video`` and PNGs in ``masks``).
         phrase: The normalised phrase used.
-        summary: JSON-able facts: backend, input size, fps, per-stage p50/p95 ms, mask areas.
+        summary: JSON-able facts: backend, input size, fps, per-stage percentiles, mask areas.
     """
 
     video: Path
@@ -62,12 +62,6 @@ class ClipResult:
     frames: int
     phrase: str
     summary: dict[str, Any] = field(default_factory=dict)
-
-
-def _percentiles(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, np.float64)
-    p50, p95 = np.percentile(arr, [50, 95]) if arr.size else (float("nan"),) * 2
-    return {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
 
 
 def segment_clip(
@@ -93,74 +87,54 @@ def segment_clip(
         A :class:`ClipResult`.
 
     Raises:
-        UploadError: more than ``max_frames`` frames, or no frame decoded.
-        app.h264.FFmpegError: encoding failed.
+        UploadError: more than ``max_frames`` frames, a frame of another size, or no frame.
+        engine.outputs.FFmpegError: encoding failed.
     """
     if segmenter.phrase is None:
         raise ValueError("segmenter has no phrase: call set_phrase first")
     out_dir.mkdir(parents=True, exist_ok=True)
     video_path, masks_path = out_dir / "overlay.mp4", out_dir / "masks.zip"
-    timings: dict[str, list[float]] = {s: [] for s in CLIP_STAGES}
+    per_frame: dict[str, list[float]] = {s: [] for s in PLOT_STAGES}
     areas: list[float] = []
-    stats = LatencyStats()
     total = min(info.frames, max_frames)
-    source = FileSource(info.path)
-    writer = H264Writer(video_path, size=(info.width, info.height), fps=info.fps)
+
+    def check(image: np.ndarray, result: Result, frame: Frame) -> None:
+        if frame.index >= max_frames:
+            raise UploadError(
+                f"the video has more than {max_frames} frames; trim it and upload again"
+            )
+        if frame.image.shape[:2] != (info.height, info.width):
+            raise UploadError(
+                f"frame {frame.index} is {frame.image.shape[1]}x{frame.image.shape[0]}, "
+                f"the video started at {info.width}x{info.height}"
+            )
+
+    def collect(image: np.ndarray, result: Result, frame: Frame) -> None:
+        for stage in PLOT_STAGES:
+            per_frame[stage].append(result.timings[stage])
+        areas.append(result.area)
+        if progress is not None:
+            progress(frame.index + 1, max(total, frame.index + 1))
+
+    video = H264FileOutput(video_path, fps=info.fps)
+    pipeline = Pipeline(
+        FileSource(info.path),
+        segmenter,
+        outputs=[CallbackOutput(check), video, MaskZipOutput(masks_path), CallbackOutput(collect)],
+        style=style,
+        hud=False,
+        mode="sequential",
+    )
     t_start = time.perf_counter()
     try:
-        with zipfile.ZipFile(masks_path, "w", compression=zipfile.ZIP_STORED) as zf:
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    frame = source.read()
-                except EndOfStream:
-                    break
-                if frame is None:  # file sources never time out; guard anyway
-                    break
-                if frame.index >= max_frames:
-                    raise UploadError(
-                        f"the video has more than {max_frames} frames (--max-frames); "
-                        "trim it and upload again"
-                    )
-                if frame.image.shape[:2] != (info.height, info.width):
-                    raise UploadError(
-                        f"frame {frame.index} is {frame.image.shape[1]}x{frame.image.shape[0]}, "
-                        f"the video started at {info.width}x{info.height}"
-                    )
-                t1 = time.perf_counter()
-                result = segmenter.step(frame)
-                t2 = time.perf_counter()
-                writer.write(draw_mask(frame.image, result.mask, style))
-                zf.writestr(f"mask_{frame.index:05d}.png", mask_to_png_bytes(result.mask))
-                t3 = time.perf_counter()
-                row = {
-                    "decode": (t1 - t0) * 1e3,
-                    "flow": result.timings.get("flow", 0.0),
-                    "network": result.timings.get("network", 0.0),
-                    "postprocess": result.timings.get("postprocess", 0.0),
-                    "overlay": (t3 - t2) * 1e3,
-                    "total": (t3 - t0) * 1e3,
-                }
-                for stage, ms in row.items():
-                    timings[stage].append(ms)
-                stats.add("capture", row["decode"])
-                stats.add("flow", row["flow"])
-                stats.add("inference", row["network"] + row["postprocess"])
-                stats.add("overlay", row["overlay"])
-                stats.add("end_to_end", row["total"])
-                areas.append(result.area)
-                if progress is not None:
-                    progress(frame.index + 1, max(total, frame.index + 1))
-        frames = len(areas)
-        if frames == 0:
-            raise UploadError("no frame of the video could be decoded")
-        writer.close()
+        stats = pipeline.run()
     except BaseException:
-        writer.abort()
+        video.abort()
         raise
-    finally:
-        source.close()
     wall = time.perf_counter() - t_start
+    frames = len(areas)
+    if frames == 0:
+        raise UploadError("no frame of the video could be decoded")
     engine: Engine = segmenter.engine
     phrase = segmenter.phrase or ""
     summary = {
@@ -173,14 +147,16 @@ def segment_clip(
         "device": engine.device,
         "input_size": list(engine.input_size),
         "threshold": segmenter.threshold,
-        "stages_ms": {s: _percentiles(v) for s, v in timings.items()},
+        "stages_ms": {
+            s: {k: round(v, 3) for k, v in p.items()} for s, p in stats["stages_ms"].items()
+        },
         "mask_area": {
             "mean": round(float(np.mean(areas)), 5),
             "frames_with_mask": int(np.count_nonzero(np.asarray(areas) > 0)),
         },
     }
     plot = latency_plot(
-        {s: v for s, v in timings.items() if s != "decode"},
+        per_frame,
         title=f"latency per frame: {engine.backend} {engine.input_size[0]}x{engine.input_size[1]}, "
         f'"{phrase}"',
     )
@@ -191,10 +167,11 @@ def segment_clip(
 class LiveSession:
     """One browser session's live webcam state: its own segmenter, phrase and statistics.
 
-    Held in a ``gr.State`` (one per browser session); never shared between sessions.
-    :attr:`last_result` is the newest frame's :class:`engine.session.Result`. Frames of
-    one session that arrive while the previous one is still being processed are dropped (the
-    newest frame wins, as for every live source).
+    Held in a ``gr.State`` (one per browser session); never shared between sessions. Each
+    frame goes through the stream's :class:`engine.pipeline.Stages` (one after another: the
+    browser sends one frame per request). :attr:`last_result` is the newest frame's
+    :class:`engine.session.Result`. Frames of one session that arrive while the previous one is
+    still being processed are dropped (the newest frame wins, as for every live source).
 
     Args:
         engine: The (shared, thread-safe) engine.
@@ -206,16 +183,27 @@ class LiveSession:
         self, engine: Engine, *, threshold: float, style: OverlayStyle | None = None
     ) -> None:
         self.segmenter = Segmenter(engine, threshold=threshold)
-        self.stats = LatencyStats(window=512, fps_window=30)
-        self.style = style or OverlayStyle()
         self.dropped = 0
+        self.stages = Stages(
+            self.segmenter,
+            style=style,
+            hud=True,
+            stats=LatencyStats(window=512, fps_window=30),
+            dropped=lambda: self.dropped,
+        )
         self.last_result: Result | None = None  # the newest frame's segmentation
         self._busy = threading.Lock()
+        self._index = 0
 
     @property
     def engine(self) -> Engine:
         """The engine this session runs on."""
         return self.segmenter.engine
+
+    @property
+    def stats(self) -> LatencyStats:
+        """The session's stage statistics."""
+        return self.stages.stats
 
     @property
     def threshold(self) -> float:
@@ -244,6 +232,7 @@ class LiveSession:
         Raises:
             ValueError: not an (H, W), (H, W, 3) or (H, W, 4) uint8 image.
         """
+        arrived = time.monotonic()  # the frame's capture time: when the request brought it
         if (
             not isinstance(frame_rgb, np.ndarray)
             or frame_rgb.dtype != np.uint8
@@ -253,24 +242,17 @@ class LiveSession:
                 "webcam frame must be an (H, W), (H, W, 3) or (H, W, 4) uint8 image, got "
                 f"{getattr(frame_rgb, 'shape', type(frame_rgb))} {getattr(frame_rgb, 'dtype', '')}"
             )
-        if frame_rgb.ndim == 2:
-            frame_rgb = cv2.cvtColor(frame_rgb, cv2.COLOR_GRAY2RGB)
         if not self._busy.acquire(blocking=False):
             self.dropped += 1
             return None
         try:
-            t0 = time.monotonic()
-            bgr = cv2.cvtColor(np.ascontiguousarray(frame_rgb[:, :, :3]), cv2.COLOR_RGB2BGR)
-            result = self.segmenter.step(bgr)
-            self.last_result = result
-            t1 = time.monotonic()
-            out = draw_mask(bgr, result.mask, self.style)
-            t2 = time.monotonic()
-            flow_end = min(t0 + result.timings.get("flow", 0.0) / 1e3, t1)
-            self.stats.record(
-                Stamps(capture=t0, flow_start=t0, flow_end=flow_end, infer_end=t1, overlay_end=t2)
-            )
-            draw_hud_inplace(out, self.hud())
+            if frame_rgb.ndim == 2:
+                bgr = cv2.cvtColor(frame_rgb, cv2.COLOR_GRAY2BGR)
+            else:
+                bgr = cv2.cvtColor(np.ascontiguousarray(frame_rgb[:, :, :3]), cv2.COLOR_RGB2BGR)
+            frame = Frame(bgr, self._index, arrived)
+            self._index += 1
+            out, self.last_result = self.stages.process(frame)
             return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
         finally:
             self._busy.release()
@@ -278,19 +260,7 @@ class LiveSession:
     def stage_ms(self) -> dict[str, tuple[float, float]]:
         """Stage -> (p50, p95) milliseconds over the recent frames (NaN before any)."""
         out = {}
-        for stage in ("flow", "inference", "overlay", "end_to_end"):
+        for stage in STAGES:
             p = self.stats.percentiles(stage)
             out[stage] = (p["p50"], p["p95"])
         return out
-
-    def hud(self) -> list[str]:
-        """The statistics as text lines (fps, per-stage p50/p95, dropped frames, phrase)."""
-        return hud_lines(
-            fps=self.stats.fps(),
-            stage_ms=self.stage_ms(),
-            dropped=self.dropped,
-            phrase=self.segmenter.phrase,
-            extra=[
-                f"{self.engine.backend} {self.engine.input_size[0]}x{self.engine.input_size[1]}"
-            ],
-        )

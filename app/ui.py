@@ -27,7 +27,6 @@ import numpy as np
 
 from app.engines import EngineRegistry, EngineUnavailableError
 from app.examples import Example
-from app.h264 import FFmpegError
 from app.processing import LiveSession, segment_clip
 from app.validation import (
     UploadLimits,
@@ -36,6 +35,7 @@ from app.validation import (
     check_threshold,
     check_video,
 )
+from engine.outputs import FFmpegError
 from engine.session import Segmenter
 
 __all__ = ["LiveSettings", "build_app"]

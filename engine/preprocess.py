@@ -1,10 +1,13 @@
-"""Preprocessing shared by every backend, the pipeline and training (numpy + OpenCV only).
+"""Pre- and post-processing shared by every backend, the pipeline and training (numpy + OpenCV).
 
-One place decides how a camera frame and its optical flow become network inputs, so the torch,
-ONNX Runtime and TensorRT backends and the training data loaders all agree.
+One place decides how a camera frame and its optical flow become network inputs, and how the
+network's logits become the mask a user sees (:func:`postprocess`), so the torch, ONNX Runtime
+and TensorRT backends, the evaluator and training all agree.
 """
 
 from __future__ import annotations
+
+import argparse
 
 import cv2
 import numpy as np
@@ -12,8 +15,10 @@ import numpy as np
 __all__ = [
     "MAX_SIDE",
     "MIN_SIDE",
+    "SizeError",
     "check_input_size",
-    "logits_to_mask",
+    "parse_size",
+    "postprocess",
     "prepare_flow",
     "prepare_image",
     "sanitize_frame",
@@ -38,6 +43,27 @@ def check_input_size(size: tuple[int, int]) -> tuple[int, int]:
                 f"in [{MIN_SIDE}, {MAX_SIDE}]"
             )
     return h, w
+
+
+class SizeError(argparse.ArgumentTypeError, ValueError):
+    """A size string or tuple is not a valid network input size (argparse shows the message)."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"320x320"`` / ``"480x640"`` (``HxW``) -> a checked network input size ``(H, W)``.
+
+    Usable as an argparse ``type=``: a bad value gives argparse's usage error with this message.
+
+    Raises:
+        SizeError: not ``HxW`` with integers, or not a valid input size (:func:`check_input_size`).
+    """
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise SizeError(f"size must look like HxW (e.g. 320x320), got {text!r}")
+    try:
+        return check_input_size((int(parts[0]), int(parts[1])))
+    except ValueError as exc:
+        raise SizeError(str(exc)) from None
 
 
 def sanitize_frame(frame: np.ndarray) -> np.ndarray:
@@ -128,24 +154,42 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
 
 
-def logits_to_mask(
-    logits: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5
-) -> tuple[np.ndarray, np.ndarray]:
-    """Network logits -> probability map and boolean mask at the frame's resolution.
+def postprocess(
+    logits: np.ndarray,
+    frame_hw: tuple[int, int],
+    *,
+    threshold: float = 0.5,
+    previous: np.ndarray | None = None,
+    smoothing: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Network logits -> the probabilities and the mask a user sees (the one post-processing).
+
+    The runtime, the evaluator and training validation all call this, so every score is a
+    score of exactly the masks the stream draws: sigmoid at network size, optional temporal
+    smoothing there, bilinear resize of the probabilities to the frame, threshold.
 
     Args:
-        logits: (1, 1, H, W) or (H, W) float logits.
+        logits: (1, 1, H, W) or (H, W) float logits at network size.
         frame_hw: ``(H0, W0)`` of the original frame.
         threshold: Probability threshold in (0, 1).
+        previous: The previous frame's network-size probabilities (``prob_net``), or ``None``.
+        smoothing: EMA weight of ``previous`` in [0, 1): ``p = s * previous + (1 - s) * p``.
 
     Returns:
-        ``(prob, mask)``: (H0, W0) float32 in [0, 1] and (H0, W0) bool.
+        ``(prob_net, prob, mask)``: (H, W) float32 probabilities at network size (the next
+        frame's ``previous``), (H0, W0) float32 in [0, 1], and the (H0, W0) bool mask.
     """
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-    lg = np.asarray(logits, np.float32).reshape(logits.shape[-2], logits.shape[-1])
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    lg = np.asarray(logits, np.float32)
+    prob_net = sigmoid(lg.reshape(lg.shape[-2], lg.shape[-1]))  # (H, W)
+    if smoothing > 0.0 and previous is not None and previous.shape == prob_net.shape:
+        prob_net = (smoothing * previous + (1.0 - smoothing) * prob_net).astype(np.float32)
     h0, w0 = frame_hw
-    if lg.shape != (h0, w0):
-        lg = cv2.resize(lg, (w0, h0), interpolation=cv2.INTER_LINEAR)
-    prob = sigmoid(lg)
-    return prob, prob > threshold
+    prob = prob_net
+    if prob.shape != (h0, w0):
+        prob = cv2.resize(prob_net, (w0, h0), interpolation=cv2.INTER_LINEAR)
+    prob = np.clip(prob, 0.0, 1.0).astype(np.float32, copy=False)
+    return prob_net, prob, prob > threshold

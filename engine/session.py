@@ -2,10 +2,12 @@
 
 ``set_phrase(text)`` encodes the phrase once; ``step(frame)`` segments one frame using the cached
 text and the previous frame (for optical flow). The two halves of ``step`` are public so the
-threaded pipeline runs the same code in two threads: :meth:`Segmenter.prepare` (flow stage:
-grey frame, optical flow against the previous frame, network inputs) and
-:meth:`Segmenter.infer` (inference stage: frame network, probabilities, optional temporal
-smoothing, threshold).
+pipeline runs the same code in its flow and inference stages: :meth:`Segmenter.prepare` (grey
+frame, optical flow against the previous frame, network inputs) and :meth:`Segmenter.infer`
+(frame network, then :func:`engine.preprocess.postprocess`: probabilities, optional temporal
+smoothing, threshold). :meth:`Segmenter.observe` feeds a frame to the flow state alone (the
+previous frame of an evaluation sample). The session keeps no clock: stage times are stamped
+by :mod:`engine.pipeline` only.
 
 Example::
 
@@ -21,12 +23,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from engine.base import Engine, TextState
 from engine.flow import OpticalFlow
-from engine.preprocess import prepare_flow, prepare_image, sanitize_frame, sigmoid
+from engine.preprocess import postprocess, prepare_flow, prepare_image, sanitize_frame
 from engine.sources import Frame
 
 __all__ = [
@@ -54,7 +55,8 @@ class Result:
         frame_index: The source frame's sequence number.
         capture_time: The frame's monotonic capture time (seconds).
         phrase: The normalised phrase this frame was segmented with.
-        timings: Stage name -> milliseconds (``flow``, ``inference``, ...).
+        timings: Stage name -> milliseconds, filled by :mod:`engine.pipeline` (the stages of
+            :data:`engine.latency.STAGES`); empty for a plain :meth:`Segmenter.step`.
     """
 
     mask: np.ndarray
@@ -99,13 +101,11 @@ class PreparedFrame:
         frame: The source frame.
         image: (1, 3, H, W) float32 network image input.
         flow: (1, 2, H, W) float32 network flow input.
-        flow_ms: Time the flow stage spent on this frame.
     """
 
     frame: Frame
     image: np.ndarray
     flow: np.ndarray
-    flow_ms: float
 
 
 @dataclass
@@ -122,7 +122,6 @@ class SmoothingState:
     """Temporal state of the inference stage: the EMA of probabilities at network size."""
 
     ema: np.ndarray | None = None
-    frames: int = 0
 
 
 class Segmenter:
@@ -210,6 +209,25 @@ class Segmenter:
         self._raw_index += 1
         return frame
 
+    def _advance(self, frame: Frame) -> np.ndarray:
+        """Grey the frame, return its (h, w, 2) pixel flow from the previous one, keep it."""
+        gray = self.flow.gray(frame.image)  # (h, w) uint8
+        state = self.flow_state
+        stale = (
+            self.max_flow_gap is not None and frame.timestamp - state.prev_time > self.max_flow_gap
+        )
+        if state.prev_gray is None or state.prev_gray.shape != gray.shape or stale:
+            flow_px = np.zeros((gray.shape[0], gray.shape[1], 2), np.float32)
+        else:
+            flow_px = self.flow(state.prev_gray, gray)  # (h, w, 2) px
+        self.flow_state = FlowState(gray, frame.index, frame.timestamp)
+        return flow_px
+
+    def observe(self, frame: Frame | np.ndarray) -> None:
+        """Make ``frame`` the previous frame of the next :meth:`prepare`, without segmenting it."""
+        frame = self._as_frame(frame)
+        self.flow_state = FlowState(self.flow.gray(frame.image), frame.index, frame.timestamp)
+
     def prepare(self, frame: Frame | np.ndarray) -> PreparedFrame:
         """Flow stage: optical flow against the previous frame and the network inputs.
 
@@ -222,26 +240,16 @@ class Segmenter:
         Returns:
             The frame with its (1, 3, H, W) image and (1, 2, H, W) flow inputs.
         """
-        t0 = time.perf_counter()
         frame = self._as_frame(frame)
         cfg = self.engine.config
-        gray = self.flow.gray(frame.image)  # (h, w) uint8
-        state = self.flow_state
-        stale = (
-            self.max_flow_gap is not None and frame.timestamp - state.prev_time > self.max_flow_gap
-        )
-        if state.prev_gray is None or state.prev_gray.shape != gray.shape or stale:
-            flow_px = np.zeros((gray.shape[0], gray.shape[1], 2), np.float32)
-        else:
-            flow_px = self.flow(state.prev_gray, gray)  # (h, w, 2) px
-        self.flow_state = FlowState(gray, frame.index, frame.timestamp)
+        flow_px = self._advance(frame)
         size = self.engine.input_size
         image = prepare_image(frame.image, size, cfg.image_mean, cfg.image_std)  # (1, 3, H, W)
         flow = prepare_flow(flow_px, size, cfg.flow_gain)  # (1, 2, H, W)
-        return PreparedFrame(frame, image, flow, (time.perf_counter() - t0) * 1e3)
+        return PreparedFrame(frame, image, flow)
 
     def infer(self, prepared: PreparedFrame) -> Result:
-        """Inference stage: frame network, smoothing and threshold at the frame's resolution.
+        """Inference stage: frame network and :func:`engine.preprocess.postprocess`.
 
         Raises:
             PhraseNotSetError: no phrase was set yet.
@@ -251,24 +259,15 @@ class Segmenter:
             smooth = self.smoothing_state
         if text is None:
             raise PhraseNotSetError("no phrase set: call set_phrase(text) before step()/infer()")
-        t0 = time.perf_counter()
         logits = self.engine.segment(prepared.image, prepared.flow, text)  # (1, 1, H, W)
-        t1 = time.perf_counter()
-        prob_net = sigmoid(logits[0, 0])  # (H, W) at network size
-        if self.smoothing > 0.0 and smooth.ema is not None and smooth.ema.shape == prob_net.shape:
-            prob_net = (self.smoothing * smooth.ema + (1.0 - self.smoothing) * prob_net).astype(
-                np.float32
-            )
-        smooth.ema = prob_net
-        smooth.frames += 1
-        h0, w0 = prepared.frame.image.shape[:2]
-        prob = prob_net
-        if prob.shape != (h0, w0):
-            prob = cv2.resize(prob_net, (w0, h0), interpolation=cv2.INTER_LINEAR)
-        prob = np.clip(prob, 0.0, 1.0).astype(np.float32, copy=False)
-        mask = prob > self.threshold
+        smooth.ema, prob, mask = postprocess(
+            logits,
+            prepared.frame.image.shape[:2],
+            threshold=self.threshold,
+            previous=smooth.ema,
+            smoothing=self.smoothing,
+        )
         score = float(prob[mask].mean()) if mask.any() else 0.0
-        t2 = time.perf_counter()
         return Result(
             mask=mask,
             prob=prob,
@@ -276,11 +275,6 @@ class Segmenter:
             frame_index=prepared.frame.index,
             capture_time=prepared.frame.timestamp,
             phrase=text.phrase,
-            timings={
-                "flow": prepared.flow_ms,
-                "network": (t1 - t0) * 1e3,
-                "postprocess": (t2 - t1) * 1e3,
-            },
         )
 
     def step(self, frame: Frame | np.ndarray) -> Result:

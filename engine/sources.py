@@ -1,4 +1,4 @@
-"""Frame sources: webcams, RTSP/HTTP streams, video files, image folders and the demo clip.
+"""Frame sources: webcams, RTSP/HTTP streams, video files, image folders and the demo clips.
 
 Every source yields :class:`Frame` objects carrying a sequence number and a monotonic capture
 timestamp. Two behaviours:
@@ -8,10 +8,12 @@ timestamp. Two behaviours:
   sees a growing backlog (OpenCV's ``CAP_PROP_BUFFERSIZE`` is ignored by the FFmpeg backend, so
   this is done here). Network streams reconnect with capped exponential backoff when they die.
 * **File** sources (video files, image folders) decode on demand in the caller's thread and never
-  drop a frame.
+  drop a frame. :class:`PacedSource` plays any of them at a fixed rate like a camera: without
+  dropping (the default), or, with ``drop=True``, skipping the frames a slow consumer missed.
 
 Use :func:`open_source` with a spec string: ``"0"`` (webcam index), ``"rtsp://..."``,
-``"http(s)://..."``, a video file path, an image folder path, or ``"demo"``.
+``"http(s)://..."``, a video file path, an image folder path, or ``"demo"`` (a clip shipped with
+the project, :mod:`engine.demo`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import abc
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -41,6 +45,7 @@ __all__ = [
     "Frame",
     "ImageFolderSource",
     "LiveSource",
+    "PacedSource",
     "Source",
     "SourceError",
     "SourceNotFoundError",
@@ -54,14 +59,18 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: FFmpeg options for low-latency RTSP (must be in the environment before a capture opens).
-RTSP_CAPTURE_OPTIONS = "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
+#: ``analyzeduration`` 0.5 s: FFmpeg's default (5 s budget) spent ~1.6 s probing a loopback
+#: H.264 stream on every (re)open; the SDP already describes the codec.
+RTSP_CAPTURE_OPTIONS = "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay|analyzeduration;500000"
+#: Default ports of the stream URL schemes (for the reconnect reachability probe).
+_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443, "rtmp": 1935}
 
 #: File name endings read by :class:`ImageFolderSource`.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 #: Human-readable list of accepted source specs (used in error messages and --help).
 SOURCE_FORMS = (
-    "'demo' (synthetic clip rendered on the fly), a webcam index such as '0', "
+    "'demo' (the clip shipped with the project), a webcam index such as '0', "
     "an rtsp:// rtsps:// http:// https:// URL, a video file path, or a folder of images"
 )
 
@@ -154,10 +163,13 @@ class Source(abc.ABC):
     Attributes:
         name: Human-readable description (the spec it was opened from).
         live: ``True`` for sources that keep only the newest frame and may drop frames.
+        phrase: A referring expression that comes with the source (the demo clips), or
+            ``None``.
     """
 
     name: str = "source"
     live: bool = False
+    phrase: str | None = None
 
     @abc.abstractmethod
     def read(self, timeout: float = 1.0) -> Frame | None:
@@ -218,6 +230,7 @@ class FileSource(Source):
     Args:
         path: Video file path.
         loop: Start again from the first frame at the end instead of ending.
+        phrase: A referring expression that comes with the file (see :attr:`Source.phrase`).
 
     Raises:
         SourceNotFoundError: the file does not exist or OpenCV cannot decode a first frame.
@@ -225,10 +238,13 @@ class FileSource(Source):
 
     live = False
 
-    def __init__(self, path: str | os.PathLike[str], *, loop: bool = False) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, loop: bool = False, phrase: str | None = None
+    ) -> None:
         self.path = Path(path)
         self.name = str(path)
         self.loop = loop
+        self.phrase = phrase
         if not self.path.is_file():
             raise SourceNotFoundError(f"video file not found: {self.path}")
         self._cap = self._open()
@@ -247,11 +263,6 @@ class FileSource(Source):
     def fps(self) -> float | None:
         """Nominal frame rate, or ``None`` when unknown."""
         return self._fps
-
-    @property
-    def frame_count(self) -> int:
-        """Frame count reported by the container (may be approximate)."""
-        return int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         """See :meth:`Source.read`."""
@@ -326,6 +337,86 @@ class ImageFolderSource(Source):
         self._closed = True
 
 
+class PacedSource(Source):
+    """Serve a finite source's frames at ``fps``, like a camera.
+
+    Without ``drop`` (the default) every frame is served, in order, at ``fps``: a consumer that
+    falls behind gets the next frame at once and the pace resumes from there (it never bursts
+    more than one frame to catch up); the source is not live, so a pipeline never drops a frame
+    of it. With ``drop=True`` the source is live: frames are due at ``fps`` from the first read,
+    and a consumer that falls behind skips to the newest due frame (the skipped frames are read
+    and counted as dropped), as a real camera behaves. Frames are stamped when served.
+
+    Args:
+        inner: A file or folder source (or any finite source).
+        fps: Frames per second (> 0).
+        drop: Skip the frames a slow consumer missed.
+    """
+
+    def __init__(self, inner: Source, fps: float, *, drop: bool = False) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.inner = inner
+        self.name = f"{inner.name} @ {fps:g} fps"
+        self.live = bool(drop)
+        self.phrase = inner.phrase
+        self._fps = float(fps)
+        self._t0: float | None = None
+        self._next = 0  # the index of the next frame served
+        self._due = 0.0  # paced without drop: when the next frame may be served
+        self._dropped = 0
+
+    @property
+    def fps(self) -> float:
+        """The pace."""
+        return self._fps
+
+    @property
+    def dropped(self) -> int:
+        """Frames skipped because the consumer was late (``drop=True`` only)."""
+        return self._dropped + self.inner.dropped
+
+    @property
+    def reconnects(self) -> int:
+        """The inner source's reconnects."""
+        return self.inner.reconnects
+
+    def read(self, timeout: float = 1.0) -> Frame | None:
+        """See :meth:`Source.read`."""
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = self._due = now
+        if self.live:
+            target = max(self._next, int((now - self._t0) * self._fps))  # newest due frame
+            due = self._t0 + target / self._fps
+        else:
+            target, due = self._next, self._due
+        wait = due - now
+        if wait > timeout:
+            time.sleep(max(0.0, timeout))
+            return None
+        if wait > 0:
+            time.sleep(wait)
+        while self._next < target:  # live: read past what the consumer missed
+            if self._read_inner() is not None:
+                self._dropped += 1
+            self._next += 1
+        frame = self._read_inner()
+        if frame is None:
+            return None
+        served = time.monotonic()
+        self._next += 1
+        self._due = max(due, served - 1.0 / self._fps) + 1.0 / self._fps
+        return Frame(frame.image, frame.index, served)
+
+    def _read_inner(self) -> Frame | None:
+        return self.inner.read(timeout=1.0)
+
+    def close(self) -> None:
+        """Close the inner source."""
+        self.inner.close()
+
+
 # -- live sources --------------------------------------------------------------------------------
 class LiveSource(Source):
     """A live capture read by a background thread that keeps only the newest frame.
@@ -343,6 +434,9 @@ class LiveSource(Source):
         reconnect: Re-open after the stream dies (else the source ends).
         backoff: First reconnect delay in seconds.
         max_backoff: Cap on the reconnect delay in seconds.
+        reachable: A cheap check that the server accepts connections again (a TCP connect);
+            while it says no, the reader waits out the backoff, and the moment it says yes the
+            reader re-opens at once instead of sleeping out the rest of the delay.
     """
 
     live = True
@@ -356,6 +450,7 @@ class LiveSource(Source):
         reconnect: bool = True,
         backoff: float = 0.25,
         max_backoff: float = 4.0,
+        reachable: Callable[[], bool] | None = None,
     ) -> None:
         if backoff <= 0 or max_backoff < backoff:
             raise ValueError(f"need 0 < backoff <= max_backoff, got {backoff}, {max_backoff}")
@@ -364,6 +459,7 @@ class LiveSource(Source):
         self._reconnect = reconnect
         self._backoff = backoff
         self._max_backoff = max_backoff
+        self._reachable = reachable
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._next_index = 0
@@ -426,7 +522,7 @@ class LiveSource(Source):
                     logger.info("%s ended", self.name)
                     break
                 logger.warning("%s: no frame; reconnecting in %.2f s", self.name, delay)
-                if self._stop.wait(delay):
+                if self._wait_to_reopen(delay):
                     break
                 delay = min(delay * 2.0, self._max_backoff)
                 new = self._opener()
@@ -446,6 +542,20 @@ class LiveSource(Source):
             with self._cond:
                 self._ended = True
                 self._cond.notify_all()
+
+    def _wait_to_reopen(self, delay: float) -> bool:
+        """Wait ``delay`` seconds, or less once the server is reachable; ``True``: stopped."""
+        if self._reachable is None:
+            return self._stop.wait(delay)
+        deadline = time.monotonic() + delay
+        while True:
+            if self._reachable():
+                return self._stop.is_set()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self._stop.is_set()
+            if self._stop.wait(min(_PROBE_EVERY, remaining)):
+                return True
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         """See :meth:`Source.read`."""
@@ -499,6 +609,31 @@ def open_camera(index: int, **kwargs: object) -> LiveSource:
         ) from exc
 
 
+#: Seconds between reachability probes while a stream is down.
+_PROBE_EVERY = 0.1
+
+
+def _tcp_probe(url: str) -> Callable[[], bool] | None:
+    """A callable that says whether ``url``'s host accepts a TCP connection (``None``: no port)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:  # a malformed port: FFmpeg will say so when it opens
+        return None
+    if not parts.hostname or not port:
+        return None
+    host = parts.hostname
+
+    def reachable() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    return reachable
+
+
 def open_stream(
     url: str, *, open_timeout_ms: int = 5000, read_timeout_ms: int = 3000, **kwargs: object
 ) -> LiveSource:
@@ -524,6 +659,7 @@ def open_stream(
     def opener() -> cv2.VideoCapture:
         return _open_capture(url, params, ffmpeg_options=options)
 
+    kwargs.setdefault("reachable", _tcp_probe(url))
     try:
         return LiveSource(opener, name=url, open_error=StreamUnavailableError, **kwargs)
     except StreamUnavailableError as exc:
@@ -533,15 +669,20 @@ def open_stream(
         ) from exc
 
 
-def open_source(spec: str, *, loop: bool = False, **kwargs: object) -> Source:
+def open_source(
+    spec: str, *, loop: bool = False, pace: float | None = None, **kwargs: object
+) -> Source:
     """Open a source from a spec string.
 
     Args:
-        spec: ``"demo"``, a webcam index (``"0"``), an ``rtsp://``/``http(s)://`` URL, a video
-            file path or an image folder path (see :data:`SOURCE_FORMS`).
-        loop: Loop finite sources (files, folders) forever.
-        **kwargs: Passed to the specific opener (e.g. ``backoff`` for streams, ``size`` and
-            ``fps`` for ``demo``).
+        spec: ``"demo"`` (or ``"demo:<clip>"``), a webcam index (``"0"``), an
+            ``rtsp://``/``http(s)://`` URL, a video file path or an image folder path (see
+            :data:`SOURCE_FORMS`).
+        loop: Loop finite sources (files, folders) forever; the demo always loops.
+        pace: Play a file, folder or demo clip at this many frames per second like a camera,
+            never dropping (:class:`PacedSource`); ``None`` serves frames as fast as they are
+            read. Live sources ignore it.
+        **kwargs: Passed to the stream/camera opener (e.g. ``backoff``).
 
     Raises:
         UnknownSourceError: the spec matches no accepted form (the message lists them).
@@ -552,10 +693,13 @@ def open_source(spec: str, *, loop: bool = False, **kwargs: object) -> Source:
     if not isinstance(spec, str) or not spec.strip():
         raise UnknownSourceError(f"empty source spec; accepted: {SOURCE_FORMS}")
     spec = spec.strip()
-    if spec.lower() == "demo":
-        from engine.demo import DemoSource
+    if pace is not None and not pace > 0:
+        raise ValueError(f"pace must be positive frames per second or None, got {pace}")
+    if spec.lower() == "demo" or spec.lower().startswith("demo:"):
+        from engine.demo import open_demo
 
-        return DemoSource(**kwargs)  # type: ignore[arg-type]
+        name = spec.split(":", 1)[1] if ":" in spec else None
+        return open_demo(name, pace=pace)
     if spec.isdigit():
         return open_camera(int(spec), **kwargs)
     if _URL.match(spec):
@@ -563,10 +707,13 @@ def open_source(spec: str, *, loop: bool = False, **kwargs: object) -> Source:
     if "://" in spec:
         raise UnknownSourceError(f"unsupported URL scheme in {spec!r}; accepted: {SOURCE_FORMS}")
     path = Path(spec).expanduser()
+    finite: Source | None = None
     if path.is_dir():
-        return ImageFolderSource(path, loop=loop)
-    if path.is_file():
-        return FileSource(path, loop=loop)
+        finite = ImageFolderSource(path, loop=loop)
+    elif path.is_file():
+        finite = FileSource(path, loop=loop)
+    if finite is not None:
+        return finite if pace is None else PacedSource(finite, pace)
     if path.suffix or os.sep in spec:
         raise SourceNotFoundError(f"no such file or folder: {spec}")
     raise UnknownSourceError(f"unknown source {spec!r}; accepted: {SOURCE_FORMS}")

@@ -5,30 +5,24 @@ Examples::
     python -m export --checkpoint models/weights/hinet_lite0 --out exports/lite0 --fp16
     python -m export --checkpoint CKPT --out DIR --min-size 64 --max-size 640 --opset 18
     python -m export --checkpoint CKPT --out DIR --tensorrt --trt-size 320x320   # CUDA + TensorRT
+
+Prints one line per exported graph and one PASS/FAIL line per precision; the full parity
+numbers are in ``DIR/manifest.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 
-from export.manifest import ExportError
+from engine.base import BackendUnavailable
+from engine.manifest import ExportError
+from engine.preprocess import parse_size
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"size must look like 320x320 (HxW), got {text!r}"
-        ) from exc
-    return h, w
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
     parser.add_argument("--out", required=True, help="export folder to write (replaced)")
@@ -47,13 +41,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tensorrt", action="store_true", help="also build TensorRT engines (CUDA host)"
     )
-    parser.add_argument("--trt-size", type=_size, default=(320, 320), help="TensorRT opt size HxW")
+    parser.add_argument(
+        "--trt-size", type=parse_size, default=(320, 320), help="TensorRT opt size HxW"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+
+    def say(line: str) -> None:
+        print(f"export: {line}", flush=True)
 
     from export.onnx_export import export_checkpoint
 
@@ -67,23 +71,23 @@ def main(argv: list[str] | None = None) -> int:
             max_side=args.max_size,
             max_batch=args.max_batch,
             check=not args.no_check,
+            progress=say,
         )
-        print(
-            f"wrote {args.out}: precisions {', '.join(manifest.precisions)}, opset {manifest.opset}"
+        say(
+            f"wrote {args.out} (precisions {', '.join(manifest.precisions)}, opset {manifest.opset})"
         )
-        print(json.dumps(manifest.checks, indent=2))
         if args.tensorrt:
-            from export.tensorrt import build_export_engines
+            from engine.backends.tensorrt_build import build_export_engines
 
             for precision in manifest.precisions:
                 for path in build_export_engines(
                     args.out, precision=precision, opt_size=args.trt_size
                 ):
-                    print(f"engine: {path}")
+                    say(f"TensorRT {precision} engine {path}")
     except (ExportError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # BackendUnavailable and TensorRT build failures
+    except (BackendUnavailable, RuntimeError) as exc:  # TensorRT missing or build failures
         print(f"error: {exc}", file=sys.stderr)
         return 3
     return 0

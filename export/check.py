@@ -26,14 +26,15 @@ import numpy as np
 
 from engine.base import FRAME_INPUTS, TEXT_OUTPUTS
 from engine.flow import OpticalFlow
+from engine.manifest import ExportError
 from engine.preprocess import prepare_flow, prepare_image
-from export.manifest import ExportError
 
 __all__ = [
     "CHECK_PHRASES",
     "TOLERANCES",
     "compare_logits",
     "check_export",
+    "check_line",
     "mask_iou",
     "read_video_frames",
     "real_frame_inputs",
@@ -262,7 +263,17 @@ def check_export(
             if r["iou"] < min_iou:
                 failures.append(f"{kind} {r['size']}: mask IoU {r['iou']:.4f} < {min_iou}")
     report["passed"] = not failures
-    logger.info("%s parity: %s", precision, report)
+    logger.debug("%s parity: %s", precision, report)
     if failures:
         raise ExportError(f"{precision} export differs from torch: " + "; ".join(failures))
     return report
+
+
+def check_line(precision: str, report: dict[str, Any]) -> str:
+    """One line for a :func:`check_export` report: PASS/FAIL and the worst real-frame numbers."""
+    real = report.get("real", {})
+    verdict = "PASS" if report.get("passed") else "FAIL"
+    return (
+        f"parity {precision}: {verdict} (real frames: logits max abs {real.get('max_abs', 0):.2g}"
+        f", mask IoU {real.get('iou', 0):.4f}; text max abs {report.get('text_max_abs', 0):.2g})"
+    )

@@ -22,8 +22,9 @@ import logging
 import platform
 import shutil
 import tempfile
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,14 +35,14 @@ from torch import nn
 from torch.export import Dim
 
 from engine.base import FRAME_INPUTS, FRAME_OUTPUTS, TEXT_INPUTS, TEXT_OUTPUTS
-from export.fp16 import convert_to_fp16
-from export.manifest import (
+from engine.manifest import (
     Manifest,
     checkpoint_sha256,
     graph_file,
-    sha256_file,
     write_manifest,
 )
+from export.fp16 import convert_to_fp16
+from models.checkpoint import sha256_file
 
 __all__ = [
     "DEFAULT_MAX_BATCH",
@@ -124,22 +125,36 @@ def _rename_dims(path: Path) -> None:
 
 #: Loggers of the exporter's internals: one INFO line per graph pass (hundreds per export).
 _NOISY_LOGGERS = ("onnx_ir", "onnxscript", "torch.onnx")
+#: The exporter's registry warns once per torchvision operator it cannot register
+#: ("torchvision is not installed. Skipping torchvision::nms"): the project never uses them.
+_REGISTRY_LOGGER = "torch.onnx._internal.exporter._registration"
 
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """Silence the exporter's per-pass INFO logs and axis-renaming warnings while exporting."""
-    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    quiet = {name: logging.WARNING for name in _NOISY_LOGGERS} | {_REGISTRY_LOGGER: logging.ERROR}
+    loggers = [logging.getLogger(name) for name in quiet]
     levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.WARNING)
+    for lg, level in zip(loggers, quiet.values()):
+        lg.setLevel(level)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*axis name.*will not be used.*")
+            # torch's own pytree use inside the exporter (not ours; fixed upstream later).
+            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*LeafSpec.*")
             yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _step(say: Callable[[str], None], what: str) -> Iterator[None]:
+    """Report ``what`` with its duration once it finished."""
+    t0 = time.perf_counter()
+    yield
+    say(f"exported {what} ({time.perf_counter() - t0:.1f} s)")
 
 
 def _export(
@@ -172,7 +187,7 @@ def _export(
     if not external:
         _rename_dims(path)
     onnx.checker.check_model(str(path), full_check=True)
-    logger.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    logger.debug("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
 
 
 def export_text_encoder(
@@ -315,6 +330,7 @@ def export_checkpoint(
     max_side: int = 1024,
     max_batch: int = DEFAULT_MAX_BATCH,
     check: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> Manifest:
     """Export a checkpoint folder to an export folder, check it and write ``manifest.json``.
 
@@ -330,16 +346,19 @@ def export_checkpoint(
         max_side: Largest accepted input side (multiple of 32).
         max_batch: Largest declared batch.
         check: Run the parity checks of :mod:`export.check` (raise on failure).
+        progress: Called with one line per finished step (graph exported, check passed).
 
     Returns:
-        The written :class:`~export.manifest.Manifest`.
+        The written :class:`~engine.manifest.Manifest`.
 
     Raises:
         ExportError: a parity check failed (the message gives the measured differences).
         ValueError: bad size range or opset; CheckpointError for a bad checkpoint.
     """
-    from export.check import check_export
+    from export.check import check_export, check_line
     from models.checkpoint import CONFIG_FILE, TOKENIZER_FILE, load_checkpoint
+
+    say = progress or (lambda line: logger.info("%s", line))
 
     _check_range(min_side, max_side, max_batch)
     if opset < 18:
@@ -350,25 +369,28 @@ def export_checkpoint(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        export_text_encoder(
-            model, tmp / graph_file("text_encoder", "fp32"), opset=opset, max_batch=max_batch
-        )
-        export_frame_net(
-            model,
-            tmp / graph_file("frame_net", "fp32"),
-            opset=opset,
-            min_side=min_side,
-            max_side=max_side,
-            max_batch=max_batch,
-        )
+        with _step(say, "text_encoder fp32"):
+            export_text_encoder(
+                model, tmp / graph_file("text_encoder", "fp32"), opset=opset, max_batch=max_batch
+            )
+        with _step(say, "frame_net fp32"):
+            export_frame_net(
+                model,
+                tmp / graph_file("frame_net", "fp32"),
+                opset=opset,
+                min_side=min_side,
+                max_side=max_side,
+                max_batch=max_batch,
+            )
         precisions = ["fp32"]
         if fp16:
             for graph in ("text_encoder", "frame_net"):
-                src = tmp / graph_file(graph, "fp32")
-                half = convert_to_fp16(onnx.load(str(src)))
-                dst = tmp / graph_file(graph, "fp16")
-                onnx.save(half, str(dst))
-                onnx.checker.check_model(str(dst), full_check=True)
+                with _step(say, f"{graph} fp16"):
+                    src = tmp / graph_file(graph, "fp32")
+                    half = convert_to_fp16(onnx.load(str(src)))
+                    dst = tmp / graph_file(graph, "fp16")
+                    onnx.save(half, str(dst))
+                    onnx.checker.check_model(str(dst), full_check=True)
             precisions.append("fp16")
         shutil.copyfile(checkpoint / CONFIG_FILE, tmp / CONFIG_FILE)
         shutil.copyfile(checkpoint / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
@@ -384,6 +406,7 @@ def export_checkpoint(
                     min_side=min_side,
                     max_side=max_side,
                 )
+                say(check_line(precision, checks[precision]))
         manifest = Manifest(
             opset=opset,
             versions=_versions(),

@@ -41,6 +41,7 @@ __all__ = [
     "load_checkpoint",
     "read_checkpoint_config",
     "save_checkpoint",
+    "sha256_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,9 +70,10 @@ class CheckpointError(ValueError):
     """A checkpoint folder is missing, incomplete, corrupt or does not match its config."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (the one file hash of the project)."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
+    with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -153,7 +155,7 @@ def read_checkpoint_config(path: str | Path) -> tuple[HINetConfig, Tokenizer, di
     header = _read_header(folder)
     config = _parse_config(header, folder)
     tok_path = _file(folder, TOKENIZER_FILE)
-    digest = _sha256(tok_path)
+    digest = sha256_file(tok_path)
     if digest != header["tokenizer_sha256"]:
         raise CheckpointError(
             f"{tok_path} is corrupt or was replaced: sha256 {digest[:12]}... does not match "
@@ -218,8 +220,8 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": config.to_dict(),
-        "weights_sha256": _sha256(weights),
-        "tokenizer_sha256": _sha256(tok_path),
+        "weights_sha256": sha256_file(weights),
+        "tokenizer_sha256": sha256_file(tok_path),
         "dtype": dtype,
         "meta": meta,
     }
@@ -252,7 +254,7 @@ def load_checkpoint(
     config, tokenizer, meta = read_checkpoint_config(folder)
     header = _read_header(folder)
     weights = _file(folder, WEIGHTS_FILE)
-    digest = _sha256(weights)
+    digest = sha256_file(weights)
     if digest != header["weights_sha256"]:
         raise CheckpointError(
             f"{weights} is corrupt or was replaced: sha256 {digest[:12]}... does not match "

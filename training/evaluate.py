@@ -1,11 +1,13 @@
 """Evaluate an engine (any backend) on a referring segmentation dataset and print the paper's table.
 
 Library: :func:`evaluate` runs an :class:`engine.base.Engine` over :class:`training.sample.Sample`
-objects exactly as the runtime would (sanitise, resize/normalise, optical flow from the previous
-frame, text encoded once per expression, logits -> mask at the frame's resolution) and returns an
-:class:`EvalReport` with the A2D / J-HMDB metrics per split and overall, plus DAVIS J / F / J&F
-per object for DAVIS-style datasets (``davis17``, ``ytvos``). Metric definitions:
-:mod:`training.metrics`.
+objects through the stream's own per-frame code: an :class:`engine.session.Segmenter` (text
+encoded once per expression, optical flow from the previous frame, network, the one
+post-processing :func:`engine.preprocess.postprocess`) driven by the flow and inference stages
+of :class:`engine.pipeline.Stages` (their clock gives the latency). So it scores exactly the
+masks a user sees. It returns an :class:`EvalReport` with the A2D / J-HMDB metrics per split
+and overall, plus DAVIS J / F / J&F per object for DAVIS-style datasets (``davis17``,
+``ytvos``). Metric definitions: :mod:`training.metrics`.
 
 CLI::
 
@@ -30,16 +32,14 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from engine.backends import BackendUnavailable, create_engine
-from engine.base import Engine, TextState
-from engine.flow import FLOW_PRESETS, OpticalFlow
-from engine.preprocess import (
-    check_input_size,
-    logits_to_mask,
-    prepare_flow,
-    prepare_image,
-    sanitize_frame,
-)
+from engine.backends import BACKENDS, create_engine
+from engine.base import BackendUnavailable, Engine
+from engine.flow import FLOW_PRESETS
+from engine.latency import LatencyStats, json_safe, percentiles
+from engine.pipeline import Stages
+from engine.preprocess import parse_size, sanitize_frame
+from engine.session import Segmenter
+from engine.sources import Frame
 from training.metrics import (
     DAVIS_PROTOCOLS,
     PRECISION_THRESHOLDS,
@@ -113,7 +113,7 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (NaN becomes ``None``)."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
     def to_json(self) -> str:
         """Indented JSON text."""
@@ -124,18 +124,6 @@ class EvalReport:
         return format_table(self)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    return value
-
-
 def _split_name(sample: Sample) -> str:
     return sample.split or sample.dataset
 
@@ -144,23 +132,25 @@ def evaluate(
     engine: Engine,
     samples: Iterable[Sample],
     *,
-    flow: OpticalFlow | None = None,
+    flow_preset: str = "ultrafast",
     threshold: float = 0.5,
     protocol: str = "semi-supervised",
     progress: bool = True,
     meta: dict[str, Any] | None = None,
 ) -> EvalReport:
-    """Run ``engine`` on every sample and score the masks.
+    """Run ``engine`` on every sample through the stream's per-frame code and score the masks.
 
-    Each sample is processed on its own, online: the frame and (if present) the previous frame
-    are all the network sees. The flow is ``sample.flow`` when precomputed, otherwise computed
-    from ``sample.prev_frame`` with ``flow``; zero when ``prev_frame`` is ``None``.
+    Each sample is processed on its own, online, as the stream would process that frame right
+    after its previous one: a :class:`engine.session.Segmenter` sees ``sample.prev_frame``
+    (:meth:`~engine.session.Segmenter.observe`: flow state only), then the flow and inference
+    stages of :class:`engine.pipeline.Stages` run on ``sample.frame``. A sample without a
+    previous frame gets zero flow, like a stream's first frame. ``sample.flow`` is not used:
+    the flow is computed exactly as the runtime computes it.
 
     Args:
         engine: Any backend's :class:`engine.base.Engine`.
         samples: An iterable (or sequence; its ``len`` sizes the progress bar) of samples.
-        flow: Optical flow; default DIS ``ultrafast`` at the network input size, like
-            :class:`engine.session.Segmenter`.
+        flow_preset: DIS preset (at the network input size, like the stream).
         threshold: Probability threshold in (0, 1).
         protocol: DAVIS protocol, one of :data:`training.metrics.DAVIS_PROTOCOLS`.
         progress: Show a tqdm progress bar.
@@ -173,19 +163,15 @@ def evaluate(
         ValueError: bad threshold or protocol, a sample that is not a :class:`Sample`, no
             samples, or a frame/mask the engine or the metrics reject.
     """
-    if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
     if protocol not in DAVIS_PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(DAVIS_PROTOCOLS)}")
-    size = engine.input_size
-    if flow is None:
-        flow = OpticalFlow(preset="ultrafast", size=(size[1], size[0]))
-    cfg = engine.config
-    texts: dict[str, TextState | None] = {}
+    segmenter = Segmenter(engine, flow_preset=flow_preset, threshold=threshold, max_flow_gap=None)
+    stats = LatencyStats(window=1 << 20)
+    stages = Stages(segmenter, hud=False, stats=stats)
+    rejected_texts: set[str] = set()
     referring: dict[str, ReferringAccumulator] = {}
     davis: dict[str, DavisAccumulator] = {}
     overall, overall_davis = ReferringAccumulator(), DavisAccumulator(protocol=protocol)
-    latencies: list[float] = []
     seen: dict[tuple[Any, int], int] = {}
     datasets: set[str] = set()
     rejected = 0
@@ -195,26 +181,10 @@ def evaluate(
             raise ValueError(f"samples must be training.sample.Sample, got {type(sample).__name__}")
         datasets.add(sample.dataset)
         frame = sanitize_frame(sample.frame)
-        h0, w0 = frame.shape[:2]
-        if sample.expression not in texts:
-            try:
-                texts[sample.expression] = engine.encode_text(sample.expression)
-            except ValueError as exc:
-                logger.warning(
-                    "expression rejected, scored as empty: %r (%s)", sample.expression, exc
-                )
-                texts[sample.expression] = None
-        text = texts[sample.expression]
-        if text is None:
+        mask = _segment(stages, sample, frame, rejected_texts)
+        if mask is None:
             rejected += 1
-            mask = np.zeros((h0, w0), bool)
-        else:
-            image = prepare_image(frame, size, cfg.image_mean, cfg.image_std)
-            flow_in = prepare_flow(_flow_px(sample, frame, flow), size, cfg.flow_gain)
-            t0 = time.perf_counter()
-            logits = engine.segment(image, flow_in, text)
-            latencies.append((time.perf_counter() - t0) * 1e3)
-            _, mask = logits_to_mask(logits, (h0, w0), threshold)
+            mask = np.zeros(frame.shape[:2], bool)
         split = _split_name(sample)
         key = f"{sample.dataset}/{sample.video_id}/{sample.frame_index}/{sample.object_id}"
         inter, union = intersection_union(mask, sample.mask)
@@ -237,22 +207,14 @@ def evaluate(
     davis_summary = {name: acc.summary() for name, acc in davis.items()}
     if davis:
         davis_summary[OVERALL] = overall_davis.summary()
-    lat = np.asarray(latencies[1:] if len(latencies) > 1 else latencies, np.float64)
-    latency = (
-        {
-            "mean": float(lat.mean()),
-            "p50": float(np.percentile(lat, 50)),
-            "p95": float(np.percentile(lat, 95)),
-        }
-        if lat.size
-        else {"mean": math.nan, "p50": math.nan, "p95": math.nan}
-    )
+    inference = stats.values("inference")[1:] or stats.values("inference")  # drop the warm-up
+    latency = {k: v for k, v in percentiles(inference).items() if k in ("mean", "p50", "p95")}
     return EvalReport(
         datasets=tuple(sorted(datasets)),
         backend=engine.backend,
         precision=engine.precision,
         device=str(engine.device),
-        input_size=tuple(size),
+        input_size=tuple(engine.input_size),
         threshold=float(threshold),
         samples=len(overall),
         referring=ref_summary,
@@ -264,14 +226,29 @@ def evaluate(
     )
 
 
-def _flow_px(sample: Sample, frame: np.ndarray, flow: OpticalFlow) -> np.ndarray:
-    """(h, w, 2) float32 pixel flow previous -> current frame for ``sample``."""
-    if sample.flow is not None:
-        return np.asarray(sample.flow, np.float32)
-    if sample.prev_frame is None:
-        w, h = flow.size
-        return np.zeros((h, w, 2), np.float32)
-    return flow(flow.gray(sanitize_frame(sample.prev_frame)), flow.gray(frame))
+#: Capture interval given to a sample's previous/current frame pair (only differences matter).
+_FRAME_DT = 1.0 / 25.0
+
+
+def _segment(
+    stages: Stages, sample: Sample, frame: np.ndarray, rejected: set[str]
+) -> np.ndarray | None:
+    """The mask the stream would draw for ``sample`` (``None``: the tokenizer rejects it)."""
+    segmenter = stages.segmenter
+    if sample.expression in rejected:
+        return None
+    if segmenter.phrase != segmenter.engine.tokenizer.normalize(sample.expression):
+        try:
+            segmenter.set_phrase(sample.expression)  # encoded once per run of one expression
+        except ValueError as exc:
+            logger.warning("expression rejected, scored as empty: %r (%s)", sample.expression, exc)
+            rejected.add(sample.expression)
+            return None
+    segmenter.reset()
+    now = time.monotonic()  # the pair is "captured" now, one frame period apart
+    if sample.prev_frame is not None:
+        segmenter.observe(Frame(sanitize_frame(sample.prev_frame), 0, now - _FRAME_DT))
+    return stages.segment(Frame(frame, 1, now)).mask
 
 
 def _pct(value: Any) -> str:
@@ -311,17 +288,6 @@ def format_table(report: EvalReport) -> str:
 
 
 # -- CLI -----------------------------------------------------------------------------------------
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size must be HxW, e.g. 320x320, got {text!r}") from exc
-    try:
-        return check_input_size((h, w))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -354,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--export", type=Path, help="export folder (export/)")
     p.add_argument(
         "--backend",
-        choices=("torch", "onnx", "tensorrt"),
+        choices=BACKENDS,
         help="engine backend (default: torch for --checkpoint, onnx for --export)",
     )
     p.add_argument(
@@ -376,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="dataset loader option, repeatable, e.g. --option annotator=1 (davis17)",
     )
-    p.add_argument("--size", type=_parse_size, help="network input HxW (default: model config)")
+    p.add_argument("--size", type=parse_size, help="network input HxW (default: model config)")
     p.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples")
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
     p.add_argument(
@@ -459,7 +425,7 @@ def _load_samples(args: argparse.Namespace) -> _SampleView:
         if args.split is not None and args.split not in SPLITS:
             raise ValueError(f"unknown synthetic split {args.split!r}; valid: {', '.join(SPLITS)}")
         splits = (args.split,) if args.split else SPLITS
-        # Sample.flow stays None: flow is computed here exactly as the runtime does (network size).
+        # Sample.flow stays None: the flow is computed as the runtime computes it.
         parts = [fixed_test_dataset(s, flow_preset=None) for s in splits]
         if args.by_size:
             parts = [_BySize(p) for p in parts]
@@ -486,11 +452,10 @@ def main(argv: list[str] | None = None) -> int:
         samples = _load_samples(args)
         engine = _load_engine(args)
         with engine:
-            flow_size = (engine.input_size[1], engine.input_size[0])
             report = evaluate(
                 engine,
                 samples,
-                flow=OpticalFlow(preset=args.flow_preset, size=flow_size),
+                flow_preset=args.flow_preset,
                 threshold=args.threshold,
                 protocol=args.protocol,
                 progress=not args.no_progress,

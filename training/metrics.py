@@ -250,8 +250,8 @@ def mask_boundary(mask: np.ndarray) -> np.ndarray:
         raise ValueError(f"mask must be (H, W), got {mask.shape}")
     m = mask.astype(bool)
     out = np.zeros_like(m)
-    out[:-1, :-1] = (m[:-1, :-1] != m[:-1, 1:]) | (m[:-1, :-1] != m[1:, :-1]) | (
-        m[:-1, :-1] != m[1:, 1:]
+    out[:-1, :-1] = (
+        (m[:-1, :-1] != m[:-1, 1:]) | (m[:-1, :-1] != m[1:, :-1]) | (m[:-1, :-1] != m[1:, 1:])
     )  # right, bottom, bottom-right
     out[-1, :-1] = m[-1, :-1] != m[-1, 1:]  # last row: right neighbour only
     out[:-1, -1] = m[:-1, -1] != m[1:, -1]  # last column: bottom neighbour only

@@ -1,19 +1,23 @@
 """Engine backends behind :class:`engine.base.Engine` and the one factory that builds them.
 
-============  ===================================  =====================================
-backend       runtime (imported lazily)            source
-============  ===================================  =====================================
+============  ===================================  ==============================================
+backend       runtime (imported lazily)            sources (:func:`engine.loading.resolve`)
+============  ===================================  ==============================================
 ``torch``     torch (CPU / CUDA)                   checkpoint folder
 ``onnx``      ONNX Runtime (cpu / cuda / tensorrt  export folder, or a checkpoint folder
-              execution providers)                 (auto-exported once into the cache)
-``tensorrt``  TensorRT + pycuda                    export folder, or a checkpoint folder
-============  ===================================  =====================================
+              execution providers)                 (exported once into the cache)
+``tensorrt``  TensorRT + pycuda                    TensorRT engine file, export folder or
+                                                   checkpoint folder (plans built once, cached)
+============  ===================================  ==============================================
 
 Only ``torch_backend`` imports torch; this package and the other backends run without it.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +25,28 @@ from engine.base import Engine
 
 __all__ = [
     "BACKENDS",
-    "BackendUnavailable",
     "available_backends",
     "create_engine",
     "parse_device",
 ]
 
-BACKENDS = ("torch", "onnx", "tensorrt")
+
+@dataclass(frozen=True)
+class _Backend:
+    module: str  # where the Engine subclass lives
+    cls: str
+    runtime: str  # the module whose presence makes the backend usable
 
 
-class BackendUnavailable(RuntimeError):  # noqa: N818 (name used across the project)
-    """The runtime a backend needs (torch, onnxruntime, TensorRT, pycuda, a GPU) is missing."""
+_TABLE = {
+    "torch": _Backend("engine.backends.torch_backend", "TorchEngine", "torch"),
+    "onnx": _Backend("engine.backends.onnx_backend", "OnnxEngine", "onnxruntime"),
+    "tensorrt": _Backend("engine.backends.tensorrt_backend", "TensorRTEngine", "tensorrt"),
+}
+#: Backend names, in the order CLIs list them.
+BACKENDS = tuple(_TABLE)
+#: Options that go to the TensorRT plan build rather than to the engine.
+_TRT_BUILD_OPTIONS = {"cache_dir", "workspace_mb", "max_batch"}
 
 
 def parse_device(device: str) -> tuple[str, int]:
@@ -51,10 +66,7 @@ def parse_device(device: str) -> tuple[str, int]:
 
 def available_backends() -> list[str]:
     """Backends whose runtime imports here (TensorRT also needs pycuda and a GPU at use time)."""
-    import importlib.util
-
-    modules = {"torch": "torch", "onnx": "onnxruntime", "tensorrt": "tensorrt"}
-    return [b for b in BACKENDS if importlib.util.find_spec(modules[b]) is not None]
+    return [b for b, t in _TABLE.items() if importlib.util.find_spec(t.runtime) is not None]
 
 
 def create_engine(
@@ -66,11 +78,12 @@ def create_engine(
     input_size: tuple[int, int] = (320, 320),
     **options: Any,
 ) -> Engine:
-    """Build an engine.
+    """Build an engine: resolve the source for the backend, then construct it.
 
     Args:
         backend: One of :data:`BACKENDS`.
-        source: A checkpoint folder or an export folder (see the table above).
+        source: A checkpoint folder, an export folder or a TensorRT engine file (see the table
+            above).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         precision: ``"fp32"`` or ``"fp16"``.
         input_size: Network input ``(H, W)``, multiples of 32.
@@ -78,7 +91,7 @@ def create_engine(
             torch: ``cuda_graphs``, ``compile``;
             onnx: ``providers`` (``"cpu"``, ``"cuda"``, ``"tensorrt"`` or a list of them),
             ``intra_op_threads``, ``io_binding``;
-            tensorrt: ``cache_dir``, ``workspace_mb``, ``max_batch``.
+            tensorrt: ``cache_dir``, ``workspace_mb``, ``max_batch`` (the plan build).
 
     Returns:
         An :class:`~engine.base.Engine`.
@@ -88,22 +101,20 @@ def create_engine(
             option.
         BackendUnavailable: the backend's runtime is not installed.
     """
-    if backend not in BACKENDS:
+    from engine.loading import resolve
+    from engine.preprocess import check_input_size
+
+    if backend not in _TABLE:
         raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    if backend == "torch":
-        from engine.backends.torch_backend import TorchEngine
-
-        return TorchEngine.from_source(
-            source, device=device, precision=precision, input_size=input_size, **options
-        )
-    if backend == "onnx":
-        from engine.backends.onnx_backend import OnnxEngine
-
-        return OnnxEngine.from_source(
-            source, device=device, precision=precision, input_size=input_size, **options
-        )
-    from engine.backends.tensorrt_backend import TensorRTEngine
-
-    return TensorRTEngine.from_source(
-        source, device=device, precision=precision, input_size=input_size, **options
-    )
+    input_size = check_input_size(input_size)
+    parse_device(device)
+    entry = _TABLE[backend]
+    cls = getattr(importlib.import_module(entry.module), entry.cls)
+    cls.check_request(device=device, precision=precision, **options)  # before any slow work
+    build = None
+    if backend == "tensorrt":
+        build = {k: options.pop(k) for k in list(options) if k in _TRT_BUILD_OPTIONS}
+        if "workspace_mb" in build:
+            build["workspace_bytes"] = int(build.pop("workspace_mb")) << 20
+    resolved = resolve(backend, source, precision=precision, input_size=input_size, build=build)
+    return cls.load(resolved, device=device, precision=precision, input_size=input_size, **options)

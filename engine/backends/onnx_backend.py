@@ -16,10 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from engine.backends import BackendUnavailable, parse_device
-from engine.base import FRAME_INPUTS, FRAME_OUTPUTS, TEXT_INPUTS, TEXT_OUTPUTS, Engine
-from engine.loading import LoadedExport, cache_root, cached_export, load_export, source_kind
-from export.manifest import ExportError
+from engine.backends import parse_device
+from engine.base import (
+    FRAME_INPUTS,
+    FRAME_OUTPUTS,
+    TEXT_INPUTS,
+    TEXT_OUTPUTS,
+    BackendUnavailable,
+    Engine,
+)
+from engine.loading import LoadedExport, cache_root
+from engine.manifest import ExportError
 
 __all__ = ["PROVIDERS", "OnnxEngine", "resolve_providers"]
 
@@ -61,7 +68,7 @@ def _import_ort() -> Any:
 class OnnxEngine(Engine):
     """Runs the exported ``text_encoder`` and ``frame_net`` graphs with ONNX Runtime.
 
-    Build with :meth:`from_source` (or :func:`engine.backends.create_engine`).
+    Build with :func:`engine.backends.create_engine`.
 
     Args:
         loaded: A verified export (:func:`engine.loading.load_export`).
@@ -130,23 +137,28 @@ class OnnxEngine(Engine):
         self._outputs: dict[tuple[str, tuple[int, ...]], Any] = {}
 
     @classmethod
-    def from_source(
+    def check_request(cls, *, device: str, precision: str, **options: Any) -> None:
+        """Valid option names and provider names (see :meth:`Engine.check_request`)."""
+        super().check_request(device=device, precision=precision)
+        unknown = sorted(set(options) - {"providers", "intra_op_threads", "io_binding"})
+        if unknown:
+            raise ValueError(
+                f"unknown onnx options {unknown}; valid: intra_op_threads, io_binding, providers"
+            )
+        resolve_providers(options.get("providers"), device)
+
+    @classmethod
+    def load(
         cls,
-        source: str | Path,
+        resolved: Any,
         *,
         device: str = "cpu",
         precision: str = "fp32",
         input_size: tuple[int, int] = (320, 320),
         **options: Any,
     ) -> OnnxEngine:
-        """Build from an export folder, or from a checkpoint (exported once into the cache)."""
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"unknown precision {precision!r}; valid: fp32, fp16")
-        folder = Path(source)
-        if source_kind(folder) == "checkpoint":
-            folder = cached_export(folder, fp16=precision == "fp16")
-        loaded = load_export(folder, precision=precision, input_size=input_size)
-        return cls(loaded=loaded, input_size=input_size, device=device, **options)
+        """Open the resolved, verified export (:func:`engine.loading.resolve`)."""
+        return cls(loaded=resolved.export, input_size=input_size, device=device, **options)
 
     # -- set-up --------------------------------------------------------------------------------
     def _provider_list(self, names: list[str], device_id: int, folder: Path) -> list[Any]:

@@ -18,11 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from engine.backends import BackendUnavailable, parse_device
-from engine.base import FRAME_INPUTS, FRAME_OUTPUTS, TEXT_INPUTS, TEXT_OUTPUTS, Engine
-from engine.loading import cached_export, load_export, source_kind
-from export.manifest import ExportError
-from export.tensorrt import build_export_engines, import_tensorrt
+from engine.backends import parse_device
+from engine.backends.tensorrt_build import import_tensorrt
+from engine.base import (
+    FRAME_INPUTS,
+    FRAME_OUTPUTS,
+    TEXT_INPUTS,
+    TEXT_OUTPUTS,
+    BackendUnavailable,
+    Engine,
+)
+from engine.manifest import ExportError
 
 __all__ = ["TensorRTEngine"]
 
@@ -119,9 +125,9 @@ class _TrtGraph:
 
 
 class TensorRTEngine(Engine):
-    """Runs TensorRT engines built from an export folder (:mod:`export.tensorrt`).
+    """Runs TensorRT engines built from an export folder (:mod:`engine.backends.tensorrt_build`).
 
-    Build with :meth:`from_source` (or :func:`engine.backends.create_engine`).
+    Build with :func:`engine.backends.create_engine`.
 
     Args:
         config: Model config (from the export folder).
@@ -176,18 +182,9 @@ class TensorRTEngine(Engine):
         )
 
     @classmethod
-    def from_source(
-        cls,
-        source: str | Path,
-        *,
-        device: str = "cuda",
-        precision: str = "fp32",
-        input_size: tuple[int, int] = (320, 320),
-        cache_dir: str | Path | None = None,
-        workspace_mb: int = 1024,
-        max_batch: int = 1,
-    ) -> TensorRTEngine:
-        """Build (or reuse cached) engines for ``input_size`` from an export or checkpoint folder."""
+    def check_request(cls, *, device: str, precision: str, **options: Any) -> None:
+        """A CUDA device 0, TensorRT and pycuda: checked before any export or build."""
+        super().check_request(device=device, precision=precision)
         kind, index = parse_device(device)
         if kind != "cuda":
             raise ValueError(
@@ -197,27 +194,30 @@ class TensorRTEngine(Engine):
             raise ValueError(
                 "the tensorrt backend uses CUDA device 0; select a GPU with CUDA_VISIBLE_DEVICES"
             )
-        if precision not in ("fp32", "fp16"):
-            raise ValueError(f"unknown precision {precision!r}; valid: fp32, fp16")
-        import_tensorrt()  # fail early with the install hint, before any export work
+        unknown = sorted(set(options) - {"cache_dir", "workspace_mb", "max_batch"})
+        if unknown:
+            raise ValueError(
+                f"unknown tensorrt options {unknown}; valid: cache_dir, max_batch, workspace_mb"
+            )
+        import_tensorrt()  # the install hint, before any export work
         _import_pycuda()
-        folder = Path(source)
-        if source_kind(folder) == "checkpoint":
-            folder = cached_export(folder, fp16=precision == "fp16")
-        loaded = load_export(folder, precision="fp32", input_size=input_size)
-        text_engine, frame_engine = build_export_engines(
-            folder,
-            precision=precision,
-            opt_size=input_size,
-            max_batch=max_batch,
-            cache_dir=cache_dir,
-            workspace_bytes=int(workspace_mb) << 20,
-        )
+
+    @classmethod
+    def load(
+        cls,
+        resolved: Any,
+        *,
+        device: str = "cuda",
+        precision: str = "fp32",
+        input_size: tuple[int, int] = (320, 320),
+        **options: Any,
+    ) -> TensorRTEngine:
+        """Deserialize the resolved plans (:func:`engine.loading.resolve` builds them once)."""
         return cls(
-            config=loaded.config,
-            tokenizer=loaded.tokenizer,
-            text_engine=text_engine,
-            frame_engine=frame_engine,
+            config=resolved.export.config,
+            tokenizer=resolved.export.tokenizer,
+            text_engine=resolved.text_engine,
+            frame_engine=resolved.frame_engine,
             input_size=input_size,
             precision=precision,
             device=device,

@@ -11,15 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from engine.backends import BackendUnavailable, parse_device
-from engine.base import FRAME_INPUTS, TEXT_INPUTS, TEXT_OUTPUTS, Engine
-from engine.loading import source_kind
+from engine.backends import parse_device
+from engine.base import FRAME_INPUTS, TEXT_INPUTS, TEXT_OUTPUTS, BackendUnavailable, Engine
 
 __all__ = ["TorchEngine"]
 
@@ -59,14 +57,11 @@ class TorchEngine(Engine):
             precision=precision,
             device=device,
         )
+        self.check_request(device=device, precision=precision, cuda_graphs=cuda_graphs,
+                           compile=compile)  # fmt: skip
         kind, index = parse_device(device)
         if kind == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(f"device {device!r} requested but torch sees no CUDA GPU")
-        if kind == "cpu" and (precision == "fp16" or cuda_graphs or compile):
-            raise ValueError(
-                "fp16, cuda_graphs and compile need a CUDA device with the torch backend; "
-                "on the CPU use precision='fp32' (or the onnx backend)"
-            )
         self._device = torch.device("cuda", index) if kind == "cuda" else torch.device("cpu")
         self.model = model.to(self._device).eval()
         self.cuda_graphs = cuda_graphs
@@ -79,24 +74,32 @@ class TorchEngine(Engine):
         ] = {}
 
     @classmethod
-    def from_source(
+    def check_request(cls, *, device: str, precision: str, **options: Any) -> None:
+        """fp16, CUDA graphs and compile need a CUDA device (see :meth:`Engine.check_request`)."""
+        super().check_request(device=device, precision=precision)
+        unknown = sorted(set(options) - {"cuda_graphs", "compile"})
+        if unknown:
+            raise ValueError(f"unknown torch options {unknown}; valid: compile, cuda_graphs")
+        if parse_device(device)[0] == "cpu" and (precision == "fp16" or any(options.values())):
+            raise ValueError(
+                "fp16, cuda_graphs and compile need a CUDA device with the torch backend; "
+                "on the CPU use precision='fp32' (or the onnx backend)"
+            )
+
+    @classmethod
+    def load(
         cls,
-        source: str | Path,
+        resolved: Any,
         *,
         device: str = "cpu",
         precision: str = "fp32",
         input_size: tuple[int, int] = (320, 320),
         **options: Any,
     ) -> TorchEngine:
-        """Load a checkpoint folder (export folders hold no torch weights)."""
+        """Load the resolved checkpoint folder (:func:`engine.loading.resolve`)."""
         from models.checkpoint import load_checkpoint
 
-        if source_kind(source) != "checkpoint":
-            raise ValueError(
-                f"the torch backend needs a checkpoint folder (model.safetensors); {source} is an "
-                "export folder: use backend 'onnx' or 'tensorrt' for it"
-            )
-        model, tokenizer, _ = load_checkpoint(source)
+        model, tokenizer, _ = load_checkpoint(resolved.checkpoint)
         return cls(
             model=model,
             tokenizer=tokenizer,

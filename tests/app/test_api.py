@@ -54,7 +54,7 @@ def test_segment_clip(app_server, target_clip, tiny_engine, tmp_path):
     assert summary["frames"] == target_clip.frames
     assert summary["phrase"] == target_clip.phrase.lower()
     assert summary["backend"] == "torch" and summary["input_size"] == [64, 64]
-    for stage in ("flow", "network", "overlay", "total"):
+    for stage in ("flow", "inference", "overlay", "end_to_end"):  # the stream's stage names
         assert summary["stages_ms"][stage]["p50"] > 0
 
 
@@ -187,9 +187,11 @@ def test_two_clients_get_their_own_results(app_server, target_clip, tiny_engine,
 
 
 def test_demo_example_works_out_of_the_box(app_server, tmp_path):
-    from app.examples import demo_clip
+    from app.examples import default_examples
+    from engine.demo import demo_clip
 
-    example = demo_clip(app_server.cache / "app")  # the file the server rendered at start
+    example = default_examples()[0]  # the page's first example is the shipped demo clip
+    assert (example.video, example.phrase) == (demo_clip().path, demo_clip().phrase)
     frames = count_frames(example.video)
     assert frames >= 20
     video, masks_zip, _, summary = _segment(_client(app_server, tmp_path), example.video,

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from app_helpers import ROOT, count_frames
 
-from app.examples import bikes_clip, demo_clip
-from app.h264 import FFmpegError, H264Writer
+from app.examples import bikes_clip, default_examples
 from app.plot import latency_plot
 from app.validation import UploadLimits, check_video
+from engine.demo import demo_clips
+from engine.outputs import FFmpegError, H264Writer
 
 
 def _fourcc(path: Path) -> str:
@@ -67,15 +68,16 @@ def test_latency_plot():
         latency_plot({"a": [1.0], "b": [1.0, 2.0]})
 
 
-def test_demo_example(tmp_path):
-    example = demo_clip(tmp_path, frames=12, size=(160, 120), loops=2)
-    assert example.phrase.strip()
-    assert _fourcc(example.video) in ("avc1", "h264")  # plays in the browser
-    info = check_video(example.video, limits=UploadLimits(), workdir=tmp_path / "w")
-    assert (info.width, info.height) == (160, 120)
-    assert count_frames(example.video) % 2 == 0 and count_frames(example.video) >= 4
-    again = demo_clip(tmp_path, frames=12, size=(160, 120), loops=2)  # cached
-    assert again == example
+def test_demo_examples_are_the_shipped_clips(tmp_path):
+    examples = default_examples()
+    clips = demo_clips()
+    assert [(e.video, e.phrase) for e in examples[: len(clips)]] == [
+        (c.path, c.phrase) for c in clips
+    ]  # the same files and phrases as run_stream.py --source demo
+    for example in examples[: len(clips)]:
+        assert _fourcc(example.video) in ("avc1", "h264")  # plays in the browser
+        info = check_video(example.video, limits=UploadLimits(), workdir=tmp_path / example.label)
+        assert (info.width, info.height) == (320, 240) and count_frames(example.video) >= 20
 
 
 def test_real_example(tmp_path):

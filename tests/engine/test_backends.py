@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from tiny_model import MAX_SIDE
 
-from engine.backends import BACKENDS, BackendUnavailable, create_engine, parse_device
+from engine.backends import BACKENDS, create_engine, parse_device
 from engine.backends.onnx_backend import PROVIDERS
-from engine.base import TextState
+from engine.base import BackendUnavailable, TextState
 from engine.loading import load_export, source_kind
+from engine.manifest import ExportError, read_manifest, write_manifest
 from export.check import compare_logits, real_frame_inputs
-from export.manifest import ExportError, read_manifest, sha256_file, write_manifest
+from models.checkpoint import sha256_file
 
 SIZE = (128, 160)
 PHRASE = "the person riding a bike"
@@ -212,7 +213,7 @@ def test_onnx_backend_from_a_checkpoint_uses_the_export_cache(
     exported, tmp_path, monkeypatch, frames, onnx_engine
 ):
     from engine import loading
-    from export.manifest import checkpoint_sha256
+    from engine.manifest import checkpoint_sha256
 
     monkeypatch.setenv("HINET_STREAM_CACHE", str(tmp_path))
     ckpt = exported[0]

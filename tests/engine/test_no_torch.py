@@ -31,7 +31,7 @@ except ImportError:
 
 import numpy as np
 from engine.backends import create_engine
-import engine.backends.onnx_backend, engine.backends.tensorrt_backend, export.tensorrt, export.manifest  # noqa: F401
+import engine.backends.onnx_backend, engine.backends.tensorrt_backend, engine.backends.tensorrt_build, engine.manifest  # noqa: F401
 from export.check import real_frame_inputs
 
 folder, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -80,7 +80,7 @@ def test_blocker_really_blocks_torch():
 
 
 @pytest.mark.parametrize(
-    "module", ["engine.backends.onnx_backend", "engine.loading", "export.manifest"]
+    "module", ["engine.backends.onnx_backend", "engine.loading", "engine.manifest"]
 )
 def test_torch_free_modules_do_not_import_torch(module):
     code = f"import sys, {module}; print(any(m == 'torch' for m in sys.modules))"

@@ -8,7 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from engine.pipeline import CallbackOutput, Pipeline
+from engine.outputs import CallbackOutput
+from engine.pipeline import Pipeline
 from engine.session import Segmenter
 from engine.sources import RTSP_CAPTURE_OPTIONS, LiveSource, open_source
 

@@ -18,6 +18,7 @@ from engine.sources import (
     Frame,
     ImageFolderSource,
     LiveSource,
+    PacedSource,
     SourceError,
     SourceNotFoundError,
     StreamUnavailableError,
@@ -245,9 +246,11 @@ def test_live_source_keeps_newest_and_counts_drops() -> None:
 def test_live_source_read_times_out_without_new_frame() -> None:
     src = LiveSource(lambda: FakeCapture(period=0.5), name="slow", reconnect=False)
     try:
-        t0 = time.monotonic()
-        assert src.read(timeout=0.05) is None
-        assert time.monotonic() - t0 < 0.4
+        first = src.read(timeout=5.0)  # the first frame comes at once
+        assert first is not None
+        assert src.read(timeout=0.05) is None  # the next is 0.5 s away: a timeout, not a frame
+        later = src.read(timeout=5.0)
+        assert later is not None and later.index == first.index + 1
     finally:
         src.close()
 
@@ -297,6 +300,45 @@ def test_live_source_reconnects_with_capped_backoff() -> None:
         src.close()
 
 
+def test_live_source_reopens_as_soon_as_the_server_is_reachable() -> None:
+    """A reachability probe cuts the backoff short: the stream is back long before 30 s."""
+    opens: list[int] = []
+    up = threading.Event()
+
+    def opener():
+        opens.append(1)
+        if len(opens) == 1:
+            return FakeCapture(die_after=3)  # the stream dies
+        return FakeCapture() if up.is_set() else FakeCapture(opened=False)
+
+    src = LiveSource(opener, name="flaky", backoff=30.0, max_backoff=30.0, reachable=up.is_set)
+    try:
+        while src.read(timeout=0.5) is not None:
+            pass  # the first stream's frames, until it dies
+        threading.Timer(0.2, up.set).start()  # the server comes back
+        deadline = time.monotonic() + 20  # far less than the 30 s backoff
+        while src.reconnects < 1:
+            assert time.monotonic() < deadline, "waited out the backoff"
+            src.read(timeout=0.2)
+        assert len(opens) == 2  # no open attempt while the probe said the server is down
+    finally:
+        src.close()
+
+
+def test_stream_probe_knows_the_url_port(free_port) -> None:
+    import socket
+
+    from engine.sources import _tcp_probe
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        assert _tcp_probe(f"rtsp://127.0.0.1:{port}/cam")() is True
+    assert _tcp_probe(f"rtsp://127.0.0.1:{free_port()}/cam")() is False
+    assert _tcp_probe("rtsp:///nohost") is None
+
+
 def test_live_source_first_open_failure() -> None:
     with pytest.raises(StreamUnavailableError, match="cannot open"):
         LiveSource(lambda: FakeCapture(opened=False), name="down")
@@ -307,30 +349,63 @@ def test_live_source_rejects_bad_backoff() -> None:
         LiveSource(lambda: FakeCapture(), name="x", backoff=1.0, max_backoff=0.5)
 
 
-# -- the demo clip --------------------------------------------------------------------------------------
-def test_demo_source_unpaced_never_drops() -> None:
-    from engine.demo import DemoSource
+# -- the demo clips and paced files ---------------------------------------------------------------------
+def test_demo_is_a_shipped_file_with_its_phrase() -> None:
+    from engine.demo import demo_clip, demo_clips
 
-    src = open_source("demo", size=(96, 64), frames=6, max_loops=2)
-    assert isinstance(src, DemoSource) and not src.live
-    assert isinstance(src.phrase, str) and src.phrase.strip()
-    frames = list(src)
-    n = len(frames) // 2
-    assert len(frames) == 2 * n and 2 <= n <= 6
-    assert [f.index for f in frames] == list(range(2 * n))
-    assert frames[0].image.shape == (64, 96, 3)
-    assert np.array_equal(frames[0].image, frames[n].image)  # it loops
-    assert not np.array_equal(frames[0].image, frames[1].image)  # it moves
-    assert src.dropped == 0
+    clips = demo_clips()
+    assert [c.name for c in clips][:2] == ["shapes", "moving"]
+    for clip in clips:
+        assert clip.path.is_file() and clip.phrase.strip() and clip.licence
+    src = open_source("demo")
+    assert isinstance(src, FileSource) and not src.live and src.name == "demo:shapes"
+    assert src.phrase == demo_clip().phrase == clips[0].phrase
+    frames = [src.read() for _ in range(len(list(FileSource(clips[0].path))) + 3)]
+    src.close()
+    assert [f.index for f in frames] == list(range(len(frames)))  # it loops, never ends
+    assert frames[0].image.shape == (240, 320, 3)
+    assert open_source("demo:moving").phrase == clips[1].phrase
+    with pytest.raises(SourceNotFoundError, match="no demo clip 'nope'; shipped: shapes, moving"):
+        open_source("demo:nope")
 
 
-def test_demo_source_paced_drops_for_slow_consumer() -> None:
-    from engine.demo import DemoSource
+def test_demo_module_does_not_render() -> None:
+    """The demo is data: opening it never imports the synthetic generator."""
+    import subprocess
+    import sys
 
-    src = DemoSource(size=(64, 48), frames=4, fps=200.0)
+    code = (
+        "import sys; from engine.sources import open_source; open_source('demo').read(); "
+        "print(any(m.startswith('training') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_paced_file_serves_every_frame_at_the_pace(video_file) -> None:
+    src = open_source(str(video_file), pace=100.0)
+    assert isinstance(src, PacedSource) and not src.live and src.fps == 100.0
+    frames = []
+    for k in range(12):
+        if k == 5:
+            time.sleep(0.1)  # a slow consumer: ~10 frames "due" meanwhile, none dropped
+        frames.append(src.read())
+    src.close()
+    assert [f.index for f in frames] == list(range(12)) and src.dropped == 0
+    stamps = np.diff([f.timestamp for f in frames[:5]])
+    assert stamps.min() >= 0.9 / 100.0  # never faster than the pace
+    with pytest.raises(ValueError, match="pace"):
+        open_source(str(video_file), pace=0.0)
+
+
+def test_paced_drop_skips_what_a_slow_consumer_missed(video_file) -> None:
+    src = PacedSource(FileSource(video_file, loop=True), 200.0, drop=True)
     assert src.live
     a = src.read()
     time.sleep(0.1)  # ~20 frames due meanwhile
     b = src.read()
+    src.close()
     assert b.index - a.index > 5
     assert src.dropped == b.index - a.index - 1

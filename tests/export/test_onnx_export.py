@@ -12,18 +12,17 @@ import torch
 from tiny_model import MAX_SIDE, MIN_SIDE
 
 from engine.base import FRAME_INPUTS, FRAME_OUTPUTS, TEXT_INPUTS, TEXT_OUTPUTS
-from export.__main__ import main as cli_main
-from export.check import TOLERANCES, check_export, compare_logits, mask_iou, real_frame_inputs
-from export.fp16 import FP32_OPS
-from export.manifest import (
+from engine.manifest import (
     ExportError,
     checkpoint_sha256,
     read_manifest,
-    sha256_file,
     verify_files,
 )
+from export.__main__ import main as cli_main
+from export.check import TOLERANCES, check_export, compare_logits, mask_iou, real_frame_inputs
+from export.fp16 import FP32_OPS
 from export.onnx_export import export_checkpoint
-from models.checkpoint import load_checkpoint
+from models.checkpoint import load_checkpoint, sha256_file
 from models.hinet import build_model
 
 

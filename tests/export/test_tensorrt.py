@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+from pathlib import Path
 from types import SimpleNamespace
 
 import onnx
 import pytest
 
-from engine.backends import BackendUnavailable
-from export.manifest import ExportError
-from export.tensorrt import (
+from engine.backends.tensorrt_build import (
     Profile,
     build_export_engines,
     build_serialized_engine,
@@ -29,6 +28,8 @@ from export.tensorrt import (
     text_profile,
     trt_major,
 )
+from engine.base import BackendUnavailable
+from engine.manifest import ExportError
 from models.config import build_config
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -324,6 +325,35 @@ def test_export_engines_pick_the_onnx_and_cache_the_plan(exported, tmp_path, ver
         compute_capability=(9, 0),
     )
     assert rec.names().count("build_serialized_network") == n_builds + 2  # other GPU: rebuild
+
+
+def test_engine_file_is_a_model_source(exported, tmp_path):
+    """The frame plan's sidecar makes the plan file alone a source for the TensorRT backend."""
+    import json
+
+    from engine.loading import resolve, source_kind
+
+    _, out = exported
+    text_plan, frame_plan = build_export_engines(
+        out, precision="fp32", opt_size=(128, 128), cache_dir=tmp_path,
+        trt=_Recorder("10.13.0").module, compute_capability=(8, 6),
+    )  # fmt: skip
+    side = json.loads(frame_plan.with_name(frame_plan.name + ".json").read_text())
+    assert side["export"] == str(out.resolve()) and side["text_engine"] == text_plan.name
+    assert source_kind(frame_plan) == "tensorrt_engine"
+    resolved = resolve("tensorrt", frame_plan, precision="fp32")
+    assert (resolved.text_engine, resolved.frame_engine) == (text_plan, frame_plan)
+    assert resolved.export.folder == Path(side["export"])
+    with pytest.raises(ExportError, match="fp32 engine; fp16 was asked"):
+        resolve("tensorrt", frame_plan, precision="fp16")
+    with pytest.raises(ValueError, match="use backend 'tensorrt'"):
+        resolve("onnx", frame_plan)
+    text_plan.unlink()
+    with pytest.raises(ExportError, match="text engine .* is missing"):
+        resolve("tensorrt", frame_plan, precision="fp32")
+    frame_plan.with_name(frame_plan.name + ".json").unlink()
+    with pytest.raises(ExportError, match="has no .*json next to it"):
+        resolve("tensorrt", frame_plan, precision="fp32")
 
 
 def test_profile_validation_message():

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from models.checkpoint import load_checkpoint
-from training.train import Recipe, ResumeError, load_recipe, lr_factor, main, train
+from training.recipe import Recipe, load_recipe, lr_factor
+from training.state import ResumeError
+from training.train import main, train
 
 RECIPES = Path(__file__).resolve().parents[2] / "training" / "recipes"
 

@@ -1,4 +1,7 @@
-"""Build TensorRT engines from an export folder's ONNX graphs (TensorRT 10 and 11).
+"""Build TensorRT engines (plans) from an export folder's ONNX graphs (TensorRT 10 and 11).
+
+The TensorRT backend builds the plans it loads (once, cached); ``python -m export --tensorrt``
+calls the same code ahead of time.
 
 The API differences that matter here (NVIDIA's 10.x -> 11.x migration guide):
 
@@ -17,7 +20,7 @@ compute capability + ONNX SHA-256 + profile + precision, since an engine only ru
 TensorRT version and GPU architecture that built it.
 
 ``tensorrt`` (and ``pycuda``, to read the compute capability) are imported lazily; without them
-:func:`import_tensorrt` raises :class:`~engine.backends.BackendUnavailable`. This module imports
+:func:`import_tensorrt` raises :class:`~engine.base.BackendUnavailable`. This module imports
 no torch.
 """
 
@@ -30,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.backends import BackendUnavailable
-from export.manifest import ExportError, graph_file, sha256_file
+from engine.base import BackendUnavailable
+from engine.manifest import ExportError, graph_file
+from models.checkpoint import sha256_file
 
 __all__ = [
     "Profile",
@@ -331,7 +335,7 @@ def build_export_engines(
     Returns:
         ``[text_encoder engine, frame_net engine]`` paths.
     """
-    from engine.loading import cache_root, load_export
+    from engine.loading import ENGINE_SIDECAR_FORMAT, cache_root, load_export
 
     trt = import_tensorrt() if trt is None else trt
     cc = gpu_compute_capability() if compute_capability is None else compute_capability
@@ -373,4 +377,26 @@ def build_export_engines(
             tmp.write_bytes(plan)
             tmp.replace(path)
         paths.append(path)
+    text_engine, frame_engine = paths
+    _write_sidecar(
+        frame_engine,
+        {
+            "format": ENGINE_SIDECAR_FORMAT,
+            "graph": "frame_net",
+            "precision": precision,
+            "export": str(Path(export_dir).resolve()),
+            "text_engine": text_engine.name,
+            "trt_version": str(trt.__version__),
+            "compute_capability": list(cc),
+            "profile": profiles["frame_net"].as_dict(),
+        },
+    )
     return paths
+
+
+def _write_sidecar(engine_file: Path, data: dict[str, Any]) -> None:
+    """``<engine>.json``: what the plan was built from, so the plan alone is a model source."""
+    path = engine_file.with_name(engine_file.name + ".json")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -11,7 +11,8 @@ The manifest records the library versions, the opset, every graph's input/output
 (symbolic dims as strings) and dtypes, the accepted input size range, the precisions, the
 SHA-256 of every other file in the folder, the source checkpoint's hash and the parity checks.
 Loading an export verifies every hash, so a replaced or corrupt file is caught before a runtime
-sees it. This module is torch-free.
+sees it. The engine owns this format (it is what the engine loads); ``python -m export``
+writes it. This module is torch-free.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from engine.base import PRECISIONS
+from models.checkpoint import sha256_file
 
 __all__ = [
     "FORMAT",
@@ -34,7 +38,6 @@ __all__ = [
     "checkpoint_sha256",
     "graph_file",
     "read_manifest",
-    "sha256_file",
     "verify_files",
     "write_manifest",
 ]
@@ -43,20 +46,10 @@ FORMAT = "hinet-stream-export"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 GRAPH_NAMES = ("text_encoder", "frame_net")
-PRECISIONS = ("fp32", "fp16")
 
 
 class ExportError(ValueError):
     """An export folder is missing, incomplete, corrupt or does not match its manifest."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def checkpoint_sha256(folder: str | Path) -> str:

@@ -1,0 +1,324 @@
+"""Sinks of the pipeline's overlay stage: video files, mask PNGs (a folder or a zip), callbacks.
+
+Every sink has ``write(image, result, frame)``, called once per finished frame from the overlay
+stage with the composed (H, W, 3) uint8 BGR image, the frame's :class:`engine.session.Result`
+(its ``timings`` complete) and the source :class:`engine.sources.Frame`, and an idempotent
+``close()``.
+
+H.264: OpenCV's ``VideoWriter`` cannot write it and browsers do not play ``mp4v``, so
+:class:`H264Writer` pipes raw BGR frames to ``ffmpeg`` (Debian package ``ffmpeg``), which encodes
+them with libx264 in ``yuv420p`` (odd sizes padded by one pixel) with the index at the front
+(``+faststart``). Every frame written is one frame in the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from engine.overlay import mask_to_png_bytes
+from engine.session import Result
+from engine.sources import Frame
+
+__all__ = [
+    "CallbackOutput",
+    "FFmpegError",
+    "H264FileOutput",
+    "H264Writer",
+    "MaskFolderOutput",
+    "MaskZipOutput",
+    "Output",
+    "VideoFileOutput",
+    "find_ffmpeg",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Output(Protocol):
+    """A sink for finished frames, called from the overlay stage."""
+
+    def write(self, image: np.ndarray, result: Result, frame: Frame) -> None:
+        """Consume one composed (H, W, 3) uint8 BGR image and its result."""
+
+    def close(self) -> None:
+        """Flush and release (idempotent)."""
+
+
+class FFmpegError(RuntimeError):
+    """``ffmpeg`` is missing or failed to encode."""
+
+
+def find_ffmpeg() -> str:
+    """Path of the ``ffmpeg`` binary.
+
+    Raises:
+        FFmpegError: not on ``PATH``.
+    """
+    path = shutil.which("ffmpeg")
+    if path is None:
+        raise FFmpegError("ffmpeg not found on PATH: install it (apt-get install ffmpeg)")
+    return path
+
+
+class H264Writer:
+    """Write (H, W, 3) uint8 BGR frames to an H.264 mp4.
+
+    Args:
+        path: Output ``.mp4`` file (overwritten).
+        size: ``(width, height)`` of every frame.
+        fps: Frame rate written into the file.
+        crf: x264 quality (0 lossless .. 51 worst; 23 is x264's default).
+        preset: x264 speed preset.
+
+    Raises:
+        ValueError: bad size, fps or crf.
+        FFmpegError: ffmpeg is missing, exits early or fails.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        size: tuple[int, int],
+        fps: float,
+        crf: int = 23,
+        preset: str = "veryfast",
+    ) -> None:
+        w, h = size
+        if w < 2 or h < 2:
+            raise ValueError(f"size must be at least 2x2, got {w}x{h}")
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        if not 0 <= crf <= 51:
+            raise ValueError(f"crf must be in 0..51, got {crf}")
+        self.path = Path(path)
+        self.size = (int(w), int(h))
+        self.frames = 0
+        # ffmpeg's stderr goes to a file: unlike a pipe it cannot fill up and block ffmpeg.
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()/abort()
+        cmd = [
+            find_ffmpeg(),
+            "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{w}x{h}", "-r", f"{fps:.6g}",
+            "-i", "pipe:0",
+            "-an", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+            "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+            "-movflags", "+faststart",
+            str(self.path),
+        ]  # fmt: skip
+        self._proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log
+        )
+
+    def _error(self, what: str) -> FFmpegError:
+        self._log.seek(0)
+        tail = self._log.read().decode(errors="replace").strip()[-800:]
+        return FFmpegError(f"ffmpeg {what}: {tail or 'no message'}")
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 BGR frame of the writer's size."""
+        w, h = self.size
+        if frame.shape != (h, w, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"frame must be ({h}, {w}, 3) uint8, got {frame.shape} {frame.dtype}")
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except (BrokenPipeError, ValueError) as exc:
+            self._proc.wait(timeout=10)
+            raise self._error("stopped accepting frames") from exc
+        self.frames += 1
+
+    def close(self) -> Path:
+        """Finish the file and return its path.
+
+        Raises:
+            FFmpegError: ffmpeg failed or nothing was written.
+        """
+        proc = self._proc
+        if proc.stdin is not None and not proc.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
+        try:
+            code = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise self._error("timed out finishing the file") from None
+        try:
+            if code != 0:
+                raise self._error(f"exited with code {code}")
+            if self.frames == 0:
+                raise FFmpegError("no frames were written")
+        finally:
+            self._log.close()
+        logger.debug("wrote %s (%d frames)", self.path, self.frames)
+        return self.path
+
+    def abort(self) -> None:
+        """Stop ffmpeg without finishing the file (after an error)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        if not self._log.closed:
+            self._log.close()
+
+    def __enter__(self) -> H264Writer:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class H264FileOutput:
+    """Write composed frames to a browser-playable H.264 mp4 (:class:`H264Writer`).
+
+    The writer opens on the first frame (its size is the frame's).
+
+    Args:
+        path: Output ``.mp4`` file; its folder is created.
+        fps: Frame rate stored in the file.
+        crf: x264 quality.
+    """
+
+    def __init__(self, path: str | Path, *, fps: float = 25.0, crf: int = 23) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        find_ffmpeg()  # fail before any frame is processed
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.crf = crf
+        self._writer: H264Writer | None = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray, result: Result, frame: Frame) -> None:
+        """Consume one finished frame (see :class:`Output`)."""
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = image.shape[:2]
+            self._writer = H264Writer(self.path, size=(w, h), fps=self.fps, crf=self.crf)
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file (idempotent).
+
+        Raises:
+            FFmpegError: ffmpeg failed.
+        """
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+
+    def abort(self) -> None:
+        """Stop without finishing the file (after an error)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.abort()
+
+
+class VideoFileOutput:
+    """Write composed frames with OpenCV's ``VideoWriter`` (``mp4v`` fourcc, not H.264).
+
+    Args:
+        path: Output file; its folder is created.
+        fps: Frame rate stored in the file.
+    """
+
+    def __init__(self, path: str | Path, *, fps: float = 25.0) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path = Path(path)
+        self.fps = float(fps)
+        self._writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray, result: Result, frame: Frame) -> None:
+        """Consume one finished frame (see :class:`Output`)."""
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            h, w = image.shape[:2]
+            self._writer = cv2.VideoWriter(
+                str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h)
+            )
+            if not self._writer.isOpened():
+                raise OSError(f"cannot open video writer for {self.path}")
+        self._writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        """Release resources. Idempotent."""
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+
+class MaskFolderOutput:
+    """Write each mask as ``<folder>/<frame index:06d>.png`` (0 background, 255 object)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.frames = 0
+
+    def write(self, image: np.ndarray, result: Result, frame: Frame) -> None:
+        """Consume one finished frame (see :class:`Output`)."""
+        path = self.folder / f"{result.frame_index:06d}.png"
+        if not cv2.imwrite(str(path), result.mask.astype(np.uint8) * 255):
+            raise OSError(f"cannot write {path}")
+        self.frames += 1
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class MaskZipOutput:
+    """Write each mask as ``mask_<frame index:05d>.png`` into one zip file (stored, lossless)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._zip: zipfile.ZipFile | None = zipfile.ZipFile(
+            self.path, "w", compression=zipfile.ZIP_STORED
+        )
+        self.frames = 0
+
+    def write(self, image: np.ndarray, result: Result, frame: Frame) -> None:
+        """Consume one finished frame (see :class:`Output`)."""
+        if self._zip is None:
+            raise ValueError(f"{self.path} is closed")
+        self._zip.writestr(f"mask_{result.frame_index:05d}.png", mask_to_png_bytes(result.mask))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the zip (idempotent)."""
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+
+
+class CallbackOutput:
+    """Call ``fn(image, result, frame)`` for every finished frame (tests, apps)."""
+
+    def __init__(self, fn: Callable[[np.ndarray, Result, Frame], None]) -> None:
+        self.fn = fn
+
+    def write(self, image: np.ndarray, result: Result, frame: Frame) -> None:
+        """Consume one finished frame (see :class:`Output`)."""
+        self.fn(image, result, frame)
+
+    def close(self) -> None:
+        """Nothing to release."""
