@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Idempotent set-up from nothing: system packages (when root), a virtual environment in .venv,
-# and the project with its dev extras. Both README commands start with this script.
+# torch 2.13.0, and the project with its dev extras. Both README commands start with this script.
+#
+# torch: a plain `pip install torch==2.13.0` on Linux x86_64 takes PyPI's CUDA build (torch plus
+# nvidia-* libraries, several GB). This script first asks pip which wheel it would take (a dry
+# run: only metadata is read) and stops with advice when that is the CUDA build:
+#   HINET_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/setup.sh   # CPU build
+#   HINET_ALLOW_CUDA_TORCH=1 bash scripts/setup.sh                                     # GPU host
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +17,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav
   gstreamer1.0-tools
   chromium                                  # real-browser test of the Gradio page (driven by playwright)
+  xvfb xdotool                              # the stream's real window under a real X server (tests)
 )
 
 missing=()
@@ -33,11 +40,55 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PY" -m venv .venv
 fi
+
+TORCH="torch==2.13.0"
+torch_index=()
+if [ -n "${HINET_TORCH_INDEX_URL:-}" ]; then
+  torch_index=(--index-url "$HINET_TORCH_INDEX_URL")
+fi
+
+# Which torch wheel would pip take here? Prints "cpu|cuda VERSION URL".
+torch_build() {
+  local report
+  report=$(mktemp)
+  .venv/bin/python -m pip install -q --dry-run --no-deps --report "$report" \
+    "${torch_index[@]}" "$TORCH"
+  .venv/bin/python - "$report" <<'PY'
+import json, sys
+item = json.load(open(sys.argv[1]))["install"][0]
+needs = item["metadata"].get("requires_dist") or []
+cuda = any(r.lower().startswith("nvidia-") for r in needs)
+print("cuda" if cuda else "cpu", item["metadata"]["version"], item["download_info"]["url"])
+PY
+  rm -f "$report"
+}
+
+install_torch() {
+  if .venv/bin/python -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" \
+      2>/dev/null; then
+    return 0
+  fi
+  local build
+  build=$(torch_build)
+  if [ "${build%% *}" = cuda ] && [ "${HINET_ALLOW_CUDA_TORCH:-0}" != 1 ]; then
+    {
+      echo "setup: error: pip would install the CUDA build of torch (${build#* }),"
+      echo "  which pulls several GB of nvidia-* libraries. On a CPU-only machine take the CPU build:"
+      echo "    HINET_TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu bash scripts/setup.sh"
+      echo "  On a machine with an NVIDIA GPU, accept the CUDA build:"
+      echo "    HINET_ALLOW_CUDA_TORCH=1 bash scripts/setup.sh"
+    } >&2
+    return 1
+  fi
+  echo "setup: installing torch ${build#* }"
+  .venv/bin/python -m pip install -q "${torch_index[@]}" "$TORCH"
+}
+
 stamp=.venv/.hinet-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing the project into .venv (torch==2.13.0 CPU wheel, dev extras)"
+  echo "setup: installing the project into .venv (torch 2.13.0, dev extras)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "torch==2.13.0"
+  install_torch
   .venv/bin/python -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi
