@@ -70,6 +70,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     from engine.backends import BACKENDS
+    from engine.base import PRECISIONS
     from engine.preprocess import parse_size
     from models.checkpoint import DEFAULT_CHECKPOINT
 
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="inference backend (default: onnx; on CPU when no GPU is visible)",
     )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--size", type=parse_size, help="network input HxW (default: the model's)")
     p.add_argument("--flow-preset", default="ultrafast", choices=("ultrafast", "fast", "medium"))
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")

@@ -30,6 +30,7 @@ def _positive(kind: type) -> object:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     from engine.backends import BACKENDS
+    from engine.base import PRECISIONS
     from engine.preprocess import parse_size
     from models.checkpoint import DEFAULT_CHECKPOINT
 
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="load the other backends on first use instead of in the background at start",
     )  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--size", type=parse_size, help="network input HxW (default: the model's)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")

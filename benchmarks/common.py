@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from engine.latency import json_safe
+
 
 def cpu_name() -> str:
     """CPU model name from ``/proc/cpuinfo`` (else :func:`platform.processor`, else the machine)."""
@@ -35,7 +37,11 @@ def versions(**modules: str) -> dict[str, str]:
 
 
 def write_json(path: Path, data: Any, *, indent: int = 2) -> Path:
-    """Write ``data`` as JSON (parent folders created, trailing newline) and return ``path``."""
+    """Write ``data`` as JSON and return ``path``.
+
+    The data goes through :func:`engine.latency.json_safe` (NaN as ``null``); parent folders are
+    created; the file ends with a newline.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=indent) + "\n")
+    path.write_text(json.dumps(json_safe(data), indent=indent) + "\n")
     return path

@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import cpu_name, versions, write_json
+from engine.latency import percentiles
+from engine.preprocess import parse_size
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_SIZES = ((256, 256), (320, 320), (480, 640))
@@ -38,15 +40,11 @@ logger = logging.getLogger("benchmarks.engine_latency")
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
-    a = np.asarray(ms, np.float64)
-    p50, p95, p99 = np.percentile(a, [50, 95, 99])
+    p = percentiles(ms)
     return {
-        "p50_ms": round(float(p50), 3),
-        "p95_ms": round(float(p95), 3),
-        "p99_ms": round(float(p99), 3),
-        "mean_ms": round(float(a.mean()), 3),
-        "fps": round(1000.0 / float(p50), 2),
-        "n": int(a.size),
+        **{f"{k}_ms": round(v, 3) for k, v in p.items()},
+        "fps": round(1000.0 / p["p50"], 2),
+        "n": len(ms),
     }
 
 
@@ -269,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sizes = tuple(tuple(int(v) for v in s.lower().split("x")) for s in args.sizes)
+    sizes = tuple(parse_size(s) for s in args.sizes)
     report = run(
         checkpoint=args.checkpoint,
         sizes=sizes,

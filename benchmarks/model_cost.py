@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from benchmarks.common import cpu_name, write_json
+from engine.latency import percentiles
+from engine.preprocess import parse_size
 from models.config import preset_names
 from models.hinet import HINet, build_model
 
@@ -80,14 +81,8 @@ def time_frame(
             t0 = time.perf_counter()
             model.forward_frame(*inputs)
             times.append((time.perf_counter() - t0) * 1e3)
-    arr = np.asarray(times)
-    p50 = float(np.percentile(arr, 50))
-    return {
-        "p50_ms": p50,
-        "p95_ms": float(np.percentile(arr, 95)),
-        "mean_ms": float(arr.mean()),
-        "fps_p50": 1e3 / p50,
-    }
+    p = percentiles(times)
+    return {"p50_ms": p["p50"], "p95_ms": p["p95"], "mean_ms": p["mean"], "fps_p50": 1e3 / p["p50"]}
 
 
 def model_cost(
@@ -159,16 +154,11 @@ def format_table(result: dict[str, Any]) -> str:
 
 def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     """Parse ``"256x256,480x640"`` (height x width) into ``((256, 256), (480, 640))``."""
-    sizes = []
-    for item in text.split(","):
-        try:
-            h, w = (int(v) for v in item.lower().split("x"))
-        except ValueError as exc:
-            raise ValueError(f"bad size {item!r}; use HxW, e.g. 320x320") from exc
+    sizes = tuple(parse_size(item, network=False) for item in text.split(","))
+    for h, w in sizes:
         if h < 32 or w < 32:
-            raise ValueError(f"bad size {item!r}; each side must be >= 32")
-        sizes.append((h, w))
-    return tuple(sizes)
+            raise ValueError(f"bad size {h}x{w}; each side must be >= 32")
+    return sizes
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,7 +43,7 @@ from tqdm import tqdm
 from benchmarks.common import cpu_name, versions, write_json
 from engine.backends import BACKENDS
 from engine.demo import demo_clip
-from engine.latency import STAGES, LatencyStats, json_safe
+from engine.latency import STAGES, LatencyStats
 from engine.pipeline import Pipeline
 from engine.preprocess import parse_size
 from engine.session import Segmenter
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "summary": agg,
         "runs": records,
     }
-    write_json(args.json, json_safe(result))
+    write_json(args.json, result)
     save_histogram(records, args.png)
     print(f"wrote {args.json} and {args.png}")
     return result

@@ -23,22 +23,25 @@ from tqdm import tqdm
 
 from benchmarks.common import cpu_name, versions, write_json
 from engine.flow import OpticalFlow
+from engine.latency import percentiles
+from engine.preprocess import parse_size
 from training.synthetic.dataset import clip_flows
 from training.synthetic.generator import generate_clip
-from training.synthetic.spec import SPLITS, SyntheticSpec, parse_size
+from training.synthetic.spec import SPLITS, SyntheticSpec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "synthetic_speed_cpu.json"
 
 
 def _stats(ms: np.ndarray, *, split: str, flow: str, samples: int) -> dict:
     total_s = ms.sum() / 1e3
+    p = percentiles(ms)
     return {
         "split": split,
         "flow": flow,
         "clips": len(ms),
-        "ms_per_clip_p50": float(np.percentile(ms, 50)),
-        "ms_per_clip_p95": float(np.percentile(ms, 95)),
-        "ms_per_clip_p99": float(np.percentile(ms, 99)),
+        "ms_per_clip_p50": p["p50"],
+        "ms_per_clip_p95": p["p95"],
+        "ms_per_clip_p99": p["p99"],
         "clips_per_s": float(len(ms) / total_s),
         "samples_per_s": float(samples / total_s),
     }
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     result = run(
-        size=parse_size(args.size),
+        size=parse_size(args.size, network=False),
         frames=args.frames,
         clips=args.clips,
         warmup=args.warmup,

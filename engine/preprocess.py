@@ -49,19 +49,29 @@ class SizeError(argparse.ArgumentTypeError, ValueError):
     """A size string or tuple is not a valid network input size (argparse shows the message)."""
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"320x320"`` / ``"480x640"`` (``HxW``) -> a checked network input size ``(H, W)``.
+def parse_size(text: str, *, network: bool = True) -> tuple[int, int]:
+    """``"320x320"`` / ``"480x640"`` (``HxW``) -> ``(H, W)``: the project's one size parser.
 
     Usable as an argparse ``type=``: a bad value gives argparse's usage error with this message.
 
+    Args:
+        text: ``HxW`` with positive integers.
+        network: Also check it is a valid network input size (:func:`check_input_size`); with
+            ``False`` any positive sides pass (frame sizes; the caller checks its own range).
+
     Raises:
-        SizeError: not ``HxW`` with integers, or not a valid input size (:func:`check_input_size`).
+        SizeError: not ``HxW`` with positive integers, or (``network``) not a valid input size.
     """
     parts = str(text).lower().split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise SizeError(f"size must look like HxW (e.g. 320x320), got {text!r}")
+    h, w = int(parts[0]), int(parts[1])
+    if h <= 0 or w <= 0:
+        raise SizeError(f"size sides must be positive, got {text!r}")
+    if not network:
+        return h, w
     try:
-        return check_input_size((int(parts[0]), int(parts[1])))
+        return check_input_size((h, w))
     except ValueError as exc:
         raise SizeError(str(exc)) from None
 

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.backends import BACKENDS, create_engine
-from engine.base import BackendUnavailable, Engine
+from engine.base import PRECISIONS, BackendUnavailable, Engine
 from engine.flow import FLOW_PRESETS
 from engine.latency import LatencyStats, json_safe, percentiles
 from engine.pipeline import Stages
@@ -90,8 +90,9 @@ class EvalReport:
         davis: Split -> :meth:`training.metrics.DavisAccumulator.summary` (same order), empty
             when no sample came from :data:`DAVIS_DATASETS`.
         protocol: DAVIS protocol used (see :data:`training.metrics.DAVIS_PROTOCOLS`).
-        latency_ms: ``mean``, ``p50``, ``p95`` of :meth:`Engine.segment` in milliseconds, over
-            every call but the first (warm-up); NaN when nothing was segmented.
+        latency_ms: ``mean``, ``p50``, ``p95`` of the pipeline's ``inference`` stage (frame
+            network + post-processing) in milliseconds, over every sample but the first
+            (warm-up); NaN when nothing was segmented.
         text_rejected: Samples whose expression the engine's tokenizer rejected (empty or too
             long); they are scored with an empty prediction.
         meta: Free-form extra information (checkpoint path, dataset root, ...).
@@ -263,7 +264,7 @@ def format_table(report: EvalReport) -> str:
     lines = [
         f"datasets {', '.join(report.datasets)} | backend {report.backend} {report.precision} "
         f"{report.device} | input {h}x{w} | threshold {report.threshold:g} | "
-        f"segment {report.latency_ms['mean']:.1f} ms mean "
+        f"inference stage {report.latency_ms['mean']:.1f} ms mean "
         f"(p50 {report.latency_ms['p50']:.1f}, p95 {report.latency_ms['p95']:.1f})",
     ]
     if report.text_rejected:
@@ -326,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", default="cpu", help="backend device: cpu, cuda, cuda:N (default cpu)"
     )
-    p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--dataset", choices=DATASETS, required=True)
     p.add_argument("--root", type=Path, help="dataset root folder (required except synthetic)")
     p.add_argument(

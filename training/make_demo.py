@@ -5,6 +5,13 @@ written as browser-playable H.264 (``engine.outputs.H264Writer``) and listed wit
 in ``clips.json``. The generator keeps every object in frame, which allows 11 frames at 320x240
 at its object speeds; each clip is written ``--loops`` times so it lasts a few seconds.
 
+The seeds come from the test partition but outside the fixed test set (seeds 2 000 000-2 000 099),
+so no clip was used for training, model selection or the reported test numbers. They were
+chosen, among the 30 seeds from 2 050 000 of each split, as clips where the shipped model finds
+the referent (first-target mean IoU over frames 1-10 at 320x240, ONNX Runtime, 160x160 input):
+``moving`` 0.955 (mean over the 30 motion clips 0.661), ``shapes`` 0.727 (appearance mean
+0.418). The demo shows the method working; those means say how often it does.
+
     python -m training.make_demo            # rewrites engine/data/demo/
 """
 
@@ -22,10 +29,10 @@ from engine.demo import DEMO_DIR, DEMO_INDEX
 from engine.outputs import H264Writer
 from engine.preprocess import sanitize_frame
 
-#: (name, generator split, seed, label)
+#: (name, generator split, seed, label); the first is the default demo.
 CLIPS = (
-    ("shapes", "appearance", 0, "synthetic shapes: a referent told apart by its size"),
-    ("moving", "motion", 1, "synthetic shapes: a referent told apart by its motion"),
+    ("moving", "motion", 2_050_000, "synthetic shapes: a look-alike told apart by its motion"),
+    ("shapes", "appearance", 2_050_006, "synthetic shapes: a referent told apart by its colour"),
 )
 SIZE = (320, 240)  # (W, H)
 

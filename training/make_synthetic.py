@@ -18,10 +18,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from engine.preprocess import parse_size
 from training.synthetic.generator import generate_clip
 from training.synthetic.io import IMAGE_FORMATS, write_clip, write_index
 from training.synthetic.preview import write_preview
-from training.synthetic.spec import PARTITIONS, SPLITS, SyntheticSpec, parse_size
+from training.synthetic.spec import PARTITIONS, SPLITS, SyntheticSpec
 from training.synthetic.testset import MANIFEST_PATH, build_manifest
 
 log = logging.getLogger("make_synthetic")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --out is required", file=sys.stderr)
         return 2
     try:
-        h, w = parse_size(args.size)
+        h, w = parse_size(args.size, network=False)
         spec = SyntheticSpec(size=(h, w), frames=args.frames)
         if args.clips < 1 or args.seed < 0:
             raise ValueError(f"need --clips >= 1 and --seed >= 0, got {args.clips}, {args.seed}")

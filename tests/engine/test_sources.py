@@ -354,18 +354,18 @@ def test_demo_is_a_shipped_file_with_its_phrase() -> None:
     from engine.demo import demo_clip, demo_clips
 
     clips = demo_clips()
-    assert [c.name for c in clips][:2] == ["shapes", "moving"]
+    assert [c.name for c in clips][:2] == ["moving", "shapes"]
     for clip in clips:
         assert clip.path.is_file() and clip.phrase.strip() and clip.licence
     src = open_source("demo")
-    assert isinstance(src, FileSource) and not src.live and src.name == "demo:shapes"
+    assert isinstance(src, FileSource) and not src.live and src.name == "demo:moving"
     assert src.phrase == demo_clip().phrase == clips[0].phrase
     frames = [src.read() for _ in range(len(list(FileSource(clips[0].path))) + 3)]
     src.close()
     assert [f.index for f in frames] == list(range(len(frames)))  # it loops, never ends
     assert frames[0].image.shape == (240, 320, 3)
-    assert open_source("demo:moving").phrase == clips[1].phrase
-    with pytest.raises(SourceNotFoundError, match="no demo clip 'nope'; shipped: shapes, moving"):
+    assert open_source("demo:shapes").phrase == clips[1].phrase
+    with pytest.raises(SourceNotFoundError, match="no demo clip 'nope'; shipped: moving, shapes"):
         open_source("demo:nope")
 
 

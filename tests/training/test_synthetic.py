@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.preprocess import parse_size
 from training.sample import Sample
 from training.synthetic import (
     LEXICON,
@@ -20,7 +21,6 @@ from training.synthetic import (
 )
 from training.synthetic.generator import target_count
 from training.synthetic.grammar import choose_attributes
-from training.synthetic.spec import parse_size
 
 SPEC = SyntheticSpec(size=(96, 128), frames=6)
 SEEDS = range(12)

@@ -8,7 +8,6 @@ __all__ = [
     "PARTITIONS",
     "SPLITS",
     "SyntheticSpec",
-    "parse_size",
     "partition_seeds",
 ]
 
@@ -105,14 +104,6 @@ class SyntheticSpec:
                 f"unknown SyntheticSpec fields {sorted(unknown)}; valid: {sorted(known)}"
             )
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """Parse ``"HxW"`` (e.g. ``"96x128"``) into ``(H, W)``."""
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"size must look like HxW, e.g. 320x320, got {text!r}")
-    return int(parts[0]), int(parts[1])
 
 
 def partition_seeds(partition: str, count: int | None = None, *, start: int = 0) -> range:
