@@ -160,22 +160,31 @@ def build_app(
         if frame is None:
             return gr.skip(), "Waiting for the webcam...", session
         try:
-            text = check_phrase(phrase, max_chars=registry.max_chars)
             backend = check_backend(backend, choices=registry.backends)
             threshold = check_threshold(threshold)
             engine = registry.get(backend)
             if session is None or session.engine is not engine or session.threshold != threshold:
+                previous = session.segmenter.phrase if session is not None else None
                 session = LiveSession(engine, threshold=threshold)
-            session.set_phrase(text)
+                if previous:
+                    session.set_phrase(previous)
         except (ValueError, EngineUnavailableError) as exc:
             return frame, f"**Not segmenting:** {exc}", session
+        rejected = None
+        try:
+            session.set_phrase(check_phrase(phrase, max_chars=registry.max_chars))
+        except ValueError as exc:  # the stream keeps its last valid phrase, if it has one
+            if session.segmenter.phrase is None:
+                return frame, f"**Not segmenting:** {exc}", session
+            rejected = f'**Phrase not used:** {exc}; still segmenting "{session.segmenter.phrase}"'
         try:
             out = session.step(frame)
         except ValueError as exc:
             return gr.skip(), f"**Not segmenting:** {exc}", session
         if out is None:  # the previous frame of this session is still being processed
             return gr.skip(), gr.skip(), session
-        return out, _stats_markdown(session), session
+        stats = _stats_markdown(session)
+        return out, f"{rejected}\n\n{stats}" if rejected else stats, session
 
     limits_text = (
         f"Uploads: at most {limits.max_mb:g} MB, {limits.max_seconds:g} s and "

@@ -2,10 +2,10 @@
 
 A *source* is one of:
 
-* a **checkpoint folder** (``model.safetensors`` + ``config.json`` + ``tokenizer.model``): the
+* a **checkpoint folder** (``model.safetensors`` + ``config.json`` + a tokenizer file): the
   torch backend loads it as it is; for ONNX Runtime and TensorRT it is exported once into the
   user cache (:func:`cached_export`);
-* an **export folder** (``manifest.json`` + ONNX graphs + ``config.json`` + ``tokenizer.model``):
+* an **export folder** (``manifest.json`` + ONNX graphs + ``config.json`` + a tokenizer file):
   :func:`load_export` verifies it (every file's SHA-256, the config against the graphs' declared
   shapes) without torch;
 * a **TensorRT engine file** (``frame_net-<precision>-<key>.engine`` with its ``.json`` sidecar,
@@ -82,7 +82,7 @@ def source_kind(source: str | Path) -> str:
         return "checkpoint"
     raise ValueError(
         f"{path} is neither an export folder ({MANIFEST_FILE}) nor a checkpoint folder "
-        "(model.safetensors + config.json + tokenizer.model)"
+        "(model.safetensors + config.json + tokenizer.model or tokenizer.json)"
     )
 
 

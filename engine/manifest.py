@@ -4,7 +4,7 @@ An export folder holds::
 
     text_encoder.onnx, frame_net.onnx            FP32 graphs (always)
     text_encoder.fp16.onnx, frame_net.fp16.onnx  FP16 graphs (``--fp16``; FP32 inputs/outputs)
-    config.json, tokenizer.model                 copied verbatim from the source checkpoint
+    config.json, tokenizer.model|json            copied verbatim from the source checkpoint
     manifest.json                                this file
 
 The manifest records the library versions, the opset, every graph's input/output names, shapes
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.base import PRECISIONS
-from models.checkpoint import sha256_file
+from models.checkpoint import TOKENIZER_FILES, sha256_file
 
 __all__ = [
     "FORMAT",
@@ -60,7 +60,10 @@ def checkpoint_sha256(folder: str | Path) -> str:
     """
     folder = Path(folder)
     h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors", "tokenizer.model"):
+    tokenizers = [n for n in TOKENIZER_FILES if (folder / n).is_file()]
+    if not tokenizers:
+        raise ExportError(f"checkpoint {folder} has no {' or '.join(TOKENIZER_FILES)}")
+    for name in ("config.json", "model.safetensors", *tokenizers):
         path = folder / name
         if not path.is_file():
             raise ExportError(f"checkpoint {folder} has no {name}")

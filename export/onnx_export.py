@@ -356,7 +356,7 @@ def export_checkpoint(
         ValueError: bad size range or opset; CheckpointError for a bad checkpoint.
     """
     from export.check import check_export, check_line
-    from models.checkpoint import CONFIG_FILE, TOKENIZER_FILE, load_checkpoint
+    from models.checkpoint import CONFIG_FILE, load_checkpoint, tokenizer_file
 
     say = progress or (lambda line: logger.info("%s", line))
 
@@ -393,7 +393,8 @@ def export_checkpoint(
                     onnx.checker.check_model(str(dst), full_check=True)
             precisions.append("fp16")
         shutil.copyfile(checkpoint / CONFIG_FILE, tmp / CONFIG_FILE)
-        shutil.copyfile(checkpoint / TOKENIZER_FILE, tmp / TOKENIZER_FILE)
+        tok_name = tokenizer_file(model.config)
+        shutil.copyfile(checkpoint / tok_name, tmp / tok_name)
         checks: dict[str, Any] = {}
         if check:
             for precision in precisions:

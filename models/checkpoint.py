@@ -2,10 +2,18 @@
 
 Layout::
 
-    <folder>/model.safetensors   the state dict (float32, or float16 storage)
-    <folder>/config.json         {"format": ..., "format_version": 1, "config": HINetConfig,
-                                  "weights_sha256", "tokenizer_sha256", "dtype", "meta"}
-    <folder>/tokenizer.model     SentencePiece model bytes
+    <folder>/model.safetensors   the state dict (float32, or float16 storage), without the
+                                 pretrained text encoder's pinned weights (see below)
+    <folder>/config.json         {"format": ..., "format_version": 2, "config": HINetConfig,
+                                  "weights_sha256", "tokenizer_sha256", "dtype", "meta",
+                                  "pretrained": {...}}
+    <folder>/tokenizer.model     SentencePiece model bytes (``text.encoder == "transformer"``)
+    <folder>/tokenizer.json      or MiniLM's WordPiece tokenizer (``"minilm"``)
+
+A model with the pretrained MiniLM text encoder stores only what it trained: MiniLM's frozen
+weights (``HINet.pretrained_keys()``) are read from their pinned package
+(:mod:`models.pretrained`), and ``pretrained`` records which (package, version, SHA-256), so a
+checkpoint never loads against other weights. Version 1 files (no ``pretrained``) still load.
 
 The architecture always comes from ``config.json``; weights are checked against it name by name
 and shape by shape, and both files against their SHA-256. Every problem raises
@@ -25,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.config import HINetConfig
-from models.tokenizer import Tokenizer
+from models.tokenizer import TOKENIZERS, PhraseTokenizer, load_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     from models.hinet import HINet
@@ -35,13 +43,14 @@ __all__ = [
     "DEFAULT_CHECKPOINT",
     "FORMAT",
     "FORMAT_VERSION",
-    "TOKENIZER_FILE",
+    "TOKENIZER_FILES",
     "WEIGHTS_FILE",
     "CheckpointError",
     "load_checkpoint",
     "read_checkpoint_config",
     "save_checkpoint",
     "sha256_file",
+    "tokenizer_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,10 +59,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "hinet_lite0"
 
 FORMAT = "hinet-stream-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.model"
+#: Every tokenizer file name a checkpoint may hold (one of them, by ``config.text.encoder``).
+TOKENIZER_FILES = tuple(cls.file_name for cls in TOKENIZERS.values())
 _DTYPES = ("float32", "float16")
 _TOP_KEYS = {
     "format",
@@ -63,7 +74,13 @@ _TOP_KEYS = {
     "tokenizer_sha256",
     "dtype",
     "meta",
+    "pretrained",
 }
+
+
+def tokenizer_file(config: HINetConfig) -> str:
+    """The tokenizer file name of a model (``tokenizer.model`` or ``tokenizer.json``)."""
+    return TOKENIZERS[config.text.encoder].file_name
 
 
 class CheckpointError(ValueError):
@@ -91,7 +108,13 @@ def _file(folder: Path, name: str) -> Path:
     return path
 
 
-def _check_tokenizer(tokenizer: Tokenizer, config: HINetConfig, where: str) -> None:
+def _check_tokenizer(tokenizer: PhraseTokenizer, config: HINetConfig, where: str) -> None:
+    want = TOKENIZERS[config.text.encoder]
+    if not isinstance(tokenizer, want):
+        raise CheckpointError(
+            f"{where}: a {config.text.encoder} text encoder needs a {want.__name__}, "
+            f"got {type(tokenizer).__name__}"
+        )
     if tokenizer.vocab_size > config.text.vocab_size:
         raise CheckpointError(
             f"{where}: tokenizer has {tokenizer.vocab_size} pieces but the model embeds only "
@@ -111,11 +134,13 @@ def _read_header(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} must hold a JSON object")
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a {FORMAT} file (format={header.get('format')!r})")
-    if header.get("format_version") != FORMAT_VERSION:
+    if header.get("format_version") not in _READABLE_VERSIONS:
         raise CheckpointError(
             f"{path}: unsupported format_version {header.get('format_version')!r}; "
-            f"this code reads version {FORMAT_VERSION}"
+            f"this code reads versions {', '.join(map(str, _READABLE_VERSIONS))}"
         )
+    if header["format_version"] == 1:  # before pretrained parts: nothing pretrained
+        header = {**header, "pretrained": {}}
     missing, unknown = sorted(_TOP_KEYS - set(header)), sorted(set(header) - _TOP_KEYS)
     if missing or unknown:
         raise CheckpointError(f"{path} keys do not match: missing {missing}, unknown {unknown}")
@@ -135,7 +160,9 @@ def _parse_config(header: dict[str, Any], folder: Path) -> HINetConfig:
         raise CheckpointError(f"{folder / CONFIG_FILE}: bad config: {exc}") from exc
 
 
-def read_checkpoint_config(path: str | Path) -> tuple[HINetConfig, Tokenizer, dict[str, Any]]:
+def read_checkpoint_config(
+    path: str | Path,
+) -> tuple[HINetConfig, PhraseTokenizer, dict[str, Any]]:
     """Read config, tokenizer and meta of a checkpoint folder without torch.
 
     ``model.safetensors`` is neither needed nor read (deployments may ship only the config
@@ -154,7 +181,7 @@ def read_checkpoint_config(path: str | Path) -> tuple[HINetConfig, Tokenizer, di
     folder = Path(path)
     header = _read_header(folder)
     config = _parse_config(header, folder)
-    tok_path = _file(folder, TOKENIZER_FILE)
+    tok_path = _file(folder, tokenizer_file(config))
     digest = sha256_file(tok_path)
     if digest != header["tokenizer_sha256"]:
         raise CheckpointError(
@@ -162,7 +189,7 @@ def read_checkpoint_config(path: str | Path) -> tuple[HINetConfig, Tokenizer, di
             f"the {header['tokenizer_sha256'][:12]}... recorded in {CONFIG_FILE}"
         )
     try:
-        tokenizer = Tokenizer.load(tok_path)
+        tokenizer = load_tokenizer(config.text.encoder, tok_path)
     except ValueError as exc:
         raise CheckpointError(f"{tok_path}: {exc}") from exc
     _check_tokenizer(tokenizer, config, str(folder))
@@ -173,11 +200,13 @@ def save_checkpoint(
     path: str | Path,
     *,
     model: HINet,
-    tokenizer: Tokenizer,
+    tokenizer: PhraseTokenizer,
     meta: dict[str, Any] | None = None,
     dtype: str = "float32",
 ) -> Path:
     """Write a checkpoint folder (created if needed; the three files are overwritten).
+
+    The pretrained text encoder's pinned weights (``model.pretrained_keys()``) are not written.
 
     Args:
         path: Folder to write.
@@ -207,15 +236,21 @@ def save_checkpoint(
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
+    skip = set(model.pretrained_keys())
     for name, t in model.state_dict().items():
+        if name in skip:
+            continue
         t = t.detach().to("cpu")
         if dtype == "float16" and t.is_floating_point():
             t = t.to(torch.float16)
         tensors[name] = t.contiguous().clone()
     weights = folder / WEIGHTS_FILE
     save_file(tensors, str(weights))
-    tok_path = folder / TOKENIZER_FILE
+    tok_path = folder / tokenizer_file(config)
     tokenizer.save(tok_path)
+    for name in TOKENIZER_FILES:  # a stale tokenizer of another kind must not linger
+        if name != tok_path.name and (folder / name).exists():
+            (folder / name).unlink()
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -224,6 +259,7 @@ def save_checkpoint(
         "tokenizer_sha256": sha256_file(tok_path),
         "dtype": dtype,
         "meta": meta,
+        "pretrained": _pretrained_record(config),
     }
     (folder / CONFIG_FILE).write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
     logger.info("saved checkpoint %s (%s)", folder, dtype)
@@ -232,7 +268,7 @@ def save_checkpoint(
 
 def load_checkpoint(
     path: str | Path = DEFAULT_CHECKPOINT,
-) -> tuple[HINet, Tokenizer, dict[str, Any]]:
+) -> tuple[HINet, PhraseTokenizer, dict[str, Any]]:
     """Load a checkpoint folder into a float32 model in eval mode.
 
     Args:
@@ -264,8 +300,12 @@ def load_checkpoint(
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}") from exc
-    model = HINet(config=config, pretrained_backbone=False)
-    expected = model.state_dict()
+    _check_pretrained(header, config, folder)
+    model = HINet(
+        config=config, pretrained_backbone=False, pretrained_text=bool(header["pretrained"])
+    )
+    pinned = set(model.pretrained_keys())
+    expected = {k: v for k, v in model.state_dict().items() if k not in pinned}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -285,8 +325,29 @@ def load_checkpoint(
                 f"{weights}: tensor {name} has dtype {got.dtype}, need {ref.dtype}"
             )
         state[name] = got.to(ref.dtype)
-    model.load_state_dict(state, strict=True)
+    loaded = model.load_state_dict(state, strict=False)
+    if sorted(loaded.missing_keys) != sorted(pinned) or loaded.unexpected_keys:  # pragma: no cover
+        raise CheckpointError(f"{weights}: state does not cover the model exactly")
     model.eval()
     if not all(torch.isfinite(p).all() for p in model.parameters()):
         raise CheckpointError(f"{weights} holds non-finite weights")
     return model, tokenizer, meta
+
+
+def _pretrained_record(config: HINetConfig) -> dict[str, Any]:
+    """What ``config.json`` records of the pretrained parts a model reads from packages."""
+    if config.text.encoder != "minilm":
+        return {}
+    from models.pretrained import MINILM
+
+    return {"text": MINILM.record()}
+
+
+def _check_pretrained(header: dict[str, Any], config: HINetConfig, folder: Path) -> None:
+    """The checkpoint names exactly the pretrained weights this code pins."""
+    want = _pretrained_record(config)
+    if header["pretrained"] != want:
+        raise CheckpointError(
+            f"{folder / CONFIG_FILE}: the checkpoint was trained on pretrained weights "
+            f"{header['pretrained'] or 'none'}, this code provides {want or 'none'}"
+        )

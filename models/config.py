@@ -18,6 +18,8 @@ __all__ = [
     "BACKBONES",
     "PRESETS",
     "HINetConfig",
+    "MINILM_TEXT",
+    "TEXT_ENCODERS",
     "TextConfig",
     "build_config",
     "preset_names",
@@ -31,17 +33,35 @@ BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 GATE_FORMS = ("multiplicative", "residual")
 
 
+#: Text encoders. ``transformer``: a small Transformer trained from scratch on a SentencePiece
+#: vocabulary the project trains; ``minilm``: the pretrained MiniLM-L6 English encoder
+#: (WordPiece) with a trained adapter on top (:mod:`models.text`).
+TEXT_ENCODERS = ("transformer", "minilm")
+#: MiniLM's fixed vocabulary and width.
+MINILM_VOCAB, MINILM_WIDTH, MINILM_LAYERS = 30522, 384, 6
+
+
 @dataclass(frozen=True)
 class TextConfig:
-    """Text side: SentencePiece vocabulary and the Transformer encoder.
+    """Text side: tokenizer, encoder and the features the fusion reads.
 
     Attributes:
-        vocab_size: SentencePiece vocabulary size (includes pad/unk/bos/eos ids 0..3).
-        max_tokens: Longest token sequence accepted (a longer phrase is rejected, not cut).
+        vocab_size: Vocabulary size (SentencePiece: includes pad/unk/bos/eos ids 0..3;
+            MiniLM: 30 522).
+        max_tokens: Token sequence length the graphs read, special tokens included (a longer
+            phrase is rejected, not cut). MiniLM: 66 = 64 word pieces + ``[CLS]`` + ``[SEP]``.
         max_chars: Longest phrase in characters accepted before tokenisation.
-        width: Encoder width C_t.
-        layers: Number of Transformer encoder layers.
-        heads: Attention heads per layer.
+        width: Width C_t of the word and sentence features the fusion reads.
+        layers: Transformer layers trained from scratch (``transformer``: the encoder;
+            ``minilm``: the adapter on top of MiniLM).
+        heads: Attention heads per trained layer.
+        encoder: One of :data:`TEXT_ENCODERS`. Configs saved before this field existed load
+            with ``"transformer"``.
+        trained_layers: ``minilm`` only: how many of MiniLM's top layers are fine-tuned (0:
+            MiniLM is frozen and read from its package, never stored in checkpoints).
+        colour_words: ``minilm`` only: give colour words their CIELAB colour from public colour
+            name lists (:mod:`models.colournames`), added to their features as a learned
+            embedding. Configs saved before this field existed load with ``False``.
     """
 
     vocab_size: int = 256
@@ -50,6 +70,26 @@ class TextConfig:
     width: int = 128
     layers: int = 2
     heads: int = 4
+    encoder: str = "transformer"
+    trained_layers: int = 0
+    colour_words: bool = False
+
+    def __post_init__(self) -> None:
+        if self.encoder not in TEXT_ENCODERS:
+            raise ValueError(
+                f"unknown text encoder {self.encoder!r}; valid: {', '.join(TEXT_ENCODERS)}"
+            )
+        if self.width % self.heads:
+            raise ValueError("text.width must be divisible by text.heads")
+        if self.encoder == "minilm":
+            if self.vocab_size != MINILM_VOCAB:
+                raise ValueError(f"text.vocab_size must be {MINILM_VOCAB} for minilm")
+            if not 0 <= self.trained_layers <= MINILM_LAYERS:
+                raise ValueError(f"text.trained_layers must be in [0, {MINILM_LAYERS}]")
+            if not 3 <= self.max_tokens <= 512:
+                raise ValueError("text.max_tokens must be in [3, 512] for minilm")
+        elif self.trained_layers or self.colour_words:
+            raise ValueError("text.trained_layers and colour_words apply to minilm only")
 
 
 @dataclass(frozen=True)
@@ -117,8 +157,6 @@ class HINetConfig:
         for name in ("fusion_dim", "motion_dim", "decoder_dim"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.text.width % self.text.heads:
-            raise ValueError("text.width must be divisible by text.heads")
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -138,6 +176,7 @@ class HINetConfig:
         text = data.pop("text", None)
         if not isinstance(text, dict):
             raise ValueError("config has no 'text' section")
+        text = {**_ADDED_TEXT_FIELDS, **text}
         _check_keys(TextConfig, text, "text")
         for name, legacy in _ADDED_FIELDS.items():
             data.setdefault(name, legacy)
@@ -163,6 +202,12 @@ class HINetConfig:
 #: Fields added after the first checkpoints were written -> the value that reproduces what
 #: those checkpoints were trained with. A saved config without the key loads with this value.
 _ADDED_FIELDS: dict[str, Any] = {"gate_language": False}
+#: The same for the ``text`` section.
+_ADDED_TEXT_FIELDS: dict[str, Any] = {
+    "encoder": "transformer",
+    "trained_layers": 0,
+    "colour_words": False,
+}
 
 
 def _check_keys(cls: type, data: dict[str, Any], where: str, skip: set[str] | None = None) -> None:
@@ -177,16 +222,41 @@ def _lite(backbone: str, **kw: Any) -> HINetConfig:
     return HINetConfig(backbone=backbone, **kw)
 
 
+#: The pretrained English text side: MiniLM (frozen) and one trained adapter layer.
+MINILM_TEXT = TextConfig(
+    vocab_size=MINILM_VOCAB,
+    max_tokens=66,
+    max_chars=400,
+    width=128,
+    layers=1,
+    heads=4,
+    encoder="minilm",
+    trained_layers=0,
+    colour_words=True,
+)
+
+
 #: Named presets. Ablations differ from ``hinet_lite0`` in exactly one switch.
 PRESETS: dict[str, HINetConfig] = {
-    "hinet_lite0": _lite("efficientnet_lite0"),
-    "hinet_lite1": _lite("efficientnet_lite1"),
-    "hinet_lite2": _lite("efficientnet_lite2"),
-    "hinet_lite0_nogate": _lite("efficientnet_lite0", motion_gate=False),
+    "hinet_lite0": _lite("efficientnet_lite0", text=MINILM_TEXT),
+    "hinet_lite1": _lite("efficientnet_lite1", text=MINILM_TEXT),
+    "hinet_lite2": _lite("efficientnet_lite2", text=MINILM_TEXT),
+    "hinet_lite0_nogate": _lite("efficientnet_lite0", text=MINILM_TEXT, motion_gate=False),
     # The first gate design: sees [M, F] only, no phrase and no score map.
-    "hinet_lite0_plaingate": _lite("efficientnet_lite0", gate_language=False),
-    "hinet_lite0_top": _lite("efficientnet_lite0", fusion_levels=(5,)),
-    "hinet_lite0_nosent": _lite("efficientnet_lite0", use_sentence=False),
+    "hinet_lite0_plaingate": _lite("efficientnet_lite0", text=MINILM_TEXT, gate_language=False),
+    "hinet_lite0_top": _lite("efficientnet_lite0", text=MINILM_TEXT, fusion_levels=(5,)),
+    "hinet_lite0_nosent": _lite("efficientnet_lite0", text=MINILM_TEXT, use_sentence=False),
+    # MiniLM with its top two layers fine-tuned (the text-training comparison).
+    "hinet_lite0_top2": _lite(
+        "efficientnet_lite0",
+        text=dataclasses.replace(MINILM_TEXT, trained_layers=2, colour_words=False),
+    ),
+    # MiniLM without the colour-name table (the colour-word comparison).
+    "hinet_lite0_nocolour": _lite(
+        "efficientnet_lite0", text=dataclasses.replace(MINILM_TEXT, colour_words=False)
+    ),
+    # The text side trained from scratch on a SentencePiece vocabulary (the first design).
+    "hinet_lite0_spm": _lite("efficientnet_lite0"),
     # Small widths for fast unit tests; same structure, same backbone.
     "hinet_tiny": _lite(
         "efficientnet_lite0",
@@ -194,6 +264,14 @@ PRESETS: dict[str, HINetConfig] = {
         motion_dim=16,
         decoder_dim=16,
         text=TextConfig(vocab_size=128, width=32, layers=1, heads=2),
+        input_size=(128, 128),
+    ),
+    "hinet_tiny_minilm": _lite(
+        "efficientnet_lite0",
+        fusion_dim=32,
+        motion_dim=16,
+        decoder_dim=16,
+        text=dataclasses.replace(MINILM_TEXT, width=32, heads=2),
         input_size=(128, 128),
     ),
 }

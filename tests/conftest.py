@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tiny_model import build_tiny_checkpoint, export_tiny
+from tiny_model import build_tiny_checkpoint, build_tiny_minilm_checkpoint, export_tiny
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,6 +34,20 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     tokenizer knows every test phrase (:data:`tiny_model.CORPUS`)."""
     pytest.importorskip("torch")
     return build_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "hinet_tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_minilm_checkpoint(tmp_path_factory) -> Path:
+    """A real ``hinet_tiny_minilm`` checkpoint (the pinned MiniLM text encoder, random heads);
+    skips when the MiniLM package is not installed."""
+    pytest.importorskip("torch")
+    from models.pretrained import PretrainedMissingError, minilm_files
+
+    try:
+        minilm_files()
+    except PretrainedMissingError as exc:
+        pytest.skip(str(exc))
+    return build_tiny_minilm_checkpoint(tmp_path_factory.mktemp("ckpt_minilm") / "tiny_minilm")
 
 
 @pytest.fixture(scope="session")

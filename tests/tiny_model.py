@@ -45,6 +45,22 @@ def build_tiny_checkpoint(folder: Path) -> Path:
     return save_checkpoint(folder, model=model, tokenizer=tokenizer)
 
 
+def build_tiny_minilm_checkpoint(folder: Path) -> Path:
+    """Save a real ``hinet_tiny_minilm``: the pinned pretrained MiniLM (not stored in the
+    checkpoint), ImageNet backbone, random adapter and heads (seed 0), MiniLM's tokenizer."""
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.hinet import build_model
+    from models.pretrained import minilm_files
+    from models.tokenizer import WordPieceTokenizer
+
+    torch.manual_seed(0)
+    model = build_model("hinet_tiny_minilm", pretrained_backbone=True).eval()
+    tokenizer = WordPieceTokenizer.load(minilm_files()["tokenizer"])
+    return save_checkpoint(folder, model=model, tokenizer=tokenizer)
+
+
 def export_tiny(checkpoint: Path, folder: Path) -> Path:
     """Export ``checkpoint`` (fp32 + fp16 graphs, sides ``MIN_SIDE``..``MAX_SIDE``) to ``folder``."""
     from export.onnx_export import export_checkpoint

@@ -354,6 +354,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--flow-preset", choices=tuple(FLOW_PRESETS), default="ultrafast")
     p.add_argument(
+        "--wording",
+        choices=("grammar", "paraphrase", "both"),
+        default="grammar",
+        help="synthetic only: the test set's own wording, the held-out paraphrase lexicon "
+        "(splits <split>/paraphrase), or both",
+    )
+    p.add_argument(
+        "--clips",
+        type=_positive_int,
+        help="synthetic only: evaluate the first N test clips of each split",
+    )
+    p.add_argument(
         "--by-size",
         action="store_true",
         help="synthetic only: report each split per referred-object size (<split>/small|big)",
@@ -422,18 +434,34 @@ def _load_samples(args: argparse.Namespace) -> _SampleView:
                 "--root and --option are not used with --dataset synthetic (it is generated)"
             )
         from training.synthetic import SPLITS, fixed_test_dataset
+        from training.synthetic.dataset import SyntheticDataset
+        from training.synthetic.testset import TEST_SPEC, fixed_test_seeds
 
         if args.split is not None and args.split not in SPLITS:
             raise ValueError(f"unknown synthetic split {args.split!r}; valid: {', '.join(SPLITS)}")
         splits = (args.split,) if args.split else SPLITS
+        wordings = ("grammar", "paraphrase") if args.wording == "both" else (args.wording,)
         # Sample.flow stays None: the flow is computed as the runtime computes it.
-        parts = [fixed_test_dataset(s, flow_preset=None) for s in splits]
+        parts = [
+            fixed_test_dataset(s, flow_preset=None, wording=w)
+            if args.clips is None
+            else SyntheticDataset(
+                split=s,
+                seeds=fixed_test_seeds(s)[: args.clips],
+                spec=TEST_SPEC,
+                flow_preset=None,
+                wording=w,
+            )  # fmt: skip
+            for w in wordings
+            for s in splits
+        ]
         if args.by_size:
             parts = [_BySize(p) for p in parts]
         return _SampleView(parts, args.limit)
-    if args.by_size:
+    if args.by_size or args.clips is not None or args.wording != "grammar":
         raise ValueError(
-            "--by-size needs --dataset synthetic (object sizes come from the generator)"
+            "--by-size, --clips and --wording need --dataset synthetic (the generator knows "
+            "object sizes, clips and attributes)"
         )
     if args.root is None:
         raise ValueError(f"--root is required for --dataset {args.dataset}")
@@ -467,6 +495,8 @@ def main(argv: list[str] | None = None) -> int:
                     "split": args.split,
                     "options": dict(args.option),
                     "limit": args.limit,
+                    "clips": args.clips,
+                    "wording": args.wording,
                     "flow_preset": args.flow_preset,
                 },
             )

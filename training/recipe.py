@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from models.config import HINetConfig, build_config
-from models.tokenizer import Tokenizer
+from models.tokenizer import PhraseTokenizer, Tokenizer, WordPieceTokenizer
 from training.losses import LossWeights
 from training.sample import Sample
 from training.torch_data import AugmentConfig
@@ -34,6 +34,7 @@ __all__ = [
     "expressions",
     "load_recipe",
     "lr_factor",
+    "make_tokenizer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -73,8 +74,14 @@ class Recipe:
         loss: :class:`~training.losses.LossWeights` fields.
         augment: :class:`~training.torch_data.AugmentConfig` fields.
         seed: Seed of weights init, batch order and augmentation.
-        vocab_size: Tokenizer vocabulary size (``None``: the model's ``text.vocab_size``).
-        tokenizer_type: SentencePiece model type.
+        vocab_size: SentencePiece vocabulary size (``None``: the model's ``text.vocab_size``);
+            unused with the pretrained ``minilm`` text encoder (its WordPiece vocabulary is
+            fixed).
+        tokenizer_type: SentencePiece model type (``transformer`` text encoder only).
+        init_from: A checkpoint folder whose tensors initialise the model where name and shape
+            match, except the text encoder (``text.*``), which keeps its own (pretrained)
+            initialisation: a warm start of the vision side (the copied keys are logged and
+            recorded in ``summary.json``). ``None``: ImageNet backbone, random heads.
         amp: Mixed precision (float16 autocast + GradScaler) on CUDA; ignored on CPU.
         val_every: Validate every this many steps (and at the end).
         val_batch_size: Batch size of validation.
@@ -102,6 +109,7 @@ class Recipe:
     seed: int = 0
     vocab_size: int | None = None
     tokenizer_type: str = "unigram"
+    init_from: str | None = None
     amp: bool = True
     val_every: int = 500
     val_batch_size: int = 16
@@ -288,10 +296,30 @@ def expressions(parts: Sequence[Sequence[Sample]]) -> list[str]:
     return out
 
 
-def _encodable(expression: str, tokenizer: Tokenizer, config: HINetConfig) -> bool:
+def make_tokenizer(recipe: Recipe, config: HINetConfig, parts: Sequence) -> PhraseTokenizer:
+    """The run's tokenizer.
+
+    MiniLM's pinned WordPiece for the ``minilm`` text encoder; for ``transformer``, a
+    SentencePiece model trained on the training expressions.
+    """
+    if config.text.encoder == "minilm":
+        from models.pretrained import minilm_files
+
+        return WordPieceTokenizer.load(minilm_files()["tokenizer"])
+    corpus = expressions(parts)
+    tokenizer = Tokenizer.train(
+        corpus,
+        vocab_size=recipe.vocab_size or config.text.vocab_size,
+        model_type=recipe.tokenizer_type,
+    )
+    logger.info("tokenizer: %d pieces from %d expressions", tokenizer.vocab_size, len(corpus))
+    return tokenizer
+
+
+def _encodable(expression: str, tokenizer: PhraseTokenizer, config: HINetConfig) -> bool:
     try:
         tokenizer.encode(
-            Tokenizer.normalize(expression),
+            tokenizer.normalize(expression),
             max_tokens=config.text.max_tokens,
             max_chars=config.text.max_chars,
         )
@@ -300,7 +328,7 @@ def _encodable(expression: str, tokenizer: Tokenizer, config: HINetConfig) -> bo
     return True
 
 
-def drop_unencodable(parts: list, tokenizer: Tokenizer, config: HINetConfig) -> list:
+def drop_unencodable(parts: list, tokenizer: PhraseTokenizer, config: HINetConfig) -> list:
     """Drop real-data samples whose expression is too long for the model (logged).
 
     Synthetic expressions must all fit (a failure is a recipe bug and raises ``ValueError``).

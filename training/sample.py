@@ -31,6 +31,9 @@ class Sample:
         object_id: Identifier of the referred object/instance within the video.
         split: Dataset split or subset, e.g. ``"train"``, ``"test"``, ``"appearance"``,
             ``"motion"``.
+        attributes: Synthetic data only: the canonical attributes the expression mentions
+            (``shape`` and any of ``size``, ``colour``, ``motion``), from which training may
+            word the referent in other ways (:mod:`training.synthetic.wording`); else ``None``.
     """
 
     frame: np.ndarray
@@ -43,6 +46,7 @@ class Sample:
     frame_index: int
     object_id: str
     split: str = ""
+    attributes: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         if self.frame.ndim != 3 or self.frame.shape[2] != 3 or self.frame.dtype != np.uint8:

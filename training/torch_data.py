@@ -33,8 +33,9 @@ import torch
 from engine.flow import OpticalFlow
 from engine.preprocess import prepare_flow, prepare_image
 from models.config import HINetConfig
-from models.tokenizer import Tokenizer
+from models.tokenizer import PhraseTokenizer
 from training.sample import VOID, Sample
+from training.synthetic.wording import reword
 
 __all__ = [
     "AugmentConfig",
@@ -43,6 +44,7 @@ __all__ = [
     "augment",
     "flow_to_grid",
     "swap_left_right",
+    "trim_tokens",
 ]
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ class AugmentConfig:
         brightness: Brightness factor drawn from ``1 +- brightness``, in [0, 1).
         contrast: Contrast factor drawn from ``1 +- contrast``, in [0, 1).
         saturation: Saturation factor drawn from ``1 +- saturation``, in [0, 1).
+        reword: Probability of wording a synthetic referent anew from its attributes with the
+            training lexicon (:func:`training.synthetic.wording.reword`), in [0, 1].
     """
 
     hflip: float = 0.5
@@ -68,8 +72,11 @@ class AugmentConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.1
+    reword: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.reword <= 1.0:
+            raise ValueError(f"reword must be a probability in [0, 1], got {self.reword}")
         if not 0.0 <= self.hflip <= 1.0:
             raise ValueError(f"hflip must be a probability in [0, 1], got {self.hflip}")
         lo, hi = self.scale
@@ -233,7 +240,7 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
         self,
         samples: Sequence[Sample],
         *,
-        tokenizer: Tokenizer,
+        tokenizer: PhraseTokenizer,
         config: HINetConfig,
         augment: AugmentConfig | None = None,
         seed: int = 0,
@@ -273,11 +280,14 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
         flow_px = self._sample_flow(sample)
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+            expression = sample.expression
+            if sample.attributes and rng.random() < self.augment.reword:
+                expression = reword(sample.attributes, rng)
             aug = augment(
                 sample.frame,
                 flow_px,
                 sample.mask,
-                sample.expression,
+                expression,
                 out_size=size,
                 rng=rng,
                 config=self.augment,
@@ -292,7 +302,7 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
         text = self.config.text
         try:
             ids, tmask = self.tokenizer.encode(
-                Tokenizer.normalize(expression),
+                self.tokenizer.normalize(expression),
                 max_tokens=text.max_tokens,
                 max_chars=text.max_chars,
             )
@@ -307,3 +317,17 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
             "valid": torch.from_numpy((mask != VOID).astype(np.float32)[None]),  # (1, H, W)
             "index": torch.tensor(int(index), dtype=torch.int64),
         }
+
+
+def trim_tokens(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut ``token_ids`` / ``token_mask`` to the batch's longest phrase.
+
+    The exported graphs read ``max_tokens`` positions; in training the padding beyond the
+    longest phrase only costs text-encoder time (masked attention ignores it either way).
+    """
+    n = int(batch["token_mask"].sum(dim=1).max())
+    return {
+        **batch,
+        "token_ids": batch["token_ids"][:, :n],
+        "token_mask": batch["token_mask"][:, :n],
+    }

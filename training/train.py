@@ -54,13 +54,24 @@ from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler
 
 from engine.latency import json_safe
-from models.checkpoint import load_checkpoint, save_checkpoint
+from models.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_config,
+    save_checkpoint,
+)
 from models.hinet import HINet, build_model
-from models.tokenizer import Tokenizer
 from training.losses import total_loss
-from training.recipe import Recipe, Schedule, build_data, drop_unencodable, expressions, load_recipe
+from training.recipe import (
+    Recipe,
+    Schedule,
+    build_data,
+    drop_unencodable,
+    load_recipe,
+    make_tokenizer,
+)
 from training.state import RESUME_FREE, ResumeError, load_state, read_state, save_state
-from training.torch_data import ReferringTorchDataset
+from training.torch_data import ReferringTorchDataset, trim_tokens
 from training.validation import VAL_OVERALL, validate
 
 __all__ = ["TrainResult", "main", "train"]
@@ -278,15 +289,9 @@ def train(
     config = recipe.model_config()
     train_parts, val_parts = build_data(recipe, data_root=data_root)
     if header is not None:
-        tokenizer = Tokenizer.load(last_dir / "model" / "tokenizer.model")
+        tokenizer = read_checkpoint_config(last_dir / "model")[1]
     else:
-        corpus = expressions(train_parts)
-        tokenizer = Tokenizer.train(
-            corpus,
-            vocab_size=recipe.vocab_size or config.text.vocab_size,
-            model_type=recipe.tokenizer_type,
-        )
-        logger.info("tokenizer: %d pieces from %d expressions", tokenizer.vocab_size, len(corpus))
+        tokenizer = make_tokenizer(recipe, config, train_parts)
     train_parts = drop_unencodable(train_parts, tokenizer, config)
     train_samples = ConcatDataset(train_parts) if len(train_parts) > 1 else train_parts[0]
     val_samples = ConcatDataset(val_parts) if len(val_parts) > 1 else val_parts[0]
@@ -299,7 +304,9 @@ def train(
     )
     val_ds = ReferringTorchDataset(val_samples, tokenizer=tokenizer, config=config, augment=None)
 
-    model = build_model(config, pretrained_backbone=header is None).to(d.device)
+    model = build_model(config, pretrained_backbone=header is None)
+    warm = warm_start(model, recipe.init_from) if header is None and recipe.init_from else []
+    model = model.to(d.device)
     model.train()
     optimizer = torch.optim.AdamW(_param_groups(model, recipe), betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=Schedule(recipe))
@@ -353,6 +360,7 @@ def train(
             generator=torch.Generator().manual_seed(recipe.seed * 1000003 + epoch),
         )
         for batch in loader:
+            batch = trim_tokens(batch)
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device_type=d.device.type, dtype=torch.float16, enabled=amp):
                 logits, aux = net(
@@ -463,6 +471,7 @@ def train(
             "device": str(d.device),
             "world_size": d.world,
             "torch_threads": torch.get_num_threads(),
+            "warm_started_tensors": len(warm),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     _barrier(d)
@@ -475,6 +484,39 @@ def train(
         best_checkpoint=best_dir if best_dir.is_dir() else None,
         export=exported,
     )
+
+
+def warm_start(model: HINet, source: str | Path) -> list[str]:
+    """Copy ``source``'s tensors into ``model`` where name and shape match, except ``text.*``.
+
+    Returns:
+        The copied keys.
+
+    Raises:
+        ValueError: the checkpoint cannot be read.
+    """
+    path = Path(source)
+    if not path.is_absolute() and not path.exists():  # recipes name folders of the repository
+        path = Path(__file__).resolve().parents[1] / path
+    try:
+        donor, _, _ = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise ValueError(f"init_from {source}: {exc}") from exc
+    own, theirs = model.state_dict(), donor.state_dict()
+    copied = [
+        k
+        for k, v in theirs.items()
+        if not k.startswith("text.") and k in own and own[k].shape == v.shape
+    ]
+    with torch.no_grad():
+        for k in copied:
+            own[k].copy_(theirs[k])
+    skipped = sorted(k for k in own if k not in copied and not k.startswith("text."))
+    logger.info(
+        "warm start from %s: %d tensors copied; %d non-text tensors keep their init%s",
+        source, len(copied), len(skipped), f" (e.g. {skipped[:3]})" if skipped else "",
+    )  # fmt: skip
+    return copied
 
 
 def _meta(recipe: Recipe, step: int, metrics: dict[str, Any]) -> dict[str, Any]:

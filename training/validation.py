@@ -9,7 +9,7 @@ import torch
 from engine.preprocess import postprocess
 from models.hinet import HINet
 from training.metrics import ReferringAccumulator
-from training.torch_data import ReferringTorchDataset
+from training.torch_data import ReferringTorchDataset, trim_tokens
 
 __all__ = ["VAL_OVERALL", "validate"]
 
@@ -44,7 +44,8 @@ def validate(
     n = len(dataset)
     for start in tqdm(range(0, n, batch_size), desc="validate", disable=not progress, leave=False):
         items = [dataset[i] for i in range(start, min(n, start + batch_size))]
-        batch = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}
+        batch = trim_tokens({k: torch.stack([it[k] for it in items]) for k in items[0]})
+        batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
             logits = model(batch["image"], batch["flow"], batch["token_ids"], batch["token_mask"])
         logits = logits.float().cpu().numpy()  # (B, 1, H, W)

@@ -94,18 +94,25 @@ def reference_masks(
     engine, video: Path, phrase: str, *, threshold: float = 0.5
 ) -> list[np.ndarray]:
     """The masks the app must return, computed in-process by the stream's session code."""
+    import torch
+
     from engine.session import Segmenter
 
     seg = Segmenter(engine, threshold=threshold)
     seg.set_phrase(phrase)
     cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
     masks = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        masks.append(seg.step(frame).mask)
-    cap.release()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the app servers run one thread too: the same reduction order
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            masks.append(seg.step(frame).mask)
+    finally:
+        torch.set_num_threads(threads)
+        cap.release()
     return masks
 
 
@@ -136,7 +143,12 @@ class AppServer:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180.0) -> AppServer:
-        env = dict(os.environ, HINET_STREAM_CACHE=str(self.cache), GRADIO_ANALYTICS_ENABLED="False")
+        env = dict(
+            os.environ,
+            HINET_STREAM_CACHE=str(self.cache),
+            GRADIO_ANALYTICS_ENABLED="False",
+            OMP_NUM_THREADS="1",  # one engine thread, as the in-process reference masks
+        )
         cmd = [
             sys.executable,
             "-m",

@@ -143,6 +143,13 @@ def test_live_frames_keep_session_state(app_server, target_clip, tmp_path):
         assert "fps" in stats
     # the session keeps its statistics across requests: fps needs >= 2 frames of this session
     assert not stats.startswith("**0.0 fps")
+    # a bad phrase while streaming: a message, and the stream keeps its last valid phrase
+    for bad, why in [("the red\x07circle", "control character"), ("the red c\u0430r", "mixes")]:
+        out, stats = client.predict(
+            handle_file(str(frames[0])), bad, "torch", 0.5, api_name="/segment_frame"
+        )
+        assert "Phrase not used" in stats and why in stats
+        assert 'phrase: "the red circle"' in stats and cv2.imread(out) is not None
 
 
 def test_two_clients_get_their_own_results(app_server, target_clip, tiny_engine, tmp_path):

@@ -510,6 +510,23 @@ def test_cli_exit_codes(tiny_checkpoint, video_file, tmp_path, capsys, free_port
     assert info.value.code == run_stream.EXIT_USAGE
 
 
+@pytest.mark.parametrize(
+    ("phrase", "why"),
+    [
+        ("   ", "empty"),
+        ("the red\x07circle", "control character U+0007"),
+        ("x" * 10_000, "10000 characters; the limit is 200"),
+        ("the red c\u0430r", "mixes letters of Cyrillic, Latin"),
+    ],
+)
+def test_cli_rejects_bad_phrases(tiny_checkpoint, video_file, capsys, phrase, why) -> None:
+    code = _cli("--engine", "torch", "--checkpoint", str(tiny_checkpoint), "--no-display",
+                "--source", str(video_file), "--phrase", phrase)  # fmt: skip
+    assert code == run_stream.EXIT_PHRASE
+    err = capsys.readouterr().err
+    assert "phrase rejected" in err and why in err and "Traceback" not in err
+
+
 @pytest.mark.timeout(120)
 def test_cli_demo_uses_its_own_phrase(tiny_checkpoint, tmp_path) -> None:
     stats = tmp_path / "s.json"

@@ -25,7 +25,9 @@ def test_step_before_set_phrase_raises(engine, frames) -> None:
         seg.infer(seg.prepare(frames[0]))
 
 
-@pytest.mark.parametrize("bad", ["", "   ", "word " * 200])
+@pytest.mark.parametrize(
+    "bad", ["", "   ", "word " * 200, "x" * 10_000, "the red\x00circle", "the red c\u0430r"]
+)
 def test_bad_phrase_keeps_previous(engine, bad) -> None:
     seg = Segmenter(engine)
     seg.set_phrase("The  Red circle")

@@ -227,3 +227,24 @@ def test_manifest_is_plain_json(exported):
     data = json.loads((exported[1] / "manifest.json").read_text())
     assert data["format"] == "hinet-stream-export"
     assert data["opset"] >= 18
+
+
+@pytest.mark.timeout(600)
+def test_minilm_text_encoder_exports_with_parity(tiny_minilm_checkpoint, tmp_path):
+    """The pretrained text side in text_encoder.onnx: FP32 and FP16 pass the parity checks
+    (torch vs ONNX Runtime on random and real inputs), and a plain English sentence encodes."""
+    from engine.backends import create_engine
+
+    out = tmp_path / "export"
+    manifest = export_checkpoint(tiny_minilm_checkpoint, out, fp16=True, min_side=64, max_side=128)
+    assert manifest.checks["fp32"]["passed"] and manifest.checks["fp16"]["passed"]
+    assert manifest.input_shape("text_encoder", "token_ids")[1] == 66
+    assert (out / "tokenizer.json").is_file() and not (out / "tokenizer.model").exists()
+    torch_engine = create_engine("torch", tiny_minilm_checkpoint, input_size=(64, 64))
+    for precision, atol in (("fp32", 1e-4), ("fp16", 2e-2)):
+        onnx_engine = create_engine("onnx", out, input_size=(64, 64), precision=precision)
+        phrase = "the man in the white shirt walking to the left on the street"
+        a, b = torch_engine.encode_text(phrase), onnx_engine.encode_text(phrase)
+        np.testing.assert_allclose(a.sentence, b.sentence, atol=atol)
+        with pytest.raises(ValueError, match="65 word pieces; the limit is 64"):
+            onnx_engine.encode_text(" ".join(["dog"] * 65))

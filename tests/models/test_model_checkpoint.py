@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from models.checkpoint import (
     CONFIG_FILE,
     DEFAULT_CHECKPOINT,
-    TOKENIZER_FILE,
+    TOKENIZER_FILES,
     WEIGHTS_FILE,
     CheckpointError,
     load_checkpoint,
@@ -55,7 +55,7 @@ def _outputs(net, make_inputs):
 
 def test_round_trip_fp32_is_bit_exact(ckpt, model, tokenizer, make_inputs):
     assert sorted(p.name for p in ckpt.iterdir()) == sorted(
-        [WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILE]
+        [WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_FILES[0]]
     )
     loaded, tok, meta = load_checkpoint(ckpt)
     assert not loaded.training
@@ -102,8 +102,8 @@ def test_read_config_without_weights(ckpt, tiny_config):
 def test_missing_folder_and_files(tmp_path, ckpt):
     with pytest.raises(CheckpointError, match="folder not found"):
         load_checkpoint(tmp_path / "nowhere")
-    (ckpt / TOKENIZER_FILE).unlink()
-    with pytest.raises(CheckpointError, match=f"no {TOKENIZER_FILE}"):
+    (ckpt / TOKENIZER_FILES[0]).unlink()
+    with pytest.raises(CheckpointError, match=f"no {TOKENIZER_FILES[0]}"):
         load_checkpoint(ckpt)
     (ckpt / CONFIG_FILE).unlink()
     with pytest.raises(CheckpointError, match=f"no {CONFIG_FILE}"):
@@ -173,11 +173,11 @@ def test_flipped_bytes(ckpt):
 
 
 def test_corrupt_tokenizer(ckpt):
-    path = ckpt / TOKENIZER_FILE
+    path = ckpt / TOKENIZER_FILES[0]
     raw = bytearray(path.read_bytes())
     raw[10] ^= 0xFF
     path.write_bytes(bytes(raw))
-    with pytest.raises(CheckpointError, match=TOKENIZER_FILE):
+    with pytest.raises(CheckpointError, match=TOKENIZER_FILES[0]):
         read_checkpoint_config(ckpt)
 
 

@@ -259,3 +259,41 @@ def test_torchrun_two_processes_ddp(tmp_path):
     rows = (tmp_path / "run" / "train_log.csv").read_text().strip().splitlines()
     assert len(rows) == 3  # rank 0 logs alone: header + 2 steps
     assert proc.stdout.count("done: step 2") == 2
+
+
+def test_minilm_run_warm_starts_trains_and_resumes(tmp_path, full_run, tiny_minilm_checkpoint):
+    """The pretrained text side in the loop: MiniLM's tokenizer, a warm start of everything but
+    the text encoder from another checkpoint, frozen MiniLM weights untouched, exact resume."""
+    from safetensors.torch import load_file
+
+    from models.minilm import MiniLM
+    from models.tokenizer import WordPieceTokenizer
+    from training.torch_data import trim_tokens
+
+    out, _ = full_run
+    donor = out / "export"  # the SentencePiece tiny model of the full run
+    recipe = _recipe(preset="hinet_tiny_minilm", init_from=str(donor), steps=3, val_every=3,
+                     checkpoint_every=1, augment={"reword": 1.0})  # fmt: skip
+    result = train(recipe, out_dir=tmp_path / "run", export=tmp_path / "export", progress=False)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["warm_started_tensors"] > 100  # backbone, motion, levels, decoder
+    model, tok, _ = load_checkpoint(tmp_path / "export")
+    assert isinstance(tok, WordPieceTokenizer)
+    assert not any(
+        k.startswith("text.bert") for k in load_file(str(tmp_path / "export" / "model.safetensors"))
+    )
+    fresh = MiniLM()
+    fresh.load_pretrained()
+    for k, v in fresh.state_dict().items():  # frozen: exactly the pinned weights after training
+        torch.testing.assert_close(model.text.bert.state_dict()[k], v, rtol=0, atol=0)
+    # resume continues bit-exactly from the last state
+    again = train(recipe.__class__.from_dict({**recipe.to_dict(), "steps": 3}), out_dir=tmp_path / "run2",
+                  stop_after=2, progress=False)  # fmt: skip
+    cont = train(recipe, out_dir=tmp_path / "run2", resume=True, progress=False)
+    assert cont.losses == pytest.approx(result.losses[2:], abs=0) and again.step == 2
+    batch = {"token_ids": torch.tensor([[101, 5, 102, 0, 0], [101, 5, 6, 7, 102]]),
+             "token_mask": torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]), "x": torch.zeros(2)}  # fmt: skip
+    trimmed = trim_tokens(batch)
+    assert trimmed["token_ids"].shape == (2, 5) and trim_tokens(
+        {**batch, "token_mask": batch["token_mask"][:1].repeat(2, 1)}
+    )["token_ids"].shape == (2, 3)

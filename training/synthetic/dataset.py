@@ -11,8 +11,12 @@ from engine.flow import OpticalFlow
 from training.sample import Sample
 from training.synthetic.generator import Clip, generate_clip, target_counts
 from training.synthetic.spec import SPLITS, SyntheticSpec, partition_seeds
+from training.synthetic.wording import paraphrase
 
-__all__ = ["ClipCache", "SyntheticDataset", "clip_flows"]
+__all__ = ["WORDINGS", "ClipCache", "SyntheticDataset", "clip_flows"]
+
+#: How a synthetic dataset words its referents.
+WORDINGS = ("grammar", "paraphrase")
 
 
 class ClipCache:
@@ -77,6 +81,9 @@ class SyntheticDataset:
         flow_size: ``(width, height)`` of the flow grid; defaults to the frame size (as the
             runtime's default of the network input size).
         cache_clips: How many rendered clips to keep.
+        wording: ``"grammar"``: the generator's expressions; ``"paraphrase"``: the held-out
+            paraphrase lexicon (:func:`training.synthetic.wording.paraphrase`, fixed per
+            referent), for the test set's paraphrase split only.
 
     The OpenCV flow object is created lazily per process, so instances can be sent to data
     loader worker processes.
@@ -91,7 +98,11 @@ class SyntheticDataset:
         flow_preset: str | None = "ultrafast",
         flow_size: tuple[int, int] | None = None,
         cache_clips: int = 8,
+        wording: str = "grammar",
     ) -> None:
+        if wording not in WORDINGS:
+            raise ValueError(f"unknown wording {wording!r}; valid: {', '.join(WORDINGS)}")
+        self.wording = wording
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
         if isinstance(seeds, str):
@@ -162,15 +173,20 @@ class SyntheticDataset:
         seed, target, t = self.locate(index)
         clip, flows = self.clip(seed)
         obj = clip.targets[target]
+        expression = obj.expression
+        if self.wording == "paraphrase":  # fixed per referent: the same words on every frame
+            rng = np.random.default_rng([seed, obj.object_id, 0x5EED])
+            expression = paraphrase(obj.expression_attributes, rng)
         return Sample(
             frame=clip.frames[t],
             prev_frame=clip.frames[t - 1] if t > 0 else None,
             flow=self._flow_for(clip, flows, t),
-            expression=obj.expression,
+            expression=expression,
             mask=obj.masks[t],
             dataset="synthetic",
             video_id=clip.video_id,
             frame_index=t,
             object_id=str(obj.object_id),
-            split=self.split,
+            split=self.split if self.wording == "grammar" else f"{self.split}/{self.wording}",
+            attributes=dict(obj.expression_attributes),
         )

@@ -68,7 +68,11 @@ def load_test_set(split: str = "all") -> Iterator[Clip]:
 
 
 def fixed_test_dataset(split: str, **kwargs) -> SyntheticDataset:
-    """The test set of one split as a :class:`SyntheticDataset` (kwargs: flow options)."""
+    """The test set of one split as a :class:`SyntheticDataset`.
+
+    Keyword arguments go to :class:`SyntheticDataset` (flow options; ``wording="paraphrase"``
+    for the held-out paraphrase split: the same clips and referents, other words).
+    """
     return SyntheticDataset(split=split, seeds=fixed_test_seeds(split), spec=TEST_SPEC, **kwargs)
 
 
