@@ -10,7 +10,9 @@ so no clip was used for training, model selection or the reported test numbers. 
 chosen, among the 30 seeds from 2 050 000 of each split, as clips where the shipped model finds
 the referent (first-target mean IoU over frames 1-10 at 320x240, ONNX Runtime, 160x160 input):
 ``moving`` 0.955 (mean over the 30 motion clips 0.661), ``shapes`` 0.727 (appearance mean
-0.418). The demo shows the method working; those means say how often it does.
+0.418). The demo shows the method working; those means say how often it does. Re-measured the
+same way with the MiniLM model that replaced it: ``moving`` 0.963, ``shapes`` 0.723, the
+referent found in all 10 frames of each.
 
     python -m training.make_demo            # rewrites engine/data/demo/
 """

@@ -180,9 +180,9 @@ def test_mismatched_export_folder_is_caught(exported, tmp_path):
     from models.config import build_config
 
     folder = _copy_export(exported, tmp_path)
-    # A config from another preset (hinet_lite0: text width 128 vs the graphs' 32).
+    # A config from another preset with the same tokenizer (text width 128 vs the graphs' 32).
     header = json.loads((folder / CONFIG_FILE).read_text())
-    header["config"] = build_config("hinet_lite0").to_dict()
+    header["config"] = build_config("hinet_lite0_spm").to_dict()
     (folder / CONFIG_FILE).write_text(json.dumps(header))
     with pytest.raises(ExportError, match="config.json does not match its manifest"):
         load_export(folder)
