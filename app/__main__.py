@@ -1,18 +1,23 @@
 """Start the local page: ``python -m app [--checkpoint DIR] [--engine onnx|torch] [--port 7860]``.
 
 Binds 127.0.0.1 unless ``--host`` says otherwise; a public share link only with ``--share``.
+
+Exit codes: 0 stopped (Ctrl-C or SIGTERM), 2 bad arguments or no engine can load the model,
+3 the port is in use or the address cannot be bound (checked before any model loads).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
 
-__all__ = ["build_parser", "main"]
+__all__ = ["PortInUseError", "build_parser", "check_port", "main"]
 
 logger = logging.getLogger("app")
 
@@ -77,6 +82,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class PortInUseError(OSError):
+    """The page's address cannot be bound."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind ``(host, port)`` for a moment, as the server will, or raise :class:`PortInUseError`.
+
+    A server still listening there makes the bind fail; a closed one in ``TIME_WAIT`` does not
+    (``SO_REUSEADDR``, as uvicorn binds).
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise PortInUseError(f"--host {host}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"port {port} is in use on {host}; pass --port with a free one"
+                ) from None
+            raise PortInUseError(f"cannot bind {host}:{port} ({exc.strerror})") from None
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -89,12 +121,17 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        check_port(args.host, args.port)
+    except PortInUseError as exc:
+        print(f"python -m app: error: {exc}", file=sys.stderr)
+        return 3
     import gradio as gr
 
     from app.engines import EngineRegistry, EngineUnavailableError, offered_backends
     from app.examples import default_examples
     from app.ui import LiveSettings, build_app
-    from app.validation import UploadLimits
+    from app.validation import MB, UploadLimits
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("binding %s: the page is reachable from other machines", args.host)
@@ -137,16 +174,36 @@ def main(argv: list[str] | None = None) -> int:
                 server_port=args.port,
                 share=args.share,
                 allowed_paths=[str(e.video.parent) for e in examples],
-                max_file_size=int(args.max_mb * 1e6),  # bytes; gradio refuses bigger uploads
+                max_file_size=int(args.max_mb * MB),  # bytes; gradio refuses bigger uploads
                 theme=gr.themes.Soft(),
                 footer_links=["api"],
                 show_error=True,
+                quiet=True,  # its banner speaks of launch(share=True); ours of the flags
+                prevent_thread_lock=True,
             )
+            print(_banner(args, demo.share_url), flush=True)
+            demo.block_thread()
+        except OSError as exc:  # another server took the port since check_port
+            print(f"python -m app: error: port {args.port}: {exc}", file=sys.stderr)
+            return 3
         except KeyboardInterrupt:
             pass
         finally:
             registry.close()
     return 0
+
+
+def _banner(args: argparse.Namespace, share_url: str | None) -> str:
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    lines = [f"HINet-stream page: http://{host}:{args.port}/"]
+    if share_url:
+        lines.append(f"public link (--share, anyone who has it can use the page): {share_url}")
+    elif args.share:
+        lines.append("--share: no public link could be made (no internet access?)")
+    else:
+        lines.append("only this machine can open it; --share makes a public link")
+    lines.append("Ctrl-C stops the server")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,13 @@ class EngineRegistry:
         return self.backends[0]
 
     @property
+    def trained_on(self) -> str:
+        """What the model was trained on, for people (:func:`models.checkpoint.trained_on`)."""
+        from models.checkpoint import trained_on
+
+        return trained_on(self.meta)
+
+    @property
     def max_chars(self) -> int:
         """Longest phrase in characters the model accepts."""
         return int(self.config.text.max_chars)

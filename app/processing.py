@@ -8,11 +8,14 @@ overlay, the one clock and its statistics). A clip goes through a sequential
   size and frame rate as the upload;
 * ``masks.zip``: one 8-bit PNG per frame, ``mask_00000.png`` ... (0 background, 255 object), at
   the video's size — lossless, readable by any image library;
-* a latency plot (per-stage milliseconds against the frame index).
+* a latency plot (per-stage work milliseconds against the frame index);
+
+and a summary (``summary.json``: frames, fps, work and wait per stage, the bottleneck, scores).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -53,11 +56,14 @@ class ClipResult:
         plot: (H, W, 3) uint8 RGB latency plot.
         frames: Frames processed (= frames in ``video`` and PNGs in ``masks``).
         phrase: The normalised phrase used.
-        summary: JSON-able facts: backend, input size, fps, per-stage percentiles, mask areas.
+        summary: JSON-able facts: backend, input size, fps, per-stage work and wait
+            percentiles, the bottleneck, scores and mask areas (also in ``summary_file``).
+        summary_file: ``summary.json`` next to the video.
     """
 
     video: Path
     masks: Path
+    summary_file: Path
     plot: np.ndarray
     frames: int
     phrase: str
@@ -96,12 +102,15 @@ def segment_clip(
     video_path, masks_path = out_dir / "overlay.mp4", out_dir / "masks.zip"
     per_frame: dict[str, list[float]] = {s: [] for s in PLOT_STAGES}
     areas: list[float] = []
+    scores: list[float] = []
+    found: list[bool] = []
     total = min(info.frames, max_frames)
 
     def check(image: np.ndarray, result: Result, frame: Frame) -> None:
         if frame.index >= max_frames:
             raise UploadError(
-                f"the video has more than {max_frames} frames; trim it and upload again"
+                f"the video has more than {max_frames} frames; this server takes up to "
+                f"{max_frames}: trim it and upload again"
             )
         if frame.image.shape[:2] != (info.height, info.width):
             raise UploadError(
@@ -113,6 +122,8 @@ def segment_clip(
         for stage in PLOT_STAGES:
             per_frame[stage].append(result.timings[stage])
         areas.append(result.area)
+        scores.append(result.score)
+        found.append(result.found)
         if progress is not None:
             progress(frame.index + 1, max(total, frame.index + 1))
 
@@ -147,21 +158,29 @@ def segment_clip(
         "device": engine.device,
         "input_size": list(engine.input_size),
         "threshold": segmenter.threshold,
-        "stages_ms": {
-            s: {k: round(v, 3) for k, v in p.items()} for s, p in stats["stages_ms"].items()
+        "stages_ms": stats["stages_ms"],
+        "wait_ms": stats["wait_ms"],
+        "bottleneck": stats["bottleneck"],
+        "score": {
+            "mean_when_found": float(np.mean([s for s, f in zip(scores, found) if f] or [0.0])),
+            "frames_found": int(sum(found)),
         },
         "mask_area": {
             "mean": round(float(np.mean(areas)), 5),
             "frames_with_mask": int(np.count_nonzero(np.asarray(areas) > 0)),
         },
     }
+    summary_file = out_dir / "summary.json"
+    summary_file.write_text(json.dumps(json_safe(summary), indent=2) + "\n", encoding="utf-8")
     plot = latency_plot(
         per_frame,
         title=f"latency per frame: {engine.backend} {engine.input_size[0]}x{engine.input_size[1]}, "
         f'"{phrase}"',
     )
     logger.info("segmented %d frames at %.1f fps (%s)", frames, summary["processing_fps"], phrase)
-    return ClipResult(video_path, masks_path, plot, frames, phrase, json_safe(summary))
+    return ClipResult(
+        video_path, masks_path, summary_file, plot, frames, phrase, json_safe(summary)
+    )
 
 
 class LiveSession:
@@ -187,7 +206,7 @@ class LiveSession:
         self.stages = Stages(
             self.segmenter,
             style=style,
-            hud=True,
+            hud=False,  # the page shows the numbers in a table beside the picture
             stats=LatencyStats(window=512, fps_window=30),
             dropped=lambda: self.dropped,
         )
@@ -220,7 +239,10 @@ class LiveSession:
             self.segmenter.set_phrase(phrase)
 
     def step(self, frame_rgb: np.ndarray) -> np.ndarray | None:
-        """Segment one webcam frame and draw the mask and the statistics on it.
+        """Segment one webcam frame and draw its mask (nothing when "not found").
+
+        The picture keeps the camera's size; the statistics, score and "not found" are in the
+        page's table beside it.
 
         Args:
             frame_rgb: (H, W, 3) uint8 RGB (as the browser sends it); RGBA and grey accepted.
@@ -256,11 +278,3 @@ class LiveSession:
             return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
         finally:
             self._busy.release()
-
-    def stage_ms(self) -> dict[str, tuple[float, float]]:
-        """Stage -> (p50, p95) milliseconds over the recent frames (NaN before any)."""
-        out = {}
-        for stage in STAGES:
-            p = self.stats.percentiles(stage)
-            out[stage] = (p["p50"], p["p95"])
-        return out

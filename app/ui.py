@@ -34,7 +34,9 @@ from app.validation import (
     check_phrase,
     check_threshold,
     check_video,
+    describe_phrase,
 )
+from engine.latency import bottleneck_line
 from engine.outputs import FFmpegError
 from engine.session import Segmenter
 
@@ -78,15 +80,53 @@ def _purge_old(root: Path, max_age_s: float) -> None:
             continue
 
 
+def stages_markdown(summary: dict[str, Any]) -> str:
+    """The stage table of a latency summary, in Markdown.
+
+    Work p50/p95 and queue wait p50 per stage, and the bottleneck: the same names and numbers as
+    the CLI's table and its stats JSON.
+    """
+    rows = ["| stage | work p50 ms | work p95 ms | wait p50 ms |", "|---|---:|---:|---:|"]
+    waits = summary.get("wait_ms", {})
+    for stage, p in summary["stages_ms"].items():
+        if p["p50"] is None or p["p50"] != p["p50"]:  # nothing recorded yet
+            continue
+        wait = (waits.get(stage) or {}).get("p50")
+        cell = f"{wait:.1f}" if wait is not None and wait == wait else "–"
+        rows.append(f"| {stage} | {p['p50']:.1f} | {p['p95']:.1f} | {cell} |")
+    return "\n".join([*rows, "", bottleneck_line(summary.get("bottleneck"))])
+
+
+def clip_markdown(summary: dict[str, Any]) -> str:
+    """The short table of a processed clip (its full JSON is the download beside it)."""
+    score = summary["score"]
+    head = (
+        f"**{summary['frames']} frames** at {summary['processing_fps']:.1f} fps · "
+        f"`{summary['backend']}` {summary['input_size'][0]}x{summary['input_size'][1]} · "
+        f"found in {score['frames_found']} of {summary['frames']} frames"
+        f" (mean score {score['mean_when_found']:.2f})"
+    )
+    return "\n".join([head, "", stages_markdown(summary)])
+
+
 def _stats_markdown(session: LiveSession) -> str:
-    rows = [f"**{session.stats.fps():.1f} fps** · dropped {session.dropped} · "
-            f"`{session.engine.backend}` {session.engine.input_size[0]}x{session.engine.input_size[1]}",
-            "", "| stage | p50 ms | p95 ms |", "|---|---:|---:|"]  # fmt: skip
-    for stage, (p50, p95) in session.stage_ms().items():
-        if p50 == p50:  # NaN until the stage has a value
-            rows.append(f"| {stage} | {p50:.1f} | {p95:.1f} |")
-    rows.append(f'\nphrase: "{session.segmenter.phrase}"')
-    return "\n".join(rows)
+    result = session.last_result
+    found = "" if result is None else (
+        f" · score {result.score:.2f}" if result.found else " · **not found**"
+    )  # fmt: skip
+    head = (
+        f"**{session.stats.fps():.1f} fps** · dropped {session.dropped} · "
+        f"`{session.engine.backend}` {session.engine.input_size[0]}x{session.engine.input_size[1]}"
+        f"{found}"
+    )
+    return "\n".join(
+        [
+            head,
+            "",
+            stages_markdown(session.stats.summary()),
+            f'\nphrase: "{session.segmenter.phrase}"',
+        ]
+    )
 
 
 def build_app(
@@ -120,7 +160,7 @@ def build_app(
         backend: str,
         threshold: float,
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio injects it per call
-    ) -> tuple[str, str, np.ndarray, dict[str, Any]]:
+    ) -> tuple[str, str, np.ndarray, str, str]:
         _purge_old(work_root, REQUEST_TTL_S)
         workdir = Path(tempfile.mkdtemp(prefix="req-", dir=work_root))
         try:
@@ -148,7 +188,13 @@ def build_app(
             ) from None
         finally:
             shutil.rmtree(workdir / "in", ignore_errors=True)
-        return str(result.video), str(result.masks), result.plot, result.summary
+        return (
+            str(result.video),
+            str(result.masks),
+            result.plot,
+            clip_markdown(result.summary),
+            str(result.summary_file),
+        )
 
     def live_step(
         frame: np.ndarray | None,
@@ -186,6 +232,15 @@ def build_app(
         stats = _stats_markdown(session)
         return out, f"{rejected}\n\n{stats}" if rejected else stats, session
 
+    def typed(text: str) -> tuple[str, Any]:
+        usable, message = describe_phrase(
+            text,
+            tokenizer=registry.tokenizer,
+            max_tokens=registry.config.text.max_tokens,
+            max_chars=registry.max_chars,
+        )
+        return message, gr.update(interactive=usable)
+
     limits_text = (
         f"Uploads: at most {limits.max_mb:g} MB, {limits.max_seconds:g} s and "
         f"{limits.max_frames} frames, {limits.max_side} px per side."
@@ -193,7 +248,8 @@ def build_app(
     with gr.Blocks(title="HINet-stream", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "# HINet-stream\nType what to segment (a referring expression such as "
-            '*"the red circle moving left"*), then stream your webcam or upload a video.'
+            '*"the red circle moving left"*), then stream your webcam or upload a video.\n\n'
+            f"{registry.trained_on}"
         )
         with gr.Row():
             phrase = gr.Textbox(
@@ -202,6 +258,9 @@ def build_app(
                 max_length=registry.max_chars,
                 scale=4,
                 elem_id="phrase",
+            )
+            phrase_help = gr.Markdown(
+                "Type what to segment, e.g. *the red car on the left*.", elem_id="phrase-help"
             )
             backend = gr.Dropdown(
                 choices=list(registry.backends),
@@ -218,8 +277,14 @@ def build_app(
             with gr.Tab("Video file", id="video"):
                 with gr.Row():
                     with gr.Column():
-                        video_in = gr.Video(sources=["upload"], label="Video", elem_id="video-in")
-                        run = gr.Button("Segment video", variant="primary", elem_id="run")
+                        # format="mp4": the preview of an .avi, .mkv, ... upload is converted
+                        # so the browser can play it (the segmentation reads the original)
+                        video_in = gr.Video(
+                            sources=["upload"], label="Video", format="mp4", elem_id="video-in"
+                        )
+                        run = gr.Button(
+                            "Segment video", variant="primary", interactive=False, elem_id="run"
+                        )
                         if examples:
                             gr.Examples(
                                 examples=[[str(e.video), e.phrase] for e in examples],
@@ -241,9 +306,9 @@ def build_app(
                         label="Latency per frame", show_label=False, format="png",
                         interactive=False, scale=3, elem_id="latency-plot",
                     )  # fmt: skip
-                    summary_out = gr.JSON(
-                        label="Summary", max_height=340, scale=2, elem_id="summary"
-                    )
+                    with gr.Column(scale=2):
+                        summary_out = gr.Markdown(elem_id="summary")
+                        summary_file = gr.File(label="Summary (JSON)", elem_id="summary-json")
             with gr.Tab("Webcam (live)", id="webcam"):
                 session = gr.State(None)
                 with gr.Row():
@@ -260,10 +325,11 @@ def build_app(
         run.click(
             segment_video,
             inputs=[video_in, phrase, backend, threshold],
-            outputs=[video_out, masks_out, plot_out, summary_out],
+            outputs=[video_out, masks_out, plot_out, summary_out, summary_file],
             api_name="segment_video",
             concurrency_limit=video_concurrency,
         )
+        phrase.change(typed, inputs=[phrase], outputs=[phrase_help, run], show_progress="hidden")
         cam.stream(
             live_step,
             inputs=[cam, phrase, backend, threshold, session],

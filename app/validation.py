@@ -14,6 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 
@@ -26,10 +27,13 @@ __all__ = [
     "check_phrase",
     "check_threshold",
     "check_video",
+    "describe_phrase",
 ]
 
 #: The fixed name an upload is opened under (no extension: FFmpeg probes the content).
 SAFE_NAME = "upload-video"
+#: Bytes in the MB the limits and messages use (the browser's upload check counts 2^20 too).
+MB = 1 << 20
 
 
 class UploadError(ValueError):
@@ -45,7 +49,8 @@ class UploadLimits:
     """What an uploaded video may be.
 
     Attributes:
-        max_mb: Largest file size in megabytes (10^6 bytes).
+        max_mb: Largest file size in MB of 2^20 bytes (the unit the browser's own size check
+            reports, so the page, the browser and this check name the same number).
         max_seconds: Longest duration in seconds (frames / container fps).
         max_frames: Most frames processed; also enforced while decoding, so a container that
             under-reports its length is still cut off.
@@ -130,12 +135,12 @@ def check_video(
     if not src.is_file():
         raise UploadError("the upload is not a file (it may have expired): upload it again")
     size = src.stat().st_size
-    size_mb = size / 1e6
+    size_mb = size / MB
     if size == 0:
         raise UploadError("the uploaded file is empty")
     if size_mb > limits.max_mb:
         raise UploadError(
-            f"the video is {size_mb:.1f} MB; the limit is {limits.max_mb:g} MB (--max-mb)"
+            f"the video is {size_mb:.1f} MB; this server takes videos up to {limits.max_mb:g} MB"
         )
     safe = _safe_copy(src, workdir)
     cap = cv2.VideoCapture(str(safe), cv2.CAP_FFMPEG)
@@ -166,12 +171,13 @@ def check_video(
     info = VideoInfo(safe, width, height, fps, frames, size_mb)
     if frames > limits.max_frames:
         raise UploadError(
-            f"the video has {frames} frames; the limit is {limits.max_frames} (--max-frames)"
+            f"the video has {frames} frames; this server takes up to {limits.max_frames} frames: "
+            "trim it and upload again"
         )
     if info.seconds > limits.max_seconds:
         raise UploadError(
-            f"the video is {info.seconds:.1f} s long; the limit is {limits.max_seconds:g} s "
-            "(--max-seconds)"
+            f"the video is {info.seconds:.1f} s long; this server takes up to "
+            f"{limits.max_seconds:g} s: trim it and upload again"
         )
     return info
 
@@ -218,3 +224,41 @@ def check_backend(value: object, *, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ValueError(f"unknown engine {value!r}; valid: {', '.join(choices)}")
     return str(value)
+
+
+def describe_phrase(
+    text: object, *, tokenizer: Any, max_tokens: int, max_chars: int
+) -> tuple[bool, str]:
+    """Check a phrase as it is typed and say what the model will make of it.
+
+    Returns:
+        ``(usable, message)``: whether the model accepts it, and one Markdown line: the error,
+        or how many pieces of the limit it uses and the words the vocabulary does not hold
+        whole (read as several pieces, or unknown).
+    """
+    if not isinstance(text, str) or not text.strip():
+        return False, "Type what to segment, e.g. *the red car on the left*."
+    norm = tokenizer.normalize(text)
+    try:
+        ids, mask = tokenizer.encode(norm, max_tokens=max_tokens, max_chars=max_chars)
+    except ValueError as exc:
+        return False, f"**Not usable:** {exc}"
+    specials = getattr(tokenizer, "specials", 0)
+    limit, used = max_tokens - specials, int(mask.sum()) - specials
+    words = norm.split()
+    per_word = max(1.0, used / max(1, len(words)))
+    parts = [
+        f"{len(words)} words, {used} of {limit} {getattr(tokenizer, 'unit', 'tokens')}: room "
+        f"for about {int(limit / per_word)} words like these"
+    ]
+    unk = getattr(tokenizer, "unk_id", None)
+    unknown = []
+    for word in dict.fromkeys(words):  # each word once, in order
+        pieces = tokenizer.tokenize(word)
+        if unk is not None and unk in pieces:
+            unknown.append(f"*{word}* (unknown)")
+        elif len(pieces) > 1 and word.isalpha():
+            unknown.append(f"*{word}* ({len(pieces)} pieces)")
+    if unknown:
+        parts.append("not in the vocabulary as whole words: " + ", ".join(unknown))
+    return True, " · ".join(parts)

@@ -23,15 +23,32 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["STAGES", "LatencyStats", "Stamps", "format_table", "json_safe", "percentiles"]
+__all__ = [
+    "KEYS",
+    "STAGES",
+    "WAIT_STAGES",
+    "WORK_STAGES",
+    "LatencyStats",
+    "Stamps",
+    "bottleneck_line",
+    "format_table",
+    "json_safe",
+    "percentiles",
+]
 
-#: Stage names reported by the pipeline, in pipeline order.
-#: ``capture``: capture time -> flow stage start (waiting for the pipeline);
-#: ``flow``: grey + optical flow + network input preparation;
-#: ``inference``: frame network + mask post-processing (includes waiting for the stage);
-#: ``overlay``: drawing the mask and the HUD (includes waiting for the stage);
-#: ``end_to_end``: capture time -> overlay drawn (the frame is ready to show and to write).
+#: Stage names reported by the pipeline, in pipeline order. Every stage has a *work* time (the
+#: stage's own code) and, from ``flow`` on, a *wait* before it (queued behind the stage):
+#: ``capture``: the capture stage's read of the next frame (decoding a file; waiting for a
+#: camera's next frame); ``flow``: grey + optical flow + network inputs; ``inference``: frame
+#: network + post-processing; ``overlay``: drawing the mask and the HUD; ``end_to_end``:
+#: capture time -> overlay drawn (the frame is ready to show and to write), waits included.
 STAGES = ("capture", "flow", "inference", "overlay", "end_to_end")
+#: The stages with a work time (``end_to_end`` is their sum plus the waits).
+WORK_STAGES = STAGES[:-1]
+#: The stages that can wait in a queue before they run.
+WAIT_STAGES = ("flow", "inference", "overlay")
+#: Every duration a :class:`Stamps` gives: the stage names and ``<stage>_wait``.
+KEYS = (*STAGES, *(f"{s}_wait" for s in WAIT_STAGES))
 
 
 @dataclass
@@ -39,32 +56,35 @@ class Stamps:
     """Monotonic timestamps (seconds) of one frame's trip through the pipeline.
 
     Mutable on purpose: each stage fills in its own fields. Unset stamps are ``None``.
+    ``capture`` is when the frame became available (decoded); ``read_start`` when the capture
+    stage began to read it.
     """
 
     capture: float
+    read_start: float | None = None
     flow_start: float | None = None
     flow_end: float | None = None
+    infer_start: float | None = None
     infer_end: float | None = None
+    overlay_start: float | None = None
     overlay_end: float | None = None
 
     def durations_ms(self) -> dict[str, float]:
-        """Stage durations in milliseconds for every stage whose stamps are set.
-
-        ``flow`` and ``inference`` count from when the stage picked the frame up; ``inference``
-        and ``overlay`` count from the end of the previous stage (so queue waits are included
-        and the stages add up to ``end_to_end``).
-        """
+        """Work and wait times in milliseconds (see :data:`KEYS`) for the stamps that are set."""
         out: dict[str, float] = {}
-        if self.flow_start is not None:
-            out["capture"] = (self.flow_start - self.capture) * 1e3
-        if self.flow_start is not None and self.flow_end is not None:
-            out["flow"] = (self.flow_end - self.flow_start) * 1e3
-        if self.flow_end is not None and self.infer_end is not None:
-            out["inference"] = (self.infer_end - self.flow_end) * 1e3
-        if self.infer_end is not None and self.overlay_end is not None:
-            out["overlay"] = (self.overlay_end - self.infer_end) * 1e3
-        if self.overlay_end is not None:
-            out["end_to_end"] = (self.overlay_end - self.capture) * 1e3
+
+        def span(key: str, start: float | None, end: float | None) -> None:
+            if start is not None and end is not None:
+                out[key] = max(0.0, end - start) * 1e3
+
+        span("capture", self.read_start, self.capture)
+        span("flow_wait", self.capture, self.flow_start)
+        span("flow", self.flow_start, self.flow_end)
+        span("inference_wait", self.flow_end, self.infer_start)
+        span("inference", self.infer_start, self.infer_end)
+        span("overlay_wait", self.infer_end, self.overlay_start)
+        span("overlay", self.overlay_start, self.overlay_end)
+        span("end_to_end", self.capture, self.overlay_end)
         return out
 
 
@@ -90,7 +110,7 @@ class LatencyStats:
         if window < 1 or fps_window < 2:
             raise ValueError("window must be >= 1 and fps_window >= 2")
         self._lock = threading.Lock()
-        self._values: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
+        self._values: dict[str, deque[float]] = {k: deque(maxlen=window) for k in KEYS}
         self._done: deque[float] = deque(maxlen=fps_window)
         self.frames = 0
         self.first_done: float | None = None
@@ -118,22 +138,41 @@ class LatencyStats:
             return (len(self._done) - 1) / span if span > 0 else 0.0
 
     def percentiles(self, stage: str) -> dict[str, float]:
-        """``{"p50", "p95", "p99", "mean"}`` in ms for ``stage`` (NaN when nothing recorded)."""
+        """``{"p50", "p95", "p99", "mean"}`` in ms for a key of :data:`KEYS` (NaN when none)."""
         if stage not in self._values:
-            raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+            raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(KEYS)}")
         with self._lock:
             values = list(self._values[stage])
         return percentiles(values)
 
     def values(self, stage: str) -> list[float]:
-        """The recent durations (ms) of ``stage``, oldest first (at most ``window``)."""
+        """The recent durations (ms) of a key of :data:`KEYS`, oldest first (at most ``window``)."""
         if stage not in self._values:
-            raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(STAGES)}")
+            raise ValueError(f"unknown stage {stage!r}; valid: {', '.join(KEYS)}")
         with self._lock:
             return list(self._values[stage])
 
+    def bottleneck(self) -> dict[str, Any] | None:
+        """The stage with the longest work p50: ``{"stage", "work_ms", "max_fps"}``.
+
+        One frame per that many ms is the most the stream can sustain; ``None`` before any
+        frame.
+        """
+        work = {s: self.percentiles(s)["p50"] for s in WORK_STAGES}
+        work = {s: v for s, v in work.items() if v == v}  # drop NaN
+        if not work:
+            return None
+        stage = max(work, key=work.__getitem__)
+        ms = work[stage]
+        return {"stage": stage, "work_ms": ms, "max_fps": 1e3 / ms if ms > 0 else math.inf}
+
     def summary(self, **extra: Any) -> dict[str, Any]:
-        """A JSON-able summary: per-stage percentiles, frames, overall fps, plus ``extra``."""
+        """A JSON-able summary plus ``extra``.
+
+        ``stages_ms``: work-time percentiles per stage (``end_to_end``: capture -> overlay,
+        waits included); ``wait_ms``: queue-wait percentiles before ``flow``, ``inference`` and
+        ``overlay``; ``bottleneck`` (:meth:`bottleneck`); ``frames``; ``fps``.
+        """
         with self._lock:
             frames = self.frames
             span = (
@@ -145,6 +184,8 @@ class LatencyStats:
             "frames": frames,
             "fps": (frames - 1) / span if frames > 1 and span > 0 else 0.0,
             "stages_ms": {s: self.percentiles(s) for s in STAGES},
+            "wait_ms": {s: self.percentiles(f"{s}_wait") for s in WAIT_STAGES},
+            "bottleneck": self.bottleneck(),
         }
         out.update(extra)
         return out
@@ -169,18 +210,43 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def bottleneck_line(bottleneck: dict[str, Any] | None) -> str:
+    """``"bottleneck: inference 23.1 ms/frame -> at most 43 fps"`` (or that none was measured)."""
+    if not bottleneck:
+        return "bottleneck: no frame measured"
+    line = (
+        f"bottleneck: {bottleneck['stage']} {bottleneck['work_ms']:.1f} ms/frame -> at most "
+        f"{bottleneck['max_fps']:.0f} fps"
+    )
+    if bottleneck["stage"] == "capture":  # a read waits for the camera, stream or --pace
+        line += " (reading frames: the source's own rate, or decoding)"
+    return line
+
+
 def format_table(summary: dict[str, Any]) -> str:
-    """A plain-text table of a :meth:`LatencyStats.summary` (one row per stage)."""
-    lines = [f"{'stage':<12}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'mean ms':>10}"]
+    """A plain-text table of a :meth:`LatencyStats.summary`.
+
+    Work and wait per stage, then the frame counts and the bottleneck line.
+    """
+
+    def cell(p: dict[str, Any] | None, key: str) -> str:
+        v = None if p is None else p.get(key)
+        return f"{v:>9.2f}" if v is not None and v == v else f"{'-':>9}"
+
+    lines = [
+        f"{'stage':<12}{'work p50':>9}{'p95':>9}{'p99':>9}{'wait p50':>9}{'p95':>9}   (ms)",
+    ]
+    waits = summary.get("wait_ms", {})
     for stage, p in summary["stages_ms"].items():
-        cells = "".join(
-            f"{p[k]:>10.2f}" if p[k] is not None and p[k] == p[k] else f"{'-':>10}"
-            for k in ("p50", "p95", "p99", "mean")
+        w = waits.get(stage)
+        lines.append(
+            f"{stage:<12}{cell(p, 'p50')}{cell(p, 'p95')}{cell(p, 'p99')}"
+            f"{cell(w, 'p50')}{cell(w, 'p95')}"
         )
-        lines.append(f"{stage:<12}{cells}")
     tail = [f"frames {summary['frames']}", f"fps {summary['fps']:.2f}"]
     for key in ("dropped", "reconnects"):
         if key in summary:
             tail.append(f"{key} {summary[key]}")
     lines.append("  ".join(tail))
+    lines.append(bottleneck_line(summary.get("bottleneck")))
     return "\n".join(lines)

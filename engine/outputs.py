@@ -14,7 +14,9 @@ them with libx264 in ``yuv420p`` (odd sizes padded by one pixel) with the index 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -27,10 +29,12 @@ import cv2
 import numpy as np
 
 from engine.overlay import mask_to_png_bytes
+from engine.rle import rle_encode
 from engine.session import Result
 from engine.sources import Frame
 
 __all__ = [
+    "VIDEO_SUFFIXES",
     "CallbackOutput",
     "FFmpegError",
     "H264FileOutput",
@@ -38,9 +42,81 @@ __all__ = [
     "MaskFolderOutput",
     "MaskZipOutput",
     "Output",
+    "OutputPathError",
+    "ResultsFileOutput",
     "VideoFileOutput",
+    "check_output_dir",
+    "check_output_file",
     "find_ffmpeg",
+    "video_output",
 ]
+
+#: Video containers the writers make (H.264 through ffmpeg; mp4v through OpenCV: .mp4, .avi).
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi")
+
+
+class OutputPathError(ValueError):
+    """An output path cannot be written (checked before any model or frame work)."""
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputPathError(f"{what}: cannot create folder {folder} ({exc.strerror})") from None
+    probe = folder / f".hinet-write-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputPathError(f"{what}: cannot write in {folder} ({exc.strerror})") from None
+
+
+def check_output_file(
+    path: str | Path, *, what: str, suffixes: tuple[str, ...] | None = None
+) -> Path:
+    """Check that a file can be written at ``path`` before anything is computed for it.
+
+    Its folder is created; the file itself is not.
+
+    Args:
+        path: The file.
+        what: The option it came from (named in the message).
+        suffixes: Accepted file name endings (``None``: any).
+
+    Raises:
+        OutputPathError: a folder at ``path``, a wrong ending, or a folder that cannot be
+            created or written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{what}: {path} is a folder; give a file name")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise OutputPathError(
+            f"{what}: {path} must end in {', '.join(suffixes)} (the file type is read from it)"
+        )
+    _writable_folder(path.parent if str(path.parent) else Path("."), what)
+    return path
+
+
+def check_output_dir(path: str | Path, *, what: str) -> Path:
+    """Create ``path`` as a writable folder, or raise :class:`OutputPathError`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{what}: {path} is a file; give a folder")
+    _writable_folder(path, what)
+    return path
+
+
+def video_output(path: str | Path, *, fps: float) -> Output:
+    """An H.264 writer (browser-playable), or, without ffmpeg, OpenCV's mp4v with a warning."""
+    try:
+        find_ffmpeg()
+    except FFmpegError as exc:
+        logger.warning("%s; writing %s as mp4v instead (most browsers will not play it)", exc, path)
+        return VideoFileOutput(path, fps=fps)
+    return H264FileOutput(path, fps=fps)
+
 
 logger = logging.getLogger(__name__)
 
@@ -322,3 +398,39 @@ class CallbackOutput:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class ResultsFileOutput:
+    """Per-frame results as JSON lines, one object per frame.
+
+    Each line: frame index, capture time, phrase, score, peak, area, found, the stage timings,
+    and the mask as COCO RLE. Read back with ``json.loads`` per line and
+    :func:`engine.rle.rle_decode` (or ``pycocotools.mask.decode``).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("w", encoding="utf-8")
+        self.frames = 0
+
+    def write(self, image: np.ndarray, result: Result, frame: Frame) -> None:
+        """Consume one finished frame (see :class:`Output`)."""
+        row = {
+            "frame": result.frame_index,
+            "capture_time": round(result.capture_time, 6),
+            "phrase": result.phrase,
+            "score": round(result.score, 4),
+            "peak": round(result.peak, 4),
+            "area": round(result.area, 6),
+            "found": result.found,
+            "timings_ms": {k: round(v, 3) for k, v in result.timings.items()},
+            "mask": rle_encode(result.mask),
+        }
+        self._file.write(json.dumps(row) + "\n")
+        self.frames += 1
+
+    def close(self) -> None:
+        """Finish the file (idempotent)."""
+        if not self._file.closed:
+            self._file.close()

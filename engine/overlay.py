@@ -15,8 +15,11 @@ __all__ = [
     "OverlayStyle",
     "draw_hud_inplace",
     "draw_mask",
+    "HUD_INSIDE_MIN",
     "hud_lines",
     "mask_to_png_bytes",
+    "place_hud",
+    "result_lines",
 ]
 
 
@@ -85,25 +88,37 @@ def hud_lines(
     fps: float,
     stage_ms: dict[str, tuple[float, float]],
     dropped: int,
-    phrase: str | None,
+    bottleneck: dict[str, object] | None = None,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """Text lines of the live HUD.
+    """Text lines of the live HUD's timing part.
 
     Args:
         fps: Output frames per second.
-        stage_ms: Stage -> (p50, p95) in ms.
+        stage_ms: Stage -> (work p50, wait p50) in ms (NaN work: nothing recorded yet).
         dropped: Frames dropped so far.
-        phrase: The current phrase.
-        extra: More lines appended at the end (e.g. the phrase being typed).
+        bottleneck: :meth:`engine.latency.LatencyStats.bottleneck`.
+        extra: More lines appended at the end.
     """
     lines = [f"{fps:5.1f} fps   dropped {dropped}"]
-    for stage, (p50, p95) in stage_ms.items():
-        if p50 == p50:  # skip NaN (nothing recorded yet)
-            lines.append(f"{stage:<10} p50 {p50:6.1f}  p95 {p95:6.1f} ms")
-    lines.append(f'phrase: "{phrase}"' if phrase else "phrase: (none)")
+    for stage, (work, wait) in stage_ms.items():
+        if work == work:  # skip NaN (nothing recorded yet)
+            queued = f" +{wait:.1f} wait" if wait == wait and wait >= 0.05 else ""
+            lines.append(f"{stage:<10}{work:6.1f} ms{queued}")
+    if bottleneck:
+        lines.append(f"bottleneck {bottleneck['stage']}: max {bottleneck['max_fps']:.0f} fps")
     lines.extend(extra)
     return lines
+
+
+def result_lines(result: object) -> list[str]:
+    """The HUD lines of one frame's result: the phrase, and the score or "not found"."""
+    phrase = getattr(result, "phrase", "")
+    if getattr(result, "found", True):
+        verdict = f"score {result.score:.2f}  area {100 * result.area:.1f}%"  # type: ignore[attr-defined]
+    else:
+        verdict = f"not found (peak {result.peak:.2f})"  # type: ignore[attr-defined]
+    return [f'phrase: "{phrase}"', verdict]
 
 
 def draw_hud_inplace(image: np.ndarray, lines: Sequence[str], *, scale: float = 0.0) -> None:
@@ -131,6 +146,44 @@ def draw_hud_inplace(image: np.ndarray, lines: Sequence[str], *, scale: float = 
             image, text, (6, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick,
             cv2.LINE_AA,
         )  # fmt: skip
+
+
+#: Frames smaller than this (width, height) get the HUD in a bar below the picture.
+HUD_INSIDE_MIN = (400, 300)
+#: Lines the bar below a small frame has room for (the pipeline's HUD has at most 8).
+HUD_BAR_LINES = 8
+
+
+def _font(h: int) -> tuple[float, int, int]:
+    scale = max(0.35, min(0.6, h / 900))
+    (_, th), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    return scale, th, th + base + 4
+
+
+def place_hud(image: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """The image with its HUD.
+
+    On a dark panel in the top-left corner, or, on frames smaller than
+    :data:`HUD_INSIDE_MIN`, in a bar below the picture (the picture stays whole).
+
+    Returns:
+        ``image`` drawn on in place (HUD inside), or a new, taller image (HUD below).
+    """
+    h, w = image.shape[:2]
+    if w >= HUD_INSIDE_MIN[0] and h >= HUD_INSIDE_MIN[1]:
+        draw_hud_inplace(image, lines)
+        return image
+    scale, th, step = _font(HUD_INSIDE_MIN[1])
+    cols = 2 if w >= 300 else 1
+    rows = -(-HUD_BAR_LINES // cols)  # a fixed height: every frame of a video is one size
+    lines = list(lines)[: rows * cols]
+    bar = np.zeros((rows * step + 8, w, 3), np.uint8)
+    col_w = w // cols
+    for i, text in enumerate(lines):
+        x, y = 4 + (i // rows) * col_w, 4 + th + (i % rows) * step
+        cv2.putText(bar, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)  # fmt: skip
+    return np.ascontiguousarray(np.vstack([image, bar]))
 
 
 def mask_to_png_bytes(mask: np.ndarray) -> bytes:

@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.latency import STAGES, LatencyStats, Stamps
+from engine.latency import WAIT_STAGES, WORK_STAGES, LatencyStats, Stamps
 from engine.outputs import Output
-from engine.overlay import OverlayStyle, draw_hud_inplace, draw_mask, hud_lines
+from engine.overlay import OverlayStyle, draw_mask, hud_lines, place_hud, result_lines
 from engine.session import PreparedFrame, Result, Segmenter
 from engine.sources import EndOfStream, Frame, Source
 from engine.window import WindowDisplay
@@ -100,9 +100,14 @@ class Stages:
         self._latest: tuple[int, np.ndarray, Result] | None = None
 
     # -- the stages, in order ----------------------------------------------------------------
-    def capture(self, frame: Frame) -> Work:
-        """A captured frame enters: its clock starts at the frame's capture timestamp."""
-        return Work(frame, Stamps(capture=frame.timestamp))
+    def capture(self, frame: Frame, read_start: float | None = None) -> Work:
+        """A captured frame enters: its clock starts at the frame's capture timestamp.
+
+        Args:
+            frame: The frame the source returned.
+            read_start: When the capture stage began to read it (its work time is the read).
+        """
+        return Work(frame, Stamps(capture=frame.timestamp, read_start=read_start))
 
     def flow(self, work: Work) -> None:
         """Flow stage: optical flow against the previous frame and the network inputs."""
@@ -114,6 +119,7 @@ class Stages:
         """Inference stage: the frame network and the post-processing."""
         if work.prepared is None:
             raise RuntimeError("inference stage before the flow stage")
+        work.stamps.infer_start = time.monotonic()
         work.result = self.segmenter.infer(work.prepared)
         work.prepared = None  # free the network inputs early
         work.stamps.infer_end = time.monotonic()
@@ -126,9 +132,10 @@ class Stages:
         """
         if work.result is None:
             raise RuntimeError("overlay stage before the inference stage")
-        image = draw_mask(work.frame.image, work.result.mask, self.style)
+        work.stamps.overlay_start = time.monotonic()
+        image = draw_mask(work.frame.image, work.result.shown_mask, self.style)
         if self.hud:
-            draw_hud_inplace(image, self.hud_text())
+            image = place_hud(image, self.hud_text(work.result))
         work.stamps.overlay_end = time.monotonic()
         result = replace(work.result, timings=work.stamps.durations_ms())
         self.stats.record(work.stamps)
@@ -142,7 +149,7 @@ class Stages:
     def segment(self, frame: Frame) -> Result:
         """The flow and inference stages on one frame, recorded, with no overlay or sinks.
 
-        The evaluator's path: its timings hold ``capture``, ``flow`` and ``inference``.
+        The evaluator's path: its timings hold ``flow`` and ``inference`` and their waits.
         """
         work = self.capture(frame)
         self.flow(work)
@@ -151,28 +158,33 @@ class Stages:
         assert work.result is not None
         return replace(work.result, timings=work.stamps.durations_ms())
 
-    def process(self, frame: Frame) -> tuple[np.ndarray, Result]:
+    def process(self, frame: Frame, read_start: float | None = None) -> tuple[np.ndarray, Result]:
         """All four stages on one frame in the caller's thread (the sequential path)."""
-        work = self.capture(frame)
+        work = self.capture(frame, read_start)
         self.flow(work)
         self.inference(work)
         return self.overlay(work)
 
     # -- what the stages show ------------------------------------------------------------------
-    def hud_text(self) -> list[str]:
-        """The HUD lines (refreshed every few frames: percentiles cost more than drawing)."""
+    def hud_text(self, result: Result) -> list[str]:
+        """The HUD lines for ``result``.
+
+        The timing lines are refreshed every few frames: percentiles cost more than drawing.
+        """
         if self.written % _HUD_EVERY == 0 or not self._hud_cache:
-            stage_ms = {}
-            for stage in STAGES:
-                p = self.stats.percentiles(stage)
-                stage_ms[stage] = (p["p50"], p["p95"])
             self._hud_cache = hud_lines(
                 fps=self.stats.fps(),
-                stage_ms=stage_ms,
+                stage_ms={
+                    s: (
+                        self.stats.percentiles(s)["p50"],
+                        self.stats.percentiles(f"{s}_wait")["p50"] if s in WAIT_STAGES else 0.0,
+                    )
+                    for s in WORK_STAGES
+                },
                 dropped=self._dropped(),
-                phrase=self.segmenter.phrase,
+                bottleneck=self.stats.bottleneck(),
             )
-        return self._hud_cache
+        return [*self._hud_cache, *result_lines(result)]
 
     def latest(self) -> tuple[int, np.ndarray, Result] | None:
         """``(frame index, composed image, result)`` of the newest finished frame, or ``None``."""
@@ -509,25 +521,30 @@ class Pipeline:
                 continue
         return None
 
-    def _read(self) -> Frame | None:
-        """The next frame, ``None`` on a live timeout; raises EndOfStream at the end."""
+    def _read(self) -> tuple[Frame | None, float]:
+        """``(next frame or None on a live timeout, when the read began)``.
+
+        Raises:
+            EndOfStream: the source ended or ``max_frames`` were read.
+        """
         if self.max_frames is not None and self.captured >= self.max_frames:
             raise EndOfStream(self.source.name)
+        started = time.monotonic()
         frame = self.source.read(timeout=0.1)
         if frame is not None:
             self.captured += 1
-        return frame
+        return frame, started
 
     # -- sequential mode -------------------------------------------------------------------------
     def _sequential(self, display: WindowDisplay | None = None) -> None:
         shown: int | None = -1
         while not self._stop.is_set():
             try:
-                frame = self._read()
+                frame, started = self._read()
             except EndOfStream:
                 break
             if frame is not None:
-                self.stages.process(frame)
+                self.stages.process(frame, started)
             if display is not None:
                 shown = self._show(display, shown)
                 if shown is None:
@@ -540,12 +557,12 @@ class Pipeline:
         live = self.source.live
         while not self._stop.is_set():
             try:
-                frame = self._read()
+                frame, started = self._read()
             except EndOfStream:
                 break
             if frame is None:
                 continue
-            work = self.stages.capture(frame)
+            work = self.stages.capture(frame, started)
             if live:
                 self._put_newest(out, work)
             elif not self._put(out, work):

@@ -40,6 +40,12 @@ __all__ = [
 ]
 
 
+#: Default :attr:`Segmenter.min_score`: the highest score that keeps 95 % of the frames showing
+#: the referent found, for the shipped model on validation clips (``python -m
+#: training.not_found``; ``docs/TRAINING.md``, "Not found").
+DEFAULT_MIN_SCORE = 0.71
+
+
 class PhraseNotSetError(RuntimeError):
     """:meth:`Segmenter.step` / :meth:`Segmenter.infer` was called before a phrase was set."""
 
@@ -52,6 +58,9 @@ class Result:
         mask: (H, W) bool at the frame's resolution.
         prob: (H, W) float32 in [0, 1], the (smoothed) object probability.
         score: Mean probability over the mask's pixels in [0, 1] (0.0 for an empty mask).
+        peak: The highest probability in the frame, in [0, 1].
+        found: Whether the referent is probably in view (:attr:`Segmenter.min_score`); when
+            not, the stream draws no mask and says "not found".
         frame_index: The source frame's sequence number.
         capture_time: The frame's monotonic capture time (seconds).
         phrase: The normalised phrase this frame was segmented with.
@@ -66,6 +75,8 @@ class Result:
     capture_time: float
     phrase: str
     timings: dict[str, float] = field(default_factory=dict)
+    peak: float = 0.0
+    found: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.mask, np.ndarray) or self.mask.ndim != 2 or self.mask.dtype != bool:
@@ -82,6 +93,8 @@ class Result:
             raise ValueError(f"prob must be float32, got {self.prob.dtype}")
         if not 0.0 <= self.score <= 1.0:
             raise ValueError(f"score must be in [0, 1], got {self.score}")
+        if not 0.0 <= self.peak <= 1.0:
+            raise ValueError(f"peak must be in [0, 1], got {self.peak}")
         if self.frame_index < 0:
             raise ValueError(f"frame_index must be >= 0, got {self.frame_index}")
         if any(v < 0 for v in self.timings.values()):
@@ -91,6 +104,11 @@ class Result:
     def area(self) -> float:
         """Fraction of the frame covered by the mask, in [0, 1]."""
         return float(self.mask.mean())
+
+    @property
+    def shown_mask(self) -> np.ndarray:
+        """The mask to draw: :attr:`mask` when :attr:`found`, else an empty one."""
+        return self.mask if self.found else np.zeros_like(self.mask)
 
 
 @dataclass(frozen=True)
@@ -138,6 +156,9 @@ class Segmenter:
         max_flow_gap: Seconds between two frames' capture times above which their flow is
             meaningless (a stream reconnected): the frame gets zero flow, like a first frame.
             ``None`` never resets.
+        min_score: A frame's referent counts as found when its mask is not empty and its
+            score (mean probability inside the mask) is at least this; 0 always "finds" a
+            non-empty mask. The default comes from the calibration in ``docs/TRAINING.md``.
 
     Thread-safety: :meth:`prepare` may run in one thread and :meth:`infer` in another (they
     touch disjoint state); :meth:`set_phrase` may be called from any thread and takes effect
@@ -153,7 +174,11 @@ class Segmenter:
         threshold: float = 0.5,
         smoothing: float = 0.0,
         max_flow_gap: float | None = 2.0,
+        min_score: float = DEFAULT_MIN_SCORE,
     ) -> None:
+        if not 0.0 <= min_score < 1.0:
+            raise ValueError(f"min_score must be in [0, 1), got {min_score}")
+        self.min_score = float(min_score)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if not 0.0 <= smoothing < 1.0:
@@ -267,11 +292,13 @@ class Segmenter:
             previous=smooth.ema,
             smoothing=self.smoothing,
         )
-        score = float(prob[mask].mean()) if mask.any() else 0.0
+        score = min(max(float(prob[mask].mean()) if mask.any() else 0.0, 0.0), 1.0)
         return Result(
             mask=mask,
             prob=prob,
-            score=min(max(score, 0.0), 1.0),
+            score=score,
+            peak=float(prob.max()),
+            found=bool(mask.any()) and score >= self.min_score,
             frame_index=prepared.frame.index,
             capture_time=prepared.frame.timestamp,
             phrase=text.phrase,

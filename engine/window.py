@@ -81,7 +81,11 @@ class WindowDisplay:
         self._opened = True
 
     def poll(self) -> KeyAction | None:
-        """Pump the window's events for ~1 ms and return the action of a pressed key."""
+        """Pump the window's events for ~1 ms and return the action of a pressed key.
+
+        HighGUI returns one key per call: keys pressed faster than the frame loop polls (a slow
+        stream) can merge, and only the last of them arrives.
+        """
         if not self._opened:
             return None
         return self.handle_key(cv2.waitKey(1))

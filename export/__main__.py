@@ -61,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from export.onnx_export import export_checkpoint
 
+    trt_host = None
+    if args.tensorrt:  # a host that cannot build engines fails now, not after the export
+        from engine.backends.tensorrt_build import check_build_host
+
+        try:
+            trt_host = check_build_host()
+        except BackendUnavailable as exc:
+            print(f"error: --tensorrt: {exc}", file=sys.stderr)
+            return 3
     try:
         manifest = export_checkpoint(
             args.checkpoint,
@@ -76,12 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         say(
             f"wrote {args.out} (precisions {', '.join(manifest.precisions)}, opset {manifest.opset})"
         )
-        if args.tensorrt:
+        if trt_host is not None:
             from engine.backends.tensorrt_build import build_export_engines
 
+            trt, cc = trt_host
             for precision in manifest.precisions:
                 for path in build_export_engines(
-                    args.out, precision=precision, opt_size=args.trt_size
+                    args.out,
+                    precision=precision,
+                    opt_size=args.trt_size,
+                    trt=trt,
+                    compute_capability=cc,
                 ):
                     say(f"TensorRT {precision} engine {path}")
     except (ExportError, ValueError, FileNotFoundError) as exc:

@@ -51,6 +51,7 @@ __all__ = [
     "save_checkpoint",
     "sha256_file",
     "tokenizer_file",
+    "trained_on",
 ]
 
 logger = logging.getLogger(__name__)
@@ -351,3 +352,21 @@ def _check_pretrained(header: dict[str, Any], config: HINetConfig, folder: Path)
             f"{folder / CONFIG_FILE}: the checkpoint was trained on pretrained weights "
             f"{header['pretrained'] or 'none'}, this code provides {want or 'none'}"
         )
+
+
+def trained_on(meta: dict[str, Any]) -> str:
+    """One sentence for people: what a checkpoint was trained on, from its ``meta``."""
+    recipe = meta.get("recipe_config") or {}
+    data = recipe.get("data") or {}
+    steps = meta.get("step")
+    start = f" on top of {Path(recipe['init_from']).name}" if recipe.get("init_from") else ""
+    how = f" (recipe {meta['recipe']}, {steps} steps{start})" if meta.get("recipe") else ""
+    if data.get("kind") == "synthetic":
+        return (
+            f"This model was trained on synthetic clips only{how}: coloured geometric shapes "
+            "that differ in shape, size, colour and motion. It follows such phrases; on real "
+            "footage it does not yet know real objects (people, cars, animals)."
+        )
+    if data.get("kind") == "dataset":
+        return f"This model was trained on the {data.get('name', 'a real')} dataset{how}."
+    return "What this model was trained on is not recorded in its checkpoint."

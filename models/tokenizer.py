@@ -253,6 +253,8 @@ class Tokenizer(PhraseTokenizer):
             pad 0 / unk 1 / bos 2 / eos 3.
     """
 
+    unk_id = UNK_ID
+
     file_name = "tokenizer.model"
 
     def __init__(self, model_bytes: bytes) -> None:

@@ -273,6 +273,7 @@ def format_table(report: EvalReport) -> str:
         )
     cols = ("oIoU", "mIoU", *_PK)
     width = max(len(s) for s in [*report.referring, "split"])
+    lines.append("figures in % (samples: a count)")
     lines.append(f"{'split':<{width}} {'samples':>7} " + " ".join(f"{c:>6}" for c in cols))
     for name, row in report.referring.items():
         cells = " ".join(f"{_pct(row[c]):>6}" for c in cols)
@@ -344,7 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset loader option, repeatable, e.g. --option annotator=1 (davis17)",
     )
     p.add_argument("--size", type=parse_size, help="network input HxW (default: model config)")
-    p.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples")
+    p.add_argument(
+        "--limit",
+        type=_positive_int,
+        help="evaluate N samples spread evenly over every split (a quick look)",
+    )
     p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
     p.add_argument(
         "--protocol",
@@ -406,24 +411,38 @@ class _BySize(Sequence):
 
 
 class _SampleView:
-    """Lazy concatenation of indexable datasets, cut after ``limit`` samples (sized for tqdm)."""
+    """Lazy concatenation of indexable datasets (sized for tqdm).
+
+    With ``limit``, ``limit`` samples spread evenly over the whole concatenation, so every
+    split (and every part of a split) is represented in proportion, in their order.
+    """
 
     def __init__(self, parts: Sequence[Any], limit: int | None = None) -> None:
         self._parts = list(parts)
         total = sum(len(p) for p in self._parts)
-        self._len = total if limit is None else min(limit, total)
+        if limit is None or limit >= total:
+            self._picks: list[int] | None = None
+            self._len = total
+        else:  # evenly spaced positions; distinct because limit < total
+            self._picks = [(2 * k + 1) * total // (2 * limit) for k in range(limit)]
+            self._len = limit
 
     def __len__(self) -> int:
         return self._len
 
     def __iter__(self) -> Iterator[Sample]:
-        n = 0
+        picks = None if self._picks is None else iter(self._picks)
+        want = None if picks is None else next(picks, None)
+        start = 0
         for part in self._parts:
             for i in range(len(part)):
-                if n == self._len:
-                    return
-                yield part[i]
-                n += 1
+                if picks is None:
+                    yield part[i]
+                    continue
+                if want == start + i:
+                    yield part[i]
+                    want = next(picks, None)
+            start += len(part)
 
 
 def _load_samples(args: argparse.Namespace) -> _SampleView:

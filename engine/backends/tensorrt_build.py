@@ -41,6 +41,7 @@ __all__ = [
     "Profile",
     "build_export_engines",
     "build_serialized_engine",
+    "check_build_host",
     "engine_cache_key",
     "engine_path",
     "frame_profile",
@@ -214,6 +215,22 @@ def gpu_compute_capability(device: int = 0) -> tuple[int, int]:
     except Exception as exc:  # pycuda.driver.Error and friends
         raise BackendUnavailable(f"no usable CUDA GPU {device}: {exc}") from exc
     return int(major), int(minor)
+
+
+def check_build_host(trt: Any = None) -> tuple[Any, tuple[int, int]]:
+    """What building engines needs, checked in a second: TensorRT 10/11, pycuda and a GPU.
+
+    ``python -m export --tensorrt`` calls it before exporting anything.
+
+    Returns:
+        The ``tensorrt`` module and the GPU's compute capability.
+
+    Raises:
+        BackendUnavailable: TensorRT, pycuda or the GPU is missing (with the install hint).
+    """
+    trt = import_tensorrt() if trt is None else trt
+    trt_major(trt)
+    return trt, gpu_compute_capability()
 
 
 def build_serialized_engine(

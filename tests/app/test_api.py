@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 
@@ -27,9 +28,13 @@ def _client(server, tmp_path: Path) -> Client:
 
 
 def _segment(client: Client, video: Path, phrase: str, *, engine: str = "torch", threshold=0.5):
-    return client.predict(
+    """``(video, masks_zip, plot, summary)``: the summary read from the page's JSON download."""
+    video_out, masks_zip, plot, table, summary_json = client.predict(
         handle_file(str(video)), phrase, engine, threshold, api_name="/segment_video"
     )
+    summary = json.loads(Path(summary_json).read_text())
+    assert f"**{summary['frames']} frames**" in table and "bottleneck:" in table
+    return video_out, masks_zip, plot, summary
 
 
 def test_segment_clip(app_server, target_clip, tiny_engine, tmp_path):
@@ -56,6 +61,9 @@ def test_segment_clip(app_server, target_clip, tiny_engine, tmp_path):
     assert summary["backend"] == "torch" and summary["input_size"] == [64, 64]
     for stage in ("flow", "inference", "overlay", "end_to_end"):  # the stream's stage names
         assert summary["stages_ms"][stage]["p50"] > 0
+    assert set(summary["wait_ms"]) == {"flow", "inference", "overlay"}
+    assert summary["bottleneck"]["stage"] in summary["stages_ms"]
+    assert 0 <= summary["score"]["frames_found"] <= summary["frames"]
 
 
 def test_change_phrase(app_server, target_clip, tiny_engine, tmp_path):
@@ -87,7 +95,7 @@ def test_threshold_changes_masks(app_server, target_clip, tiny_engine, tmp_path)
     [
         ("text", "the red circle", "not a video"),
         ("png", "the red circle", "not a video"),
-        ("too_long", "the red circle", f"the limit is {MAX_FRAMES}"),
+        ("too_long", "the red circle", f"this server takes up to {MAX_FRAMES} frames"),
         ("clip", "", "phrase is empty"),
         ("clip", "   ", "phrase is empty"),
         ("clip", "the red circle " * 20, "characters; the limit is 200"),

@@ -72,6 +72,7 @@ class BrowserRun:
     screenshot: Path
     live_stats: str
     live_frame: np.ndarray | None
+    phrase_help: tuple  # (disabled while empty, (text, disabled) overlong, (text, disabled) usable)
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +147,23 @@ def browser_run(browser_server, model, tmp_path_factory) -> BrowserRun:
             page = context.new_page()
             page.goto(browser_server.url)
             page.wait_for_selector("#phrase textarea", timeout=60_000)
+            # 0. the run button waits for a usable phrase; the help line says why
+            run_button = page.locator("#run")
+            help_line = page.locator("#phrase-help")
+            empty_disabled = run_button.is_disabled()
+            page.locator("#phrase textarea").fill("the red circle " * 40)
+            page.wait_for_function(
+                "() => document.querySelector('#phrase-help').innerText.includes('Not usable')",
+                timeout=30_000,
+            )
+            overlong = (help_line.inner_text(), run_button.is_disabled())
             # 1. a phrase and a clip in, the segmented video, masks and plot out
             page.locator("#phrase textarea").fill(clip.phrase)
+            page.wait_for_function(
+                "() => /\\d+ words/.test(document.querySelector('#phrase-help').innerText)",
+                timeout=30_000,
+            )
+            usable = (help_line.inner_text(), run_button.is_disabled())
             page.locator("#video-in input[type=file]").set_input_files(str(clip.path))
             page.wait_for_selector("#video-in video", timeout=30_000)  # upload finished
             page.locator("#run").click()
@@ -183,7 +199,8 @@ def browser_run(browser_server, model, tmp_path_factory) -> BrowserRun:
         dest = Path(target) if Path(target).is_absolute() else ROOT / target
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(screenshot, dest)
-    return BrowserRun(model, clip, video, masks, summary_text, screenshot, live_stats, live_frame)
+    return BrowserRun(model, clip, video, masks, summary_text, screenshot, live_stats, live_frame,
+                      (empty_disabled, overlong, usable))  # fmt: skip
 
 
 def test_returned_video_has_every_frame(browser_run):
@@ -194,7 +211,16 @@ def test_returned_video_has_every_frame(browser_run):
     cap.release()
     assert fourcc.lower() in ("avc1", "h264"), fourcc  # browser-playable H.264
     assert size == browser_run.clip.size
-    assert re.search(rf'"frames"\s*:\s*{browser_run.clip.frames}\b', browser_run.summary_text)
+    assert f"{browser_run.clip.frames} frames" in browser_run.summary_text
+    assert "bottleneck:" in browser_run.summary_text
+
+
+def test_phrase_help_and_run_button(browser_run):
+    empty_disabled, (long_text, long_disabled), (text, disabled) = browser_run.phrase_help
+    assert empty_disabled and long_disabled and not disabled
+    assert "Not usable" in long_text and "limit" in long_text
+    words = len(browser_run.clip.phrase.split())
+    assert f"{words} words" in text and "room for about" in text
 
 
 def test_masks_equal_the_session_code(browser_run):

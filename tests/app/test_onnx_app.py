@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -39,10 +40,11 @@ def test_segment_clip_with_onnx(onnx_server, target_clip, tiny_engine, tmp_path)
     info = client.view_api(print_info=False, return_format="dict")
     engines = info["named_endpoints"]["/segment_video"]["parameters"][2]["type"]["enum"]
     assert engines == ["onnx"]  # an export folder has no torch weights
-    video, masks_zip, _, summary = client.predict(
+    video, masks_zip, _, _, summary_json = client.predict(
         handle_file(str(target_clip.path)), target_clip.phrase, "onnx", 0.5,
         api_name="/segment_video",
     )  # fmt: skip
+    summary = json.loads(Path(summary_json).read_text())
     assert summary["backend"] == "onnx" and summary["frames"] == target_clip.frames
     assert count_frames(Path(video)) == target_clip.frames
     want = reference_masks(tiny_engine, target_clip.path, target_clip.phrase)  # torch

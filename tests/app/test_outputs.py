@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from app_helpers import ROOT, count_frames
+from app_helpers import ROOT, count_frames, free_port
 
 from app.examples import bikes_clip, default_examples
 from app.plot import latency_plot
@@ -114,3 +114,27 @@ def test_cli_bad_engine_list(tiny_checkpoint):
                       "torch,tensorrt", "--no-examples")  # fmt: skip
     assert result.returncode == 2
     assert "--engines: tensorrt cannot run here; valid:" in result.stderr
+
+
+def test_cli_port_in_use_fails_fast(tiny_checkpoint):
+    import socket
+
+    port = free_port()
+    with socket.socket() as holder:  # a real listener on the port the page wants
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        result = _run_app("--checkpoint", str(tiny_checkpoint), "--engine", "torch",
+                          "--port", str(port), "--no-examples")  # fmt: skip
+    assert result.returncode == 3
+    assert f"port {port} is in use on 127.0.0.1" in result.stderr and "--port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_banner_speaks_of_the_flag_not_the_python_call():
+    from app.__main__ import _banner, build_parser
+
+    local = _banner(build_parser().parse_args([]), None)
+    assert local.splitlines()[0] == "HINet-stream page: http://127.0.0.1:7860/"
+    assert "--share" in local and "share=True" not in local
+    shared = _banner(build_parser().parse_args(["--share"]), "https://x.gradio.live")
+    assert "https://x.gradio.live" in shared and "anyone who has it" in shared

@@ -65,7 +65,7 @@ def test_empty_file(tmp_path):
 
 def test_too_big(clip, tmp_path):
     limits = UploadLimits(max_mb=clip.stat().st_size / 2e6)
-    with pytest.raises(UploadError, match="MB; the limit is"):
+    with pytest.raises(UploadError, match="MB; this server takes videos up to"):
         check_video(clip, limits=limits, workdir=tmp_path)
 
 
@@ -85,9 +85,9 @@ def test_not_a_video(kind, tmp_path):
 
 def test_too_many_frames_and_seconds(tmp_path):
     long = write_plain_clip(tmp_path / "long.mp4", frames=40)
-    with pytest.raises(UploadError, match="40 frames; the limit is 30"):
+    with pytest.raises(UploadError, match="40 frames; this server takes up to 30 frames"):
         check_video(long, limits=LIMITS, workdir=tmp_path / "w")
-    with pytest.raises(UploadError, match=r"1\.6 s long; the limit is 1 s"):
+    with pytest.raises(UploadError, match=r"1\.6 s long; this server takes up to 1 s"):
         check_video(long, limits=UploadLimits(max_seconds=1), workdir=tmp_path / "w")
 
 

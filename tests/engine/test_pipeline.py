@@ -8,6 +8,7 @@ or the shipped demo clip.
 from __future__ import annotations
 
 import _thread
+import dataclasses
 import json
 import os
 import subprocess
@@ -22,7 +23,15 @@ import pytest
 
 import run_stream
 from engine.demo import demo_clip
-from engine.latency import STAGES, LatencyStats, Stamps, format_table, json_safe
+from engine.latency import (
+    KEYS,
+    STAGES,
+    WAIT_STAGES,
+    LatencyStats,
+    Stamps,
+    format_table,
+    json_safe,
+)
 from engine.outputs import CallbackOutput, MaskFolderOutput, VideoFileOutput
 from engine.overlay import (
     OverlayStyle,
@@ -30,9 +39,10 @@ from engine.overlay import (
     draw_mask,
     hud_lines,
     mask_to_png_bytes,
+    result_lines,
 )
 from engine.pipeline import Pipeline
-from engine.session import Segmenter
+from engine.session import Result, Segmenter
 from engine.sources import FileSource, PacedSource, Source, open_source
 from engine.window import WindowDisplay
 
@@ -96,13 +106,15 @@ def test_file_every_frame_in_order_with_outputs(engine, video_file, tmp_path, fr
     while cap.read()[0]:
         count += 1
     assert count == n
-    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (160, 120)
+    # frames this small get the HUD on a bar below them, so the video is taller than the source
+    w, h = cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+    assert w == 160 and h == col.items[0][3].shape[0] > 120
     # every stage was stamped once, from the one clock: the sinks see exactly the times the
     # statistics recorded, and end_to_end is the real time from capture to the finished image
     # (measured here, outside the pipeline, when the sink is called)
     for i, (_, _, result, _) in enumerate(col.items):
-        assert set(result.timings) == set(STAGES)
-        for stage in STAGES:
+        assert set(result.timings) == set(KEYS)
+        for stage in KEYS:
             assert result.timings[stage] == pipe.stats.values(stage)[i]
         waited = (col.arrived[i] - result.capture_time) * 1e3
         assert 0 < result.timings["end_to_end"] <= waited < result.timings["end_to_end"] + 50
@@ -118,9 +130,10 @@ def test_pipeline_runs_the_session_code(any_engine, video_file, mode) -> None:
     ref = sequential_probs(any_engine, video_file, PHRASE_A)
     assert len(col.items) == len(ref) == summary["written"]
     assert summary["mode"] == mode and set(summary["stages_ms"]) == set(STAGES)
+    assert set(summary["wait_ms"]) == set(WAIT_STAGES) and summary["bottleneck"]["stage"]
     for (_, _, result, _), prob in zip(col.items, ref):
         np.testing.assert_allclose(result.prob, prob, atol=1e-5)
-        assert set(result.timings) == set(STAGES)
+        assert set(result.timings) == set(KEYS)
 
 
 def test_sequential_mode_runs_in_the_callers_thread(engine, video_file) -> None:
@@ -369,16 +382,54 @@ def test_soak_10k_frames_bounded_memory(engine) -> None:
 
 
 # -- HUD, display keys ------------------------------------------------------------------------------------
-def test_hud_is_drawn_on_the_video(engine) -> None:
+def test_hud_is_drawn_on_the_video(engine, video_file) -> None:
+    """A 640x480 frame gets the HUD panel in its corner; the rest is the plain overlay."""
     plain, hud = Collector(), Collector()
     for col, flag in ((plain, False), (hud, True)):
-        Pipeline(open_source("demo"), make_segmenter(engine), hud=flag,
-                 max_frames=8, outputs=[CallbackOutput(col)]).run()  # fmt: skip
+        src = open_source(str(video_file))
+        big = _Resized(src, (640, 480))
+        Pipeline(big, make_segmenter(engine), hud=flag, max_frames=6,
+                 outputs=[CallbackOutput(col)], mode="sequential").run()  # fmt: skip
     _, img, result, composed = plain.items[-1]
-    np.testing.assert_array_equal(composed, draw_mask(img, result.mask))
+    np.testing.assert_array_equal(composed, draw_mask(img, result.shown_mask))
     hud_img = hud.items[-1][3]
+    assert hud_img.shape == composed.shape
     assert not np.array_equal(hud_img[:40, :80], composed[:40, :80])  # the panel
-    np.testing.assert_array_equal(hud_img[-20:, -20:], composed[-20:, -20:])  # rest untouched
+    np.testing.assert_array_equal(hud_img[-200:, -300:], composed[-200:, -300:])
+
+
+@pytest.mark.parametrize("size", [(176, 144), (320, 240)])
+def test_hud_goes_below_a_small_picture_and_leaves_it_whole(engine, video_file, size) -> None:
+    """On a 176x144 clip the panel covered 40 % of the picture: small frames get a bar below
+    it instead, of one height for every frame (a video file has one frame size)."""
+    col = Collector()
+    src = _Resized(open_source(str(video_file)), size)
+    Pipeline(src, make_segmenter(engine), hud=True, max_frames=8,
+             outputs=[CallbackOutput(col)], mode="sequential").run()  # fmt: skip
+    w, h = size
+    shapes = {item[3].shape for item in col.items}
+    assert len(shapes) == 1
+    (shape,) = shapes
+    assert shape[1] == w and shape[0] > h
+    for _, img, result, composed in col.items:
+        np.testing.assert_array_equal(composed[:h], draw_mask(img, result.shown_mask))
+        assert composed[h:].max() == 255  # white text on the bar
+
+
+class _Resized:
+    """A source whose frames are resized to ``size`` (w, h)."""
+
+    def __init__(self, source, size) -> None:
+        self.source, self.size = source, size
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def read(self, timeout: float = 1.0):
+        frame = self.source.read(timeout)
+        if frame is None:
+            return None
+        return dataclasses.replace(frame, image=cv2.resize(frame.image, self.size))
 
 
 def test_window_keys() -> None:
@@ -433,11 +484,13 @@ def test_overlay_errors() -> None:
 
 def test_hud_and_png() -> None:
     img = np.full((120, 200, 3), 200, np.uint8)
-    lines = hud_lines(fps=12.5, stage_ms={"flow": (1.0, 2.0), "inference": (float("nan"),) * 2},
-                      dropped=3, phrase="the dog")  # fmt: skip
+    nan = float("nan")
+    lines = hud_lines(fps=12.5, stage_ms={"flow": (1.0, 2.0), "inference": (nan, nan)},
+                      dropped=3, bottleneck={"stage": "flow", "work_ms": 1.0, "max_fps": 1000.0})  # fmt: skip
     assert lines[0].strip().startswith("12.5 fps") and "dropped 3" in lines[0]
+    assert lines[1].split() == ["flow", "1.0", "ms", "+2.0", "wait"]  # work, then queue wait
     assert not any("inference" in s for s in lines)  # nothing recorded yet: no row
-    assert lines[-1] == 'phrase: "the dog"'
+    assert lines[-1] == "bottleneck flow: max 1000 fps"
     before = img.copy()
     assert draw_hud_inplace(img, lines) is None
     assert (img[:10, :10] < before[:10, :10]).all()  # darkened panel, in place
@@ -448,13 +501,31 @@ def test_hud_and_png() -> None:
     np.testing.assert_array_equal(back, mask.astype(np.uint8) * 255)
 
 
+def test_result_lines_say_not_found() -> None:
+    mask = np.zeros((4, 4), bool)
+    mask[:2, :2] = True
+    prob = np.where(mask, 0.9, 0.1).astype(np.float32)
+    found = Result(mask=mask, prob=prob, score=0.9, peak=0.9, found=True, frame_index=0,
+                   capture_time=0.0, phrase="the dog")  # fmt: skip
+    assert result_lines(found) == ['phrase: "the dog"', "score 0.90  area 25.0%"]
+    lost = dataclasses.replace(found, score=0.55, found=False)
+    assert result_lines(lost) == ['phrase: "the dog"', "not found (peak 0.90)"]
+    assert not lost.shown_mask.any() and found.shown_mask.sum() == 4
+
+
 # -- latency statistics -------------------------------------------------------------------------------------
 def test_stamps_and_stats() -> None:
-    s = Stamps(capture=1.0, flow_start=1.010, flow_end=1.012, infer_end=1.05, overlay_end=1.06)
+    s = Stamps(capture=1.0, read_start=0.99, flow_start=1.010, flow_end=1.012, infer_start=1.03,
+               infer_end=1.05, overlay_start=1.055, overlay_end=1.06)  # fmt: skip
     d = s.durations_ms()
-    assert d["capture"] == pytest.approx(10) and d["flow"] == pytest.approx(2)
-    assert d["inference"] == pytest.approx(38) and d["overlay"] == pytest.approx(10)
-    assert d["end_to_end"] == pytest.approx(60)
+    assert d["capture"] == pytest.approx(10)  # the read
+    assert d["flow_wait"] == pytest.approx(10) and d["flow"] == pytest.approx(2)
+    assert d["inference_wait"] == pytest.approx(18) and d["inference"] == pytest.approx(20)
+    assert d["overlay_wait"] == pytest.approx(5) and d["overlay"] == pytest.approx(5)
+    assert d["end_to_end"] == pytest.approx(60)  # capture -> overlay drawn, waits included
+    work = sum(d[k] for k in ("flow", "inference", "overlay"))
+    waits = sum(d[k] for k in ("flow_wait", "inference_wait", "overlay_wait"))
+    assert work + waits == pytest.approx(d["end_to_end"])
     assert Stamps(capture=1.0).durations_ms() == {}
     stats = LatencyStats(window=100)
     rng = np.random.default_rng(0)
@@ -468,7 +539,7 @@ def test_stamps_and_stats() -> None:
         stats.percentiles("decode")
     stats = LatencyStats(window=100)
     for k in range(10):
-        stats.record(Stamps(capture=k * 0.1, flow_start=k * 0.1, flow_end=k * 0.1,
+        stats.record(Stamps(capture=k * 0.1, read_start=k * 0.1, flow_start=k * 0.1, flow_end=k * 0.1,
                             infer_end=k * 0.1, overlay_end=k * 0.1 + 0.05))  # fmt: skip
     summary = stats.summary(dropped=2)
     assert summary["frames"] == 10 and summary["fps"] == pytest.approx(10.0)
@@ -481,6 +552,12 @@ def test_stamps_and_stats() -> None:
 # -- the command line -------------------------------------------------------------------------------------
 def _cli(*args: str) -> int:
     return run_stream.main(list(args))
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch) -> None:
+    """Run every test from its own folder: a run's default ``runs/<name>/`` lands there."""
+    monkeypatch.chdir(tmp_path)
 
 
 def test_cli_exit_codes(tiny_checkpoint, video_file, tmp_path, capsys, free_port) -> None:
@@ -558,7 +635,7 @@ def test_cli_end_to_end_subprocess(tiny_checkpoint, video_file, tmp_path) -> Non
         "--stats-json", str(stats), "--output", str(tmp_path / "out.mp4"),
         "--masks-dir", str(tmp_path / "masks"),
     ]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=ROOT,
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=tmp_path,
                        env={**os.environ, "DISPLAY": ""})  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert "end_to_end" in r.stdout

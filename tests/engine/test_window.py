@@ -67,14 +67,17 @@ def test_window_types_a_phrase_then_quits(xserver, tiny_checkpoint, video_file, 
         "--size", "64x64", "--threads", "1", "--pace", "25", "--stats-json", str(stats),
     ]  # fmt: skip
     env = {**os.environ, "DISPLAY": xserver, "QT_QPA_PLATFORM": "xcb"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         window = _xdotool(xserver, "search", "--sync", "--name", "HINet-stream", timeout=90)
         window = window.splitlines()[0]
         _xdotool(xserver, "windowfocus", "--sync", window)
         _xdotool(xserver, "key", "--delay", "50", "p")
-        _xdotool(xserver, "type", "--delay", "30", "the square moving left")
+        time.sleep(0.5)
+        # HighGUI keeps one key per waitKey call: keys typed faster than the loop polls merge
+        # (a loaded 2-core machine polls every ~100 ms), so type at a human pace
+        _xdotool(xserver, "type", "--delay", "150", "the square moving left")
         _xdotool(xserver, "key", "Return")
         time.sleep(1.5)  # frames with the new phrase
         _xdotool(xserver, "key", "q")

@@ -149,6 +149,36 @@ def test_missing_tensorrt_gives_a_clear_error():
         import_tensorrt()
 
 
+def test_export_cli_checks_for_tensorrt_before_exporting(tiny_checkpoint, tmp_path):
+    """``python -m export --tensorrt`` on a host without TensorRT: exit 3 at once, nothing written
+    (it used to export ONNX for a minute first)."""
+    if HAS_TRT:
+        pytest.skip("TensorRT is installed here")
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "export"
+    cmd = [sys.executable, "-m", "export", "--checkpoint", str(tiny_checkpoint),
+           "--out", str(out), "--tensorrt"]  # fmt: skip
+    t0 = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    took = time.monotonic() - t0
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines() == [
+        "error: --tensorrt: " + str(BackendUnavailable(_install_hint()))
+    ]
+    assert "exported" not in r.stdout and not out.exists() and not list(tmp_path.glob(".export-*"))
+    print(f"failed in {took:.1f} s")
+
+
+def _install_hint() -> str:
+    with pytest.raises(BackendUnavailable) as info:
+        import_tensorrt()
+    return str(info.value)
+
+
 def test_profiles_cover_every_dynamic_input(config):
     p = frame_profile(
         config, min_size=(64, 64), opt_size=(320, 320), max_size=(480, 640), max_batch=2

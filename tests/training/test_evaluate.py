@@ -305,7 +305,10 @@ def test_cli_argument_errors(argv, message, capsys):
             "--root and --option are not used with --dataset synthetic",
         ),
         (["--dataset", "synthetic", "--split", "colour"], "valid: appearance, motion"),
-        (["--dataset", "davis17", "--root", "x", "--by-size"], "--by-size needs"),
+        (
+            ["--dataset", "davis17", "--root", "x", "--by-size"],
+            "--by-size, --clips and --wording need",
+        ),
     ],
 )
 def test_cli_dataset_errors(extra, message, capsys, tmp_path):
@@ -330,12 +333,41 @@ def test_cli_synthetic_samples_limited():
     assert len(both) > 3
 
 
+def test_cli_limit_samples_every_split_in_proportion(capsys):
+    """``--limit N`` is a quick look at the whole test set, not at the first split's head."""
+    from training.evaluate import _load_samples
+
+    argv = ["--checkpoint", "c", "--dataset", "synthetic", "--clips", "4"]
+    everything = list(_load_samples(build_parser().parse_args(argv)))
+    view = _load_samples(build_parser().parse_args([*argv, "--limit", "10"]))
+    picked = list(view)
+    assert len(picked) == len(view) == 10
+    counts = {s: sum(p.split == s for p in picked) for s in ("appearance", "motion")}
+    share = sum(p.split == "appearance" for p in everything) / len(everything)
+    assert counts["appearance"] > 0 and counts["motion"] > 0
+    assert abs(counts["appearance"] / 10 - share) <= 0.1 + 1e-9
+
+    # the picks are samples of the full set, in its order, none repeated
+    def key(s):
+        return (s.split, s.video_id, s.frame_index, s.object_id, s.expression)
+
+    keys = [key(s) for s in everything]
+    positions = [keys.index(key(s)) for s in picked]
+    assert positions == sorted(set(positions))
+
+
+def test_cli_table_says_figures_are_percent(tiny_checkpoint, capsys):
+    argv = ["--checkpoint", str(tiny_checkpoint), "--dataset", "synthetic", "--split", "motion"]
+    out = _run_cli([*argv, "--limit", "2", "--size", "64x64", "--no-progress"], capsys)
+    assert "figures in %" in out
+
+
 def test_cli_synthetic_by_size_labels_match_the_generator():
     from training.evaluate import _load_samples
     from training.synthetic import fixed_test_dataset
 
     argv = ["--checkpoint", "c", "--dataset", "synthetic", "--split", "appearance"]
-    view = _load_samples(build_parser().parse_args([*argv, "--limit", "40", "--by-size"]))
+    view = _load_samples(build_parser().parse_args([*argv, "--clips", "3", "--by-size"]))
     base = fixed_test_dataset("appearance", flow_preset=None)
     samples = list(view)
     assert {s.split for s in samples} <= {"appearance/small", "appearance/big"}
