@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--smoothing", type=float, default=0.0, help="temporal EMA weight of the previous frame"
     )
     p.add_argument(
+        "--keyframes",
+        default="1",
+        help="run the network on every N-th frame only, or 'adaptive' (when the flow says the "
+        "warped mask can no longer be trusted); frames in between reuse the last mask moved by "
+        "the optical flow, marked [warped] in the HUD (default 1: every frame)",
+    )
+    p.add_argument(
         "--threads",
         type=_positive_int,
         help="intra-op CPU threads of the engine (default: the runtime's; 1 often wins when "
@@ -307,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--min-score must be in [0, 1), got {args.min_score}")
     if not 0.0 <= args.smoothing < 1.0:
         parser.error(f"--smoothing must be in [0, 1), got {args.smoothing}")
+    from engine.session import KeyframePolicy
+
+    try:
+        keyframes = KeyframePolicy.parse(args.keyframes)
+    except ValueError as exc:
+        parser.error(f"--keyframes: {exc}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -398,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         threshold=args.threshold,
         smoothing=args.smoothing,
         min_score=args.min_score,
+        keyframes=keyframes,
     )
     try:
         segmenter.set_phrase(phrase)

@@ -153,12 +153,13 @@ class LatencyStats:
             return list(self._values[stage])
 
     def bottleneck(self) -> dict[str, Any] | None:
-        """The stage with the longest work p50: ``{"stage", "work_ms", "max_fps"}``.
+        """The stage with the longest mean work time: ``{"stage", "work_ms", "max_fps"}``.
 
-        One frame per that many ms is the most the stream can sustain; ``None`` before any
-        frame.
+        One frame per that many ms is the most the stream can sustain (the mean, not the
+        median: with keyframes most frames skip the network and a few pay for it); ``None``
+        before any frame.
         """
-        work = {s: self.percentiles(s)["p50"] for s in WORK_STAGES}
+        work = {s: self.percentiles(s)["mean"] for s in WORK_STAGES}
         work = {s: v for s, v in work.items() if v == v}  # drop NaN
         if not work:
             return None

@@ -118,6 +118,8 @@ def result_lines(result: object) -> list[str]:
         verdict = f"score {result.score:.2f}  area {100 * result.area:.1f}%"  # type: ignore[attr-defined]
     else:
         verdict = f"not found (peak {result.peak:.2f})"  # type: ignore[attr-defined]
+    if not getattr(result, "inferred", True):  # between keyframes: the flow moved the mask
+        verdict += "  [warped]"
     return [f'phrase: "{phrase}"', verdict]
 
 

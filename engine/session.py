@@ -32,6 +32,7 @@ from engine.sources import Frame
 
 __all__ = [
     "FlowState",
+    "KeyframePolicy",
     "PhraseNotSetError",
     "PreparedFrame",
     "Result",
@@ -61,6 +62,9 @@ class Result:
         peak: The highest probability in the frame, in [0, 1].
         found: Whether the referent is probably in view (:attr:`Segmenter.min_score`); when
             not, the stream draws no mask and says "not found".
+        inferred: Whether the network ran on this frame (a keyframe); ``False`` when its
+            probabilities are the previous frame's warped by the optical flow
+            (:class:`KeyframePolicy`).
         frame_index: The source frame's sequence number.
         capture_time: The frame's monotonic capture time (seconds).
         phrase: The normalised phrase this frame was segmented with.
@@ -77,6 +81,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     peak: float = 0.0
     found: bool = True
+    inferred: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.mask, np.ndarray) or self.mask.ndim != 2 or self.mask.dtype != bool:
@@ -119,11 +124,14 @@ class PreparedFrame:
         frame: The source frame.
         image: (1, 3, H, W) float32 network image input.
         flow: (1, 2, H, W) float32 network flow input.
+        flow_px: (h, w, 2) float32 pixel flow from the previous frame on the flow grid
+            (``None``: none computed, e.g. the first frame).
     """
 
     frame: Frame
     image: np.ndarray
     flow: np.ndarray
+    flow_px: np.ndarray | None = None
 
 
 @dataclass
@@ -137,9 +145,108 @@ class FlowState:
 
 @dataclass
 class SmoothingState:
-    """Temporal state of the inference stage: the EMA of probabilities at network size."""
+    """Temporal state of the inference stage.
+
+    ``ema``: the previous frame's probabilities at network size (smoothed, or warped on a frame
+    between keyframes); ``since_key``: frames since the last keyframe (-1: none yet);
+    ``key_area``: the share of the network grid the last keyframe's mask covered.
+    """
 
     ema: np.ndarray | None = None
+    since_key: int = -1
+    key_area: float = 0.0
+
+
+@dataclass(frozen=True)
+class KeyframePolicy:
+    """When the network runs; between keyframes the last probabilities are warped by the flow.
+
+    The flow is computed on every frame anyway, so a frame between keyframes costs a remap
+    instead of the frame network. A phrase change, a stream reset and the first frame are
+    always keyframes.
+
+    Attributes:
+        every: Fixed policy: the network runs on every ``every``-th frame (1: every frame).
+        adaptive: Adaptive policy instead: run the network when the warp can no longer be
+            trusted: after ``max_interval`` frames, when the mean flow exceeds ``max_motion``
+            of the flow grid's width per frame (a fast camera pan: large flow is where DIS
+            errs), or when the warped mask's area leaves ``[1 / area_change, area_change]``
+            times the keyframe's.
+        max_interval: Adaptive: most frames between two keyframes.
+        max_motion: Adaptive: mean flow magnitude, as a share of the grid width per frame, that
+            forces one.
+        area_change: Adaptive: mask-area ratio to the keyframe's that forces one.
+    """
+
+    every: int = 1
+    adaptive: bool = False
+    max_interval: int = 4
+    max_motion: float = 0.05
+    area_change: float = 1.15
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.max_interval < 1:
+            raise ValueError(f"every and max_interval must be >= 1, got {self.every}, "
+                             f"{self.max_interval}")  # fmt: skip
+        if self.max_motion <= 0 or self.area_change <= 1:
+            raise ValueError("max_motion must be > 0 and area_change > 1")
+
+    @classmethod
+    def parse(cls, text: str) -> KeyframePolicy:
+        """``"1"``, ``"3"`` (every 3rd frame) or ``"adaptive"``.
+
+        Raises:
+            ValueError: anything else (the message lists the forms).
+        """
+        value = str(text).strip().lower()
+        if value == "adaptive":
+            return cls(adaptive=True)
+        if value.isdigit() and int(value) >= 1:
+            return cls(every=int(value))
+        raise ValueError(f"keyframes must be a period >= 1 or 'adaptive', got {text!r}")
+
+    @property
+    def always(self) -> bool:
+        """Whether every frame is a keyframe (the network runs on all of them)."""
+        return self.every == 1 and not self.adaptive
+
+    def __str__(self) -> str:
+        return "adaptive" if self.adaptive else str(self.every)
+
+
+def warp_probabilities(prob_net: np.ndarray, flow_px: np.ndarray) -> np.ndarray:
+    """The previous frame's (H, W) probabilities moved along the (h, w, 2) pixel flow.
+
+    The flow is forward (previous -> current: a previous pixel ``s`` moves to ``s + f(s)``), so
+    each value is splatted to the grid point nearest to where its pixel went, the highest
+    winning where several land (a moving object covers the background it moves onto; sampling
+    the flow at the destination instead would read the background's flow there and leave the
+    object behind). Grid points nothing lands on (a stretch) take the value at ``x - f(x)``;
+    what moves out of the frame is dropped.
+    """
+    import cv2
+
+    h, w = prob_net.shape
+    fh, fw = flow_px.shape[:2]
+    flow = flow_px.astype(np.float32)
+    if (fh, fw) != (h, w):
+        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+        flow *= np.asarray([w / fw, h / fh], np.float32)
+    prob = prob_net.astype(np.float32)
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    xi = np.rint(gx + flow[..., 0]).astype(np.int64).ravel()
+    yi = np.rint(gy + flow[..., 1]).astype(np.int64).ravel()
+    ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    target = yi[ok] * w + xi[ok]
+    out = np.zeros(h * w, np.float32)
+    np.maximum.at(out, target, prob.ravel()[ok])
+    hit = np.zeros(h * w, bool)
+    hit[target] = True
+    if not hit.all():
+        back = cv2.remap(prob, gx - flow[..., 0], gy - flow[..., 1], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # fmt: skip
+        out[~hit] = back.ravel()[~hit]
+    return out.reshape(h, w)
 
 
 class Segmenter:
@@ -159,6 +266,7 @@ class Segmenter:
         min_score: A frame's referent counts as found when its mask is not empty and its
             score (mean probability inside the mask) is at least this; 0 always "finds" a
             non-empty mask. The default comes from the calibration in ``docs/TRAINING.md``.
+        keyframes: When the network runs (:class:`KeyframePolicy`; default: every frame).
 
     Thread-safety: :meth:`prepare` may run in one thread and :meth:`infer` in another (they
     touch disjoint state); :meth:`set_phrase` may be called from any thread and takes effect
@@ -175,7 +283,9 @@ class Segmenter:
         smoothing: float = 0.0,
         max_flow_gap: float | None = 2.0,
         min_score: float = DEFAULT_MIN_SCORE,
+        keyframes: KeyframePolicy | None = None,
     ) -> None:
+        self.keyframes = keyframes or KeyframePolicy()
         if not 0.0 <= min_score < 1.0:
             raise ValueError(f"min_score must be in [0, 1), got {min_score}")
         self.min_score = float(min_score)
@@ -234,15 +344,18 @@ class Segmenter:
         self._raw_index += 1
         return frame
 
-    def _advance(self, frame: Frame) -> np.ndarray:
-        """Grey the frame, return its (h, w, 2) pixel flow from the previous one, keep it."""
+    def _advance(self, frame: Frame) -> np.ndarray | None:
+        """Grey the frame, return its (h, w, 2) pixel flow from the previous one, keep it.
+
+        ``None`` when there is no usable previous frame (first frame, reset, size change, gap).
+        """
         gray = self.flow.gray(frame.image)  # (h, w) uint8
         state = self.flow_state
         stale = (
             self.max_flow_gap is not None and frame.timestamp - state.prev_time > self.max_flow_gap
         )
         if state.prev_gray is None or state.prev_gray.shape != gray.shape or stale:
-            flow_px = np.zeros((gray.shape[0], gray.shape[1], 2), np.float32)
+            flow_px = None
         else:
             flow_px = self.flow(state.prev_gray, gray)  # (h, w, 2) px
         self.flow_state = FlowState(gray, frame.index, frame.timestamp)
@@ -270,8 +383,12 @@ class Segmenter:
         flow_px = self._advance(frame)
         size = self.engine.input_size
         image = prepare_image(frame.image, size, cfg.image_mean, cfg.image_std)  # (1, 3, H, W)
-        flow = prepare_flow(flow_px, size, cfg.flow_gain)  # (1, 2, H, W)
-        return PreparedFrame(frame, image, flow)
+        grid = flow_px
+        if grid is None:  # zero flow, like a still camera
+            w, h = self.flow.size
+            grid = np.zeros((h, w, 2), np.float32)
+        flow = prepare_flow(grid, size, cfg.flow_gain)  # (1, 2, H, W)
+        return PreparedFrame(frame, image, flow, flow_px)
 
     def infer(self, prepared: PreparedFrame) -> Result:
         """Inference stage: frame network and :func:`engine.preprocess.postprocess`.
@@ -284,14 +401,18 @@ class Segmenter:
             smooth = self.smoothing_state
         if text is None:
             raise PhraseNotSetError("no phrase set: call set_phrase(text) before step()/infer()")
-        logits = self.engine.segment(prepared.image, prepared.flow, text)  # (1, 1, H, W)
-        smooth.ema, prob, mask = postprocess(
-            logits,
-            prepared.frame.image.shape[:2],
-            threshold=self.threshold,
-            previous=smooth.ema,
-            smoothing=self.smoothing,
-        )
+        frame_hw = prepared.frame.image.shape[:2]
+        warped = self._warped(prepared, smooth)
+        if warped is not None:
+            smooth.ema, prob, mask = postprocess(_logit(warped), frame_hw, threshold=self.threshold)
+            smooth.since_key += 1
+        else:
+            logits = self.engine.segment(prepared.image, prepared.flow, text)  # (1, 1, H, W)
+            smooth.ema, prob, mask = postprocess(
+                logits, frame_hw, threshold=self.threshold, previous=smooth.ema,
+                smoothing=self.smoothing,
+            )  # fmt: skip
+            smooth.since_key, smooth.key_area = 0, float((smooth.ema > self.threshold).mean())
         score = min(max(float(prob[mask].mean()) if mask.any() else 0.0, 0.0), 1.0)
         return Result(
             mask=mask,
@@ -302,7 +423,31 @@ class Segmenter:
             frame_index=prepared.frame.index,
             capture_time=prepared.frame.timestamp,
             phrase=text.phrase,
+            inferred=warped is None,
         )
+
+    def _warped(self, prepared: PreparedFrame, smooth: SmoothingState) -> np.ndarray | None:
+        """This frame's probabilities warped from the previous one, or ``None``: run the network."""
+        policy = self.keyframes
+        if policy.always or smooth.ema is None or smooth.since_key < 0 or prepared.flow_px is None:
+            return None
+        flow_px = prepared.flow_px
+        if not policy.adaptive:
+            return None if smooth.since_key + 1 >= policy.every else warp_probabilities(
+                smooth.ema, flow_px)  # fmt: skip
+        if smooth.since_key + 1 >= policy.max_interval:
+            return None
+        if float(np.linalg.norm(flow_px, axis=2).mean()) > policy.max_motion * flow_px.shape[1]:
+            return None
+        warped = warp_probabilities(smooth.ema, flow_px)
+        area = float((warped > self.threshold).mean())
+        if smooth.key_area > 0:
+            ratio = area / smooth.key_area
+            if not 1.0 / policy.area_change <= ratio <= policy.area_change:
+                return None
+        elif area > 0:  # the keyframe found nothing, the warp cannot add an object
+            return None
+        return warped
 
     def step(self, frame: Frame | np.ndarray) -> Result:
         """Segment one frame with the cached phrase and the previous frame.
@@ -313,3 +458,9 @@ class Segmenter:
         if self._text is None:
             raise PhraseNotSetError("no phrase set: call set_phrase(text) before step()")
         return self.infer(self.prepare(frame))
+
+
+def _logit(prob: np.ndarray) -> np.ndarray:
+    """Probabilities -> logits (clipped away from 0 and 1), for :func:`postprocess`."""
+    p = np.clip(prob, 1e-6, 1.0 - 1e-6)
+    return np.log(p / (1.0 - p)).astype(np.float32)
