@@ -199,9 +199,8 @@ def onnx_cpu_row(checkpoint: Path, size: tuple[int, int], *, warmup: int, repeat
     """ONNX Runtime FP32 on the CPU, batch 1: the reference row."""
     from engine.backends import create_engine
     from engine.base import FRAME_INPUTS
-    from engine.loading import cached_export
 
-    engine = create_engine("onnx", cached_export(checkpoint), input_size=size)
+    engine = create_engine("onnx", checkpoint, input_size=size)  # exported once, cached
     text = engine.encode_text(PHRASE)
     h, w = size
     rng = np.random.default_rng(0)

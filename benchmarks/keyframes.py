@@ -123,12 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from models.checkpoint import read_checkpoint_config
 
     config = read_checkpoint_config(args.checkpoint)[0]
-    source = args.checkpoint
-    if args.backend == "onnx":
-        from engine.loading import cached_export
-
-        source = cached_export(args.checkpoint)
-    engine = create_engine(args.backend, source, input_size=tuple(config.input_size))
+    engine = create_engine(args.backend, args.checkpoint, input_size=tuple(config.input_size))
     clips = _clips(args.clips)
     rows = []
     for policy in tqdm(args.policies, desc="keyframe policies", unit="policy"):

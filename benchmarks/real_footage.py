@@ -321,13 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         engine, what, input_size = _PriorEngine(), "zero-shot prior", None
     else:
-        source = args.checkpoint
-        if args.backend == "onnx":
-            from engine.loading import cached_export
-
-            source = cached_export(args.checkpoint)
         input_size = list(config.input_size)
-        engine = create_engine(args.backend, source, input_size=tuple(input_size))
+        engine = create_engine(args.backend, args.checkpoint, input_size=tuple(input_size))
         what = f"{args.checkpoint} ({args.backend}, cpu)"
     rows, tiles, refused = run(engine, referents, clips, progress=not args.no_progress)
     summary = summarise(rows)

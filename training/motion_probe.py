@@ -209,12 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    source = args.checkpoint
-    if args.backend == "onnx":
-        from engine.loading import cached_export
-
-        source = cached_export(args.checkpoint)
-    engine = create_engine(args.backend, source, input_size=tuple(config.input_size))
+    engine = create_engine(args.backend, args.checkpoint, input_size=tuple(config.input_size))
     twins = twin_probe(engine, clips=args.clips, progress=not args.no_progress)
     text = text_probe(engine)
     flows = flow_probe(

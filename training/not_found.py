@@ -178,12 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    source = args.checkpoint
-    if args.backend == "onnx":
-        from engine.loading import cached_export
-
-        source = cached_export(args.checkpoint)
-    engine = create_engine(args.backend, source, input_size=tuple(config.input_size))
+    engine = create_engine(args.backend, args.checkpoint, input_size=tuple(config.input_size))
     present, absent = frame_scores(engine, clips=args.clips, progress=not args.no_progress)
     cal = calibrate(present, absent, keep=args.keep)
     print(
