@@ -235,3 +235,27 @@ def test_save_arguments(tmp_path, model, tokenizer, corpus):
 def test_default_checkpoint_path():
     assert DEFAULT_CHECKPOINT.name == "hinet_lite0"
     assert DEFAULT_CHECKPOINT.parent.name == "weights"
+
+
+@pytest.mark.parametrize(
+    ("folder", "encoder", "tokenizer"),
+    [
+        ("hinet_lite0", "minilm", "WordPieceTokenizer"),
+        ("hinet_lite0_spm", "transformer", "Tokenizer"),
+    ],
+)
+def test_both_shipped_checkpoints_load_with_their_own_text_side(folder, encoder, tokenizer):
+    """The default (MiniLM) and its SentencePiece predecessor: the config says which is which."""
+    from models.checkpoint import load_checkpoint
+
+    path = DEFAULT_CHECKPOINT.parent / folder
+    if not (path / "model.safetensors").is_file():
+        pytest.skip(f"{path} not shipped in this tree")
+    model, tok, meta = load_checkpoint(path)
+    assert model.config.text.encoder == encoder and type(tok).__name__ == tokenizer
+    ids, mask = tok.encode(tok.normalize("the red circle moving left"),
+                           max_tokens=model.config.text.max_tokens,
+                           max_chars=model.config.text.max_chars)  # fmt: skip
+    words, words_mask, sentence = model.encode_text(torch.from_numpy(ids), torch.from_numpy(mask))
+    assert words.shape[-1] == sentence.shape[-1] == model.config.text.width
+    assert meta["recipe_config"]["data"]["kind"] == "synthetic"
