@@ -403,8 +403,8 @@ class CallbackOutput:
 class ResultsFileOutput:
     """Per-frame results as JSON lines, one object per frame.
 
-    Each line: frame index, capture time, phrase, score, peak, area, found, the stage timings,
-    and the mask as COCO RLE. Read back with ``json.loads`` per line and
+    Each line: frame index, capture time, phrase, score, peak, area, found, inferred (the
+    network ran on it, not a keyframe warp), the stage timings, and the mask as COCO RLE. Read back with ``json.loads`` per line and
     :func:`engine.rle.rle_decode` (or ``pycocotools.mask.decode``).
     """
 
@@ -424,6 +424,7 @@ class ResultsFileOutput:
             "peak": round(result.peak, 4),
             "area": round(result.area, 6),
             "found": result.found,
+            "inferred": result.inferred,
             "timings_ms": {k: round(v, 3) for k, v in result.timings.items()},
             "mask": rle_encode(result.mask),
         }

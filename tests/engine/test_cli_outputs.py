@@ -132,6 +132,7 @@ def test_default_run_folder_has_h264_video_results_and_stats(tmp_path, tiny_chec
         # the raw mask is kept even when "not found" (found says what the stream showed)
         assert row["found"] == bool(decoded.any() and row["score"] >= DEFAULT_MIN_SCORE)
         assert row["phrase"] and set(row["timings_ms"]) >= {"flow", "inference", "overlay"}
+        assert row["inferred"] is True  # every frame is a keyframe by default
 
     stats = json.loads((run / "stats.json").read_text())
     assert stats["frames"] == 8
