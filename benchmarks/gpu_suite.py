@@ -76,15 +76,15 @@ def _inputs(model, tokenizer, size: tuple[int, int], batch: int, device) -> list
         max_chars=config.text.max_chars,
     )
     with torch.inference_mode():
-        words, words_mask, sentence = model.encode_text(
+        text = model.encode_text(
             torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
         )
     g = torch.Generator().manual_seed(0)
     h, w = size
     image = torch.randn(batch, 3, h, w, generator=g).to(device)
     flow = torch.randn(batch, 2, h, w, generator=g).to(device)
-    return [image, flow, words.expand(batch, -1, -1).contiguous(),
-            words_mask.expand(batch, -1).contiguous(), sentence.expand(batch, -1).contiguous()]  # fmt: skip
+    # words, words_mask, sentence [, classes]: the phrase repeated for every camera
+    return [image, flow, *(t.expand(batch, *t.shape[1:]).contiguous() for t in text)]
 
 
 def _autocast(device, precision: str):
@@ -198,7 +198,7 @@ def torch_rows(
 def onnx_cpu_row(checkpoint: Path, size: tuple[int, int], *, warmup: int, repeats: int) -> dict:
     """ONNX Runtime FP32 on the CPU, batch 1: the reference row."""
     from engine.backends import create_engine
-    from engine.base import FRAME_INPUTS
+    from engine.base import frame_inputs
 
     engine = create_engine("onnx", checkpoint, input_size=size)  # exported once, cached
     text = engine.encode_text(PHRASE)
@@ -207,11 +207,9 @@ def onnx_cpu_row(checkpoint: Path, size: tuple[int, int], *, warmup: int, repeat
     feeds = {
         "image": rng.standard_normal((1, 3, h, w), dtype=np.float32),
         "flow": rng.standard_normal((1, 2, h, w), dtype=np.float32),
-        "words": text.words,
-        "words_mask": text.words_mask,
-        "sentence": text.sentence,
+        **text.as_inputs(),
     }
-    feeds = {k: feeds[k] for k in FRAME_INPUTS}
+    feeds = {k: feeds[k] for k in frame_inputs(engine.config)}
     p = _time(lambda: engine.run_frame(feeds), lambda: None, warmup=warmup, repeats=repeats)
     engine.close()
     return {

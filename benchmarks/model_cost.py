@@ -43,10 +43,10 @@ def _frame_inputs(model: HINet, size: tuple[int, int]) -> tuple[torch.Tensor, ..
     mask = torch.zeros(1, n, dtype=torch.int64)
     mask[:, :6] = 1
     with torch.no_grad():
-        words, words_mask, sentence = model.encode_text(ids * mask, mask)
+        text = model.encode_text(ids * mask, mask)  # words, words_mask, sentence [, classes]
     image = torch.randn(1, 3, h, w, generator=g)
     flow = torch.randn(1, 2, h, w, generator=g) * 0.1
-    return image, flow, words, words_mask, sentence
+    return image, flow, *text
 
 
 def count_gflops(model: HINet, size: tuple[int, int]) -> tuple[float, dict[str, float]]:

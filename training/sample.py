@@ -34,6 +34,13 @@ class Sample:
         attributes: Synthetic data only: the canonical attributes the expression mentions
             (``shape`` and any of ``size``, ``colour``, ``motion``), from which training may
             word the referent in other ways (:mod:`training.synthetic.wording`); else ``None``.
+        categories: Synthetic data only: (H, W) uint8 map of what an ImageNet head would see
+            as categories: 1 the referred object, 2 other objects of its category (its shape),
+            3 objects of other categories, 0 background; from it training simulates the
+            grounding prior (:func:`models.grounding.simulate_prior`). Else ``None``.
+        positions: Synthetic data only: the positions (``left``, ``right``, ``top``,
+            ``bottom``) that single the referent out among the objects of its shape in this
+            frame (:func:`training.synthetic.spatial.positions`), for spatial wordings.
     """
 
     frame: np.ndarray
@@ -47,6 +54,8 @@ class Sample:
     object_id: str
     split: str = ""
     attributes: dict[str, str] | None = None
+    categories: np.ndarray | None = None
+    positions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.frame.ndim != 3 or self.frame.shape[2] != 3 or self.frame.dtype != np.uint8:
@@ -61,5 +70,9 @@ class Sample:
             raise ValueError("prev_frame and frame differ in shape")
         if self.flow is not None and (self.flow.ndim != 3 or self.flow.shape[2] != 2):
             raise ValueError(f"flow must be (h, w, 2), got {self.flow.shape}")
+        if self.categories is not None and (
+            self.categories.shape != self.frame.shape[:2] or self.categories.dtype != np.uint8
+        ):
+            raise ValueError(f"categories must be {self.frame.shape[:2]} uint8")
         if not self.expression.strip():
             raise ValueError("expression is empty")

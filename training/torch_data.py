@@ -33,9 +33,11 @@ import torch
 from engine.flow import OpticalFlow
 from engine.preprocess import prepare_flow, prepare_image
 from models.config import HINetConfig
+from models.grounding import simulate_prior
 from models.tokenizer import PhraseTokenizer
 from training.sample import VOID, Sample
-from training.synthetic.wording import reword
+from training.synthetic.spatial import spatial_expression
+from training.synthetic.wording import real_noun, reword
 
 __all__ = [
     "AugmentConfig",
@@ -65,6 +67,12 @@ class AugmentConfig:
         saturation: Saturation factor drawn from ``1 +- saturation``, in [0, 1).
         reword: Probability of wording a synthetic referent anew from its attributes with the
             training lexicon (:func:`training.synthetic.wording.reword`), in [0, 1].
+        spatial: Probability of wording a synthetic referent by its position among the objects
+            of its shape ("the circle on the left", :mod:`training.synthetic.spatial`) when
+            its frame allows it, in [0, 1]; taken before ``reword``.
+        noun: Grounding-prior models only: probability that a sample whose prior is simulated
+            names a real-world noun instead of its shape, in [0, 1]
+            (:func:`training.synthetic.wording.real_noun`).
     """
 
     hflip: float = 0.5
@@ -73,8 +81,15 @@ class AugmentConfig:
     contrast: float = 0.2
     saturation: float = 0.1
     reword: float = 0.0
+    spatial: float = 0.0
+    noun: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("spatial", "noun"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(
+                    f"{name} must be a probability in [0, 1], got {getattr(self, name)}"
+                )
         if not 0.0 <= self.reword <= 1.0:
             raise ValueError(f"reword must be a probability in [0, 1], got {self.reword}")
         if not 0.0 <= self.hflip <= 1.0:
@@ -108,6 +123,7 @@ class Augmented:
         expression: The expression, with left/right swapped if the sample was flipped.
         flipped: Whether a horizontal flip was applied.
         scale: The zoom factor used (1.0 = whole frame).
+        categories: (H, W) uint8 category map cropped and flipped like the mask, or ``None``.
     """
 
     frame: np.ndarray
@@ -116,6 +132,7 @@ class Augmented:
     expression: str
     flipped: bool
     scale: float
+    categories: np.ndarray | None = None
 
 
 def swap_left_right(expression: str) -> str:
@@ -171,6 +188,7 @@ def augment(
     out_size: tuple[int, int],
     rng: np.random.Generator,
     config: AugmentConfig,
+    categories: np.ndarray | None = None,
 ) -> Augmented:
     """Scale/crop, flip and colour-jitter one sample consistently.
 
@@ -182,6 +200,7 @@ def augment(
         out_size: Output ``(H, W)`` (the network input size).
         rng: Source of randomness.
         config: Augmentation settings.
+        categories: (H0, W0) uint8 category map (:attr:`Sample.categories`), or ``None``.
 
     Returns:
         :class:`Augmented`, everything on the ``out_size`` grid.
@@ -200,11 +219,15 @@ def augment(
     flow = flow[y0 : y0 + ch, x0 : x0 + cw]
     frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
     mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
+    if categories is not None:
+        categories = cv2.resize(categories[y0 : y0 + ch, x0 : x0 + cw], (w, h),
+                                interpolation=cv2.INTER_NEAREST_EXACT)  # fmt: skip
     flow = flow_to_grid(np.ascontiguousarray(flow), (h, w))  # scales the vectors by w/cw, h/ch
     flipped = bool(rng.random() < config.hflip)
     if flipped:
         frame = frame[:, ::-1]
         mask = mask[:, ::-1]
+        categories = None if categories is None else categories[:, ::-1]
         flow = flow[:, ::-1] * np.asarray([-1.0, 1.0], np.float32)  # mirror: dx -> -dx
         expression = swap_left_right(expression)
     frame = _colour_jitter(np.ascontiguousarray(frame), rng, config)
@@ -215,6 +238,7 @@ def augment(
         expression=expression,
         flipped=flipped,
         scale=s,
+        categories=None if categories is None else np.ascontiguousarray(categories),
     )
 
 
@@ -233,7 +257,12 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
     Items are dicts of tensors: ``image`` (3, H, W) float32 normalised RGB, ``flow``
     (2, H, W) float32 normalised flow, ``token_ids`` (L,) int64, ``token_mask`` (L,) int64,
     ``target`` (1, H, W) float32 {0, 1}, ``valid`` (1, H, W) float32 {0, 1} (0 on void pixels)
-    and ``index`` () int64.
+    and ``index`` () int64. A model with the grounding prior (``config.prior``) also gets
+    ``prior`` (1, H/32, W/32) float32, a simulated prior map, and ``prior_sim`` () float32,
+    1 where the network should read it instead of its own: only augmented (training) samples
+    that carry :attr:`Sample.categories`, with probability ``prior_sim`` (the rest keep the
+    network's own prior, uninformative on synthetic frames, so the network also learns to
+    ignore a prior that names nothing).
     """
 
     def __init__(
@@ -245,6 +274,7 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         flow_preset: str = "ultrafast",
+        prior_sim: float = 0.75,
     ) -> None:
         if len(samples) == 0:
             raise ValueError("dataset has no samples")
@@ -254,6 +284,7 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.seed = int(seed)
         self.flow_preset = flow_preset
+        self.prior_sim = float(prior_sim)
         self.epoch = 0
         self._flow: OpticalFlow | None = None
 
@@ -278,11 +309,22 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
         sample = self.samples[index]
         size = self.config.input_size
         flow_px = self._sample_flow(sample)
+        prior = None
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, int(index)])
             expression = sample.expression
-            if sample.attributes and rng.random() < self.augment.reword:
-                expression = reword(sample.attributes, rng)
+            prior = self._prior(sample.categories, index) if self.config.prior else None
+            # With a simulated prior, sometimes a real noun instead of the shape ("the red dog"):
+            # only the prior then says which objects are of the named kind.
+            noun = None
+            if prior is not None and float(prior["prior_sim"]) and rng.random() < self.augment.noun:
+                noun = real_noun(rng)
+            if sample.positions and sample.attributes and rng.random() < self.augment.spatial:
+                position = sample.positions[int(rng.integers(len(sample.positions)))]
+                expression = spatial_expression(sample.attributes["shape"], position, rng,
+                                                noun=noun)  # fmt: skip
+            elif sample.attributes and (noun is not None or rng.random() < self.augment.reword):
+                expression = reword(sample.attributes, rng, noun=noun)
             aug = augment(
                 sample.frame,
                 flow_px,
@@ -291,8 +333,11 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
                 out_size=size,
                 rng=rng,
                 config=self.augment,
+                categories=sample.categories,
             )
             frame, flow_px, mask, expression = aug.frame, aug.flow, aug.mask, aug.expression
+            if prior is not None and float(prior["prior_sim"]):  # the crop and flip of the frame
+                prior = self._prior(aug.categories, index)
         else:
             frame, mask, expression = sample.frame, sample.mask, sample.expression
             if mask.shape != tuple(size):
@@ -308,7 +353,7 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
             )
         except ValueError as exc:
             raise ValueError(f"sample {index} ({sample.video_id}): {exc}: {expression!r}") from exc
-        return {
+        item = {
             "image": torch.from_numpy(image[0]),  # (3, H, W)
             "flow": torch.from_numpy(flow[0]),  # (2, H, W)
             "token_ids": torch.from_numpy(ids[0]),  # (L,)
@@ -317,6 +362,18 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
             "valid": torch.from_numpy((mask != VOID).astype(np.float32)[None]),  # (1, H, W)
             "index": torch.tensor(int(index), dtype=torch.int64),
         }
+        if self.config.prior:
+            item.update(prior if prior is not None else self._prior(None, index))
+        return item
+
+    def _prior(self, categories: np.ndarray | None, index: int) -> dict[str, torch.Tensor]:
+        h, w = self.config.input_size
+        grid = (-(-h // 32), -(-w // 32))
+        rng = np.random.default_rng([self.seed, self.epoch, int(index), 0x9A1])
+        if categories is None or rng.random() >= self.prior_sim:
+            return {"prior": torch.zeros(1, *grid), "prior_sim": torch.tensor(0.0)}
+        prior = simulate_prior(categories, grid, rng)
+        return {"prior": torch.from_numpy(prior), "prior_sim": torch.tensor(1.0)}
 
 
 def trim_tokens(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

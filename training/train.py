@@ -105,8 +105,8 @@ class _AuxForward(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, image, flow, token_ids, token_mask):  # noqa: D102
-        return self.net.forward_aux(image, flow, token_ids, token_mask)
+    def forward(self, image, flow, token_ids, token_mask, prior=None, prior_sim=None):  # noqa: D102
+        return self.net.forward_aux(image, flow, token_ids, token_mask, prior, prior_sim)
 
 
 class _ResumableSampler(DistributedSampler):
@@ -364,7 +364,12 @@ def train(
             batch = {k: v.to(d.device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device_type=d.device.type, dtype=torch.float16, enabled=amp):
                 logits, aux = net(
-                    batch["image"], batch["flow"], batch["token_ids"], batch["token_mask"]
+                    batch["image"],
+                    batch["flow"],
+                    batch["token_ids"],
+                    batch["token_mask"],
+                    batch.get("prior"),  # the simulated grounding prior (config.prior)
+                    batch.get("prior_sim"),
                 )
                 parts = total_loss(
                     logits.float(),
@@ -487,7 +492,10 @@ def train(
 
 
 def warm_start(model: HINet, source: str | Path) -> list[str]:
-    """Copy ``source``'s tensors into ``model`` where name and shape match, except ``text.*``.
+    """Copy ``source``'s tensors into ``model`` where name and shape match.
+
+    The text side (``text.*``) is copied only when both use the same text config (a model
+    with another text encoder or vocabulary starts its text side from scratch).
 
     Returns:
         The copied keys.
@@ -503,15 +511,22 @@ def warm_start(model: HINet, source: str | Path) -> list[str]:
     except CheckpointError as exc:
         raise ValueError(f"init_from {source}: {exc}") from exc
     own, theirs = model.state_dict(), donor.state_dict()
+    same_text = donor.config.text == model.config.text
+    pinned = set(model.pretrained_keys())
     copied = [
         k
         for k, v in theirs.items()
-        if not k.startswith("text.") and k in own and own[k].shape == v.shape
+        if (same_text or not k.startswith("text."))
+        and k not in pinned
+        and k in own
+        and own[k].shape == v.shape
     ]
     with torch.no_grad():
         for k in copied:
             own[k].copy_(theirs[k])
-    skipped = sorted(k for k in own if k not in copied and not k.startswith("text."))
+    skipped = sorted(
+        k for k in own if k not in copied and k not in pinned and not k.startswith("text.")
+    )
     logger.info(
         "warm start from %s: %d tensors copied; %d non-text tensors keep their init%s",
         source, len(copied), len(skipped), f" (e.g. {skipped[:3]})" if skipped else "",

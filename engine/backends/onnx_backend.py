@@ -18,12 +18,14 @@ import numpy as np
 
 from engine.backends import parse_device
 from engine.base import (
-    FRAME_INPUTS,
     FRAME_OUTPUTS,
+    PRIOR_CLASSES,
+    PRIOR_TENSOR,
     TEXT_INPUTS,
-    TEXT_OUTPUTS,
     BackendUnavailable,
     Engine,
+    frame_inputs,
+    text_outputs,
 )
 from engine.loading import LoadedExport, cache_root
 from engine.manifest import ExportError
@@ -127,11 +129,13 @@ class OnnxEngine(Engine):
         if intra_op_threads is not None:
             opts.intra_op_num_threads = intra_op_threads
         provider_list = self._provider_list(names, device_id, loaded.folder)
+        self._text_out = text_outputs(self.config)
+        self._frame_in = frame_inputs(self.config)
         self._text = self._session(
-            loaded.text_path, opts, provider_list, names[0], TEXT_INPUTS, TEXT_OUTPUTS
+            loaded.text_path, opts, provider_list, names[0], TEXT_INPUTS, self._text_out
         )
         self._frame = self._session(
-            loaded.frame_path, opts, provider_list, names[0], FRAME_INPUTS, FRAME_OUTPUTS
+            loaded.frame_path, opts, provider_list, names[0], self._frame_in, FRAME_OUTPUTS
         )
         self.export_folder = loaded.folder
         self._outputs: dict[tuple[str, tuple[int, ...]], Any] = {}
@@ -244,15 +248,16 @@ class OnnxEngine(Engine):
         if self._io_binding:
             b, n = feeds["token_ids"].shape
             c = self.config.text.width
-            return self._bound(
-                self._text, feeds, {"words": (b, n, c), "words_mask": (b, n), "sentence": (b, c)}
-            )
-        out = self._text.run(list(TEXT_OUTPUTS), feeds)
-        return {k: np.asarray(v, np.float32) for k, v in zip(TEXT_OUTPUTS, out)}
+            shapes = {"words": (b, n, c), "words_mask": (b, n), "sentence": (b, c)}
+            if PRIOR_TENSOR in self._text_out:
+                shapes[PRIOR_TENSOR] = (b, PRIOR_CLASSES)
+            return self._bound(self._text, feeds, shapes)
+        out = self._text.run(list(self._text_out), feeds)
+        return {k: np.asarray(v, np.float32) for k, v in zip(self._text_out, out)}
 
     def run_frame(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Frame network: :data:`~engine.base.FRAME_INPUTS` -> ``logits`` (B, 1, H, W) float32."""
-        feeds = self._feeds(inputs, FRAME_INPUTS)
+        feeds = self._feeds(inputs, self._frame_in)
         if self._io_binding:
             b, _, h, w = feeds["image"].shape
             return self._bound(self._frame, feeds, {"logits": (b, 1, h, w)})

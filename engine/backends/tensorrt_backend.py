@@ -21,12 +21,12 @@ import numpy as np
 from engine.backends import parse_device
 from engine.backends.tensorrt_build import import_tensorrt
 from engine.base import (
-    FRAME_INPUTS,
     FRAME_OUTPUTS,
     TEXT_INPUTS,
-    TEXT_OUTPUTS,
     BackendUnavailable,
     Engine,
+    frame_inputs,
+    text_outputs,
 )
 from engine.manifest import ExportError
 
@@ -169,7 +169,7 @@ class TensorRTEngine(Engine):
             Path(text_engine).read_bytes(),
             "text_encoder",
             TEXT_INPUTS,
-            TEXT_OUTPUTS,
+            text_outputs(config),
         )
         self._frame = _TrtGraph(
             trt,
@@ -177,7 +177,7 @@ class TensorRTEngine(Engine):
             self._runtime,
             Path(frame_engine).read_bytes(),
             "frame_net",
-            FRAME_INPUTS,
+            frame_inputs(config),
             FRAME_OUTPUTS,
         )
 
@@ -232,9 +232,10 @@ class TensorRTEngine(Engine):
 
     def run_frame(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Frame network: :data:`~engine.base.FRAME_INPUTS` -> ``logits`` (B, 1, H, W) float32."""
-        missing = [n for n in FRAME_INPUTS if n not in inputs]
+        names = frame_inputs(self.config)
+        missing = [n for n in names if n not in inputs]
         if missing:
-            raise ValueError(f"missing inputs {missing}; expected {', '.join(FRAME_INPUTS)}")
+            raise ValueError(f"missing inputs {missing}; expected {', '.join(names)}")
         return self._frame.run(inputs)
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from engine.backends import parse_device
-from engine.base import FRAME_INPUTS, TEXT_INPUTS, TEXT_OUTPUTS, BackendUnavailable, Engine
+from engine.base import TEXT_INPUTS, BackendUnavailable, Engine, frame_inputs, text_outputs
 
 __all__ = ["TorchEngine"]
 
@@ -127,11 +127,11 @@ class TorchEngine(Engine):
         ids, mask = self._tensors(inputs, TEXT_INPUTS)
         with torch.inference_mode(), self._autocast():
             out = self.model.encode_text(ids, mask)
-        return {k: v.float().cpu().numpy() for k, v in zip(TEXT_OUTPUTS, out)}
+        return {k: v.float().cpu().numpy() for k, v in zip(text_outputs(self.config), out)}
 
     def run_frame(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Frame network: :data:`~engine.base.FRAME_INPUTS` -> ``logits`` (B, 1, H, W) float32."""
-        args = self._tensors(inputs, FRAME_INPUTS)
+        args = self._tensors(inputs, frame_inputs(self.config))
         if self.cuda_graphs:
             logits = self._replay(args)
         else:

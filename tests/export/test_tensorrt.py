@@ -195,6 +195,15 @@ def test_profiles_cover_every_dynamic_input(config):
     }
 
 
+def test_frame_profile_of_a_prior_model_covers_the_classes():
+    from models.config import build_config
+
+    d = frame_profile(build_config("hinet_tiny_prior"), min_size=(64, 64), opt_size=(128, 128),
+                      max_size=(256, 256), max_batch=4).as_dict()  # fmt: skip
+    assert d["classes"] == [[1, 1000], [1, 1000], [4, 1000]]
+    assert set(d) == {"image", "flow", "words", "words_mask", "sentence", "classes"}
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

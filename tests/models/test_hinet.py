@@ -29,8 +29,10 @@ def test_every_preset_builds_and_runs(preset, make_inputs):
     image, flow, ids, mask = make_inputs(batch=2, size=(64, 96))
     with torch.no_grad():
         feats = model.backbone(image)
-        words, wmask, sent = model.encode_text(ids, mask)
-        logits = model.forward_frame(image, flow, words, wmask, sent)
+        text = model.encode_text(ids, mask)
+        words, wmask, sent = text[:3]
+        logits = model.forward_frame(image, flow, *text)
+    assert len(text) == (4 if cfg.prior else 3)  # + the ImageNet class weights
     assert [f.shape[1] for f in feats] == list(model.backbone.channels)
     assert [f.shape[-2:] for f in feats] == [(64 // s, 96 // s) for s in model.backbone.strides]
     assert words.shape == (2, 20, cfg.text.width) and words.dtype == torch.float32

@@ -242,10 +242,12 @@ def test_default_checkpoint_path():
     [
         ("hinet_lite0", "minilm", "WordPieceTokenizer"),
         ("hinet_lite0_spm", "transformer", "Tokenizer"),
+        ("hinet_lite0_prior", "minilm", "WordPieceTokenizer"),
     ],
 )
-def test_both_shipped_checkpoints_load_with_their_own_text_side(folder, encoder, tokenizer):
-    """The default (MiniLM) and its SentencePiece predecessor: the config says which is which."""
+def test_shipped_checkpoints_load_with_their_own_text_side(folder, encoder, tokenizer):
+    """The default (MiniLM), its SentencePiece predecessor and the grounding-prior model: the
+    config says which is which."""
     from models.checkpoint import load_checkpoint
 
     path = DEFAULT_CHECKPOINT.parent / folder
@@ -256,6 +258,9 @@ def test_both_shipped_checkpoints_load_with_their_own_text_side(folder, encoder,
     ids, mask = tok.encode(tok.normalize("the red circle moving left"),
                            max_tokens=model.config.text.max_tokens,
                            max_chars=model.config.text.max_chars)  # fmt: skip
-    words, words_mask, sentence = model.encode_text(torch.from_numpy(ids), torch.from_numpy(mask))
+    words, words_mask, sentence, *classes = model.encode_text(
+        torch.from_numpy(ids), torch.from_numpy(mask)
+    )
     assert words.shape[-1] == sentence.shape[-1] == model.config.text.width
     assert meta["recipe_config"]["data"]["kind"] == "synthetic"
+    assert model.config.prior == (folder == "hinet_lite0_prior") == bool(classes)

@@ -478,3 +478,19 @@ def test_evaluate_scores_exactly_the_masks_the_stream_draws(tmp_path):
     report = evaluate(engine, samples, progress=False)
     s = report.referring[OVERALL]
     assert s["samples"] == 12 and s["mIoU"] == 1.0 and s["oIoU"] == 1.0 and s["P@0.9"] == 1.0
+
+
+def test_cli_spatial_and_all_wordings_build_the_held_out_spatial_split():
+    from training.evaluate import _load_samples
+
+    def view(*extra):
+        argv = ["--checkpoint", "c", "--dataset", "synthetic", "--split", "appearance",
+                "--clips", "3", *extra]  # fmt: skip
+        return _load_samples(build_parser().parse_args(argv))
+
+    spatial = list(view("--wording", "spatial"))
+    assert spatial and all(s.split == "appearance/spatial" for s in spatial)
+    assert all(s.attributes["position"] in s.expression.replace("most", "").split()
+               or s.attributes["position"] in ("top", "bottom") for s in spatial)  # fmt: skip
+    grammar = view("--wording", "grammar")
+    assert len(view("--wording", "all")) == 2 * len(grammar) + len(spatial)

@@ -297,3 +297,17 @@ def test_minilm_run_warm_starts_trains_and_resumes(tmp_path, full_run, tiny_mini
     assert trimmed["token_ids"].shape == (2, 5) and trim_tokens(
         {**batch, "token_mask": batch["token_mask"][:1].repeat(2, 1)}
     )["token_ids"].shape == (2, 3)
+
+
+def test_warm_start_copies_the_text_side_only_when_the_text_config_matches(tiny_minilm_checkpoint):
+    from models.hinet import build_model
+    from training.train import warm_start
+
+    donor, _, _ = load_checkpoint(tiny_minilm_checkpoint)
+    model = build_model("hinet_tiny_prior", pretrained_backbone=False)
+    copied = warm_start(model, tiny_minilm_checkpoint)
+    assert "text.proj.weight" in copied and "backbone._conv_stem.weight" in copied
+    assert not any(k.startswith("prior.") for k in copied)  # the donor has no prior
+    torch.testing.assert_close(model.text.proj.weight, donor.text.proj.weight, rtol=0, atol=0)
+    other = build_model("hinet_tiny", pretrained_backbone=False)  # SentencePiece text side
+    assert not any(k.startswith("text.") for k in warm_start(other, tiny_minilm_checkpoint))

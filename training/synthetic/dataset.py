@@ -10,6 +10,7 @@ import numpy as np
 from engine.flow import OpticalFlow
 from training.sample import Sample
 from training.synthetic.generator import Clip, generate_clip, target_counts
+from training.synthetic.spatial import positions
 from training.synthetic.spec import SPLITS, SyntheticSpec, partition_seeds
 from training.synthetic.wording import paraphrase
 
@@ -189,4 +190,20 @@ class SyntheticDataset:
             object_id=str(obj.object_id),
             split=self.split if self.wording == "grammar" else f"{self.split}/{self.wording}",
             attributes=dict(obj.expression_attributes),
+            categories=category_map(clip, obj, t),
+            positions=positions(clip, obj, t),
         )
+
+
+def category_map(clip: Clip, referent, t: int) -> np.ndarray:
+    """(H, W) uint8 categories of frame ``t`` as :attr:`Sample.categories` defines them.
+
+    An object's category is its shape: the simulated ImageNet head sees every circle when the
+    phrase names a circle, and colour, size or motion must pick the referent.
+    """
+    out = np.zeros(clip.frames[t].shape[:2], np.uint8)
+    for obj in clip.objects:
+        if obj.object_id != referent.object_id:
+            out[obj.masks[t] > 0] = 2 if obj.shape == referent.shape else 3
+    out[referent.masks[t] > 0] = 1
+    return out

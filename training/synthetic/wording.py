@@ -23,7 +23,24 @@ import numpy as np
 
 from training.synthetic.grammar import LEXICON
 
-__all__ = ["PARAPHRASE", "TRAIN_EXTRA", "paraphrase", "reword", "training_forms"]
+__all__ = [
+    "EVERYDAY_NOUNS",
+    "PARAPHRASE",
+    "TRAIN_EXTRA",
+    "paraphrase",
+    "real_noun",
+    "reword",
+    "training_forms",
+]
+
+#: Everyday nouns people name things with (ImageNet has no person class); with the ImageNet
+#: class names they stand in for a synthetic referent's shape in training, see :func:`real_noun`.
+EVERYDAY_NOUNS = (
+    "person", "man", "woman", "child", "boy", "girl", "people", "pedestrian", "cyclist",
+    "rider", "driver", "player", "car", "van", "truck", "bus", "bike", "bicycle", "motorbike",
+    "train", "boat", "plane", "dog", "cat", "horse", "bird", "cow", "sheep", "rabbit", "ball",
+    "bag", "bottle", "cup", "chair", "table", "sign", "pole", "tree", "door", "window",
+)  # fmt: skip
 
 #: Training-only surface forms added to the grammar's (same attribute -> value -> forms).
 TRAIN_EXTRA: dict[str, dict[str, tuple[str, ...]]] = {
@@ -128,14 +145,35 @@ def _forms(lexicon_for: callable, attrs: Mapping[str, str]) -> dict[str, tuple[s
     return {a: lexicon_for(a, v) for a, v in attrs.items()}
 
 
-def reword(attributes: Mapping[str, str], rng: np.random.Generator) -> str:
+def real_noun(rng: np.random.Generator) -> str:
+    """A real-world noun: an ImageNet class name or one of :data:`EVERYDAY_NOUNS`.
+
+    Training with the grounding prior words some synthetic referents with such a noun instead of
+    their shape ("the red dog"), while the simulated prior marks the referent's category: the
+    noun then says nothing the network's own words know, and it learns to take the category from
+    the prior and the instance from the other words, as on real footage.
+    """
+    from models.grounding import class_names
+
+    if rng.random() < 0.5:
+        return EVERYDAY_NOUNS[int(rng.integers(len(EVERYDAY_NOUNS)))]
+    names = class_names()
+    return names[int(rng.integers(len(names)))].lower()
+
+
+def reword(
+    attributes: Mapping[str, str], rng: np.random.Generator, *, noun: str | None = None
+) -> str:
     """A training wording of a referent (same meaning, training words only).
 
     Args:
         attributes: The canonical attributes the expression mentions (``shape`` included).
         rng: Chooses forms and word order.
+        noun: Say this noun instead of the shape (see :func:`real_noun`).
     """
     forms = _forms(training_forms, attributes)
+    if noun is not None:
+        forms["shape"] = (noun,)
     relative = "that is" if rng.random() < 0.3 else None
     return _compose(attributes, forms, rng, relative=relative)
 
