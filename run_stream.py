@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=BACKENDS,
         help="inference backend (default: onnx; on CPU when no GPU is visible)",
     )
+    p.add_argument(
+        "--triton-url",
+        help="--engine triton: host:port of the Triton server (default 127.0.0.1:8001 for "
+        "gRPC, 127.0.0.1:8000 for HTTP); --checkpoint names the repository folder",
+    )
+    p.add_argument(
+        "--triton-protocol", choices=("grpc", "http"), default="grpc", help="--engine triton"
+    )
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--size", type=parse_size, help="network input HxW (default: the model's)")
@@ -367,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(EXIT_MODEL, str(exc))
     size = args.size or _model_input_size(args.checkpoint)
     options: dict = {"input_size": size} if size else {}
+    if backend == "triton":
+        options.update(url=args.triton_url, protocol=args.triton_protocol)
     if args.threads and backend == "onnx":
         options["intra_op_threads"] = args.threads
     elif args.threads and backend == "torch":

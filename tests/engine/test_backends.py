@@ -149,7 +149,7 @@ def test_unknown_backend_provider_device_and_precision(exported):
         create_engine("onnx", exported[1], input_size=SIZE, device="gpu")
     with pytest.raises(ValueError, match="unknown precision"):
         create_engine("onnx", exported[1], input_size=SIZE, precision="int8")
-    assert set(BACKENDS) == {"torch", "onnx", "tensorrt"}
+    assert set(BACKENDS) == {"torch", "onnx", "tensorrt", "triton"}
     assert set(PROVIDERS) == {"cpu", "cuda", "tensorrt"}
     assert parse_device("cuda:1") == ("cuda", 1)
 
@@ -259,3 +259,19 @@ def test_tensorrt_matches_onnx(exported, onnx_engine, frames):  # pragma: no cov
         a = onnx_engine.segment(image, flow, onnx_engine.encode_text(PHRASE))
         b = trt_engine.segment(image, flow, trt_engine.encode_text(PHRASE))
         assert compare_logits(a, b)["iou"] >= 0.99
+
+
+def test_text_state_checks_the_prior_classes_shape():
+    words, mask, sentence = (
+        np.zeros((1, 4, 8), np.float32),
+        np.ones((1, 4), np.float32),
+        np.zeros((1, 8), np.float32),
+    )
+    state = TextState(phrase="x", words=words, words_mask=mask, sentence=sentence,
+                      classes=np.full((1, 1000), 1e-3, np.float32))  # fmt: skip
+    assert set(state.as_inputs()) == {"words", "words_mask", "sentence", "classes"}
+    assert set(TextState(phrase="x", words=words, words_mask=mask, sentence=sentence).as_inputs()) == {
+        "words", "words_mask", "sentence"}  # fmt: skip
+    with pytest.raises(ValueError, match="bad classes shape"):
+        TextState(phrase="x", words=words, words_mask=mask, sentence=sentence,
+                  classes=np.zeros((1, 10), np.float32))  # fmt: skip
