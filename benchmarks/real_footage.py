@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.common import cpu_name, write_json
+from engine.preprocess import parse_size
 
 __all__ = [
     "ANNOTATIONS",
@@ -288,16 +289,6 @@ def print_table(summary: dict[str, dict[str, float]]) -> None:
               f"{100 * m['box_iou']:>11.1f}{100 * m['centre_pointing']:>19.1f}")  # fmt: skip
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW, got {text!r}") from None
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise argparse.ArgumentTypeError(f"{text}: both sides must be positive multiples of 32")
-    return h, w
-
-
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 on a bad argument, file or checkpoint)."""
     p = argparse.ArgumentParser(
@@ -314,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
     p.add_argument(
         "--input-size",
-        type=_size,
+        type=parse_size,
         help="network input HxW, multiples of 32 (default: the checkpoint's own; for --method "
         "prior 256x448)",
     )

@@ -310,14 +310,16 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
         size = self.config.input_size
         flow_px = self._sample_flow(sample)
         prior = None
+        sim_rng, use_sim = None, False
         if self.augment is not None:
             rng = np.random.default_rng([self.seed, self.epoch, int(index)])
             expression = sample.expression
-            prior = self._prior(sample.categories, index) if self.config.prior else None
+            if self.config.prior and sample.categories is not None:
+                sim_rng, use_sim = self._prior_draw(index)
             # With a simulated prior, sometimes a real noun instead of the shape ("the red dog"):
             # only the prior then says which objects are of the named kind.
             noun = None
-            if prior is not None and float(prior["prior_sim"]) and rng.random() < self.augment.noun:
+            if use_sim and rng.random() < self.augment.noun:
                 noun = real_noun(rng)
             if sample.positions and sample.attributes and rng.random() < self.augment.spatial:
                 position = sample.positions[int(rng.integers(len(sample.positions)))]
@@ -336,8 +338,8 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
                 categories=sample.categories,
             )
             frame, flow_px, mask, expression = aug.frame, aug.flow, aug.mask, aug.expression
-            if prior is not None and float(prior["prior_sim"]):  # the crop and flip of the frame
-                prior = self._prior(aug.categories, index)
+            if use_sim:  # simulated on the category map cropped and flipped like the frame
+                prior = self._simulated(aug.categories, sim_rng)
         else:
             frame, mask, expression = sample.frame, sample.mask, sample.expression
             if mask.shape != tuple(size):
@@ -363,17 +365,25 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
             "index": torch.tensor(int(index), dtype=torch.int64),
         }
         if self.config.prior:
-            item.update(prior if prior is not None else self._prior(None, index))
+            item.update(prior if prior is not None else self._own_prior())
         return item
 
-    def _prior(self, categories: np.ndarray | None, index: int) -> dict[str, torch.Tensor]:
+    def _grid(self) -> tuple[int, int]:
         h, w = self.config.input_size
-        grid = (-(-h // 32), -(-w // 32))
+        return -(-h // 32), -(-w // 32)
+
+    def _prior_draw(self, index: int) -> tuple[np.random.Generator, bool]:
+        """This item's prior generator and whether its prior is simulated (``prior_sim``)."""
         rng = np.random.default_rng([self.seed, self.epoch, int(index), 0x9A1])
-        if categories is None or rng.random() >= self.prior_sim:
-            return {"prior": torch.zeros(1, *grid), "prior_sim": torch.tensor(0.0)}
-        prior = simulate_prior(categories, grid, rng)
+        return rng, bool(rng.random() < self.prior_sim)
+
+    def _simulated(self, categories: np.ndarray, rng: np.random.Generator) -> dict:
+        prior = simulate_prior(categories, self._grid(), rng)
         return {"prior": torch.from_numpy(prior), "prior_sim": torch.tensor(1.0)}
+
+    def _own_prior(self) -> dict[str, torch.Tensor]:
+        """No simulated map: the network reads its own prior."""
+        return {"prior": torch.zeros(1, *self._grid()), "prior_sim": torch.tensor(0.0)}
 
 
 def trim_tokens(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -189,10 +189,8 @@ class TritonEngine(Engine):
                     f"model {name!r} is not ready on the Triton server at {self.url} "
                     "(missing from its repository, or it failed to load: see the server log)"
                 )
-            meta = self._client.get_model_metadata(name)
-            got = {i["name"] if isinstance(i, dict) else i.name: list(
-                i["shape"] if isinstance(i, dict) else i.shape) for i in (
-                meta["inputs"] if isinstance(meta, dict) else meta.inputs)}  # fmt: skip
+            meta = self._as_json(self._client.get_model_metadata, name)
+            got = {i["name"]: i["shape"] for i in meta["inputs"]}
             if set(got) != set(inputs):
                 raise ValueError(
                     f"model {name!r} on {self.url} has inputs {sorted(got)}; this repository's "
@@ -285,7 +283,8 @@ class TritonEngine(Engine):
 
     def statistics(self) -> dict:
         """The server's inference statistics of ``frame_net`` (batch sizes executed, counts)."""
-        stats = self._client.get_inference_statistics(self.models["frame"], as_json=True) \
-            if self.protocol == "grpc" else self._client.get_inference_statistics(
-                self.models["frame"])  # fmt: skip
-        return stats
+        return self._as_json(self._client.get_inference_statistics, self.models["frame"])
+
+    def _as_json(self, call, *args: Any) -> dict:
+        """A server query's answer as a dict (gRPC returns protobuf unless asked for JSON)."""
+        return call(*args, as_json=True) if self.protocol == "grpc" else call(*args)
