@@ -7,10 +7,14 @@ Examples::
     python run_stream.py --source 0 --phrase "the person on the left"
     python run_stream.py --source rtsp://10.0.0.5:8554/cam --phrase "the red car" --no-display --output out.mp4 --stats-json stats.json
     python run_stream.py --source clip.mp4 --phrase "the dog" --engine torch --masks
+    python run_stream.py --source rtsp://cam1/s --source rtsp://cam2/s --phrase "the person" \
+        --engine triton --checkpoint exports/lite0_triton --no-display       # two streams
 
 Each run writes into a folder of its own (``runs/<name>/``, see ``--out-dir``): the overlaid
 video (H.264), ``stats.json`` (per-stage latency) and ``overlay.jsonl`` (per frame: score,
 peak probability, area, found, and the mask as COCO RLE), and the mask PNGs with ``--masks``.
+With several ``--source`` values each stream writes the same files into ``<out-dir>/<stream>/``
+and ``<out-dir>/stats.json`` holds every stream's summary and their total.
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ sources:
   PATH                 a video file (every frame processed) or a folder of images
 
 keys in the window: q or Esc quit; p or Enter type a new phrase (Enter applies, Esc cancels).
-Headless with a terminal: type a new phrase and press Enter.
+Headless with a terminal: type a new phrase and press Enter ("2: the red car" or
+"NAME: the red car" gives it to one stream when several run).
 
 exit codes:
   {EXIT_OK}    finished (source ended, --max-frames reached or q pressed)
@@ -97,8 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG.replace("{trained_on}", _shipped_trained_on()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--source", default="demo", help="demo | camera index | URL | file | folder")
-    p.add_argument("--phrase", help="referring expression (default for demo: the clip's own)")
+    p.add_argument(
+        "--source",
+        action="append",
+        help="demo | camera index | URL | file | folder (default demo); repeat it for several "
+        "streams: one pipeline each, one shared engine, one sub-folder of --out-dir each",
+    )
+    p.add_argument(
+        "--phrase",
+        action="append",
+        help="referring expression (default for demo: the clip's own); with several --source: "
+        "one for all, or one per source in order",
+    )
     p.add_argument(
         "--engine",
         choices=BACKENDS,
@@ -292,19 +307,95 @@ def _default_engine_and_device(engine: str | None, device: str | None) -> tuple[
     return engine or "onnx", device or ("cuda" if gpu else "cpu")
 
 
-def _stdin_phrases(pipeline, stop: threading.Event) -> None:
-    """Read new phrases from the terminal (headless mode)."""
+def stream_names(specs: list[str]) -> list[str]:
+    """One distinct, file-safe name per source (``camera0``, ``vtest``, ``vtest-2``, ...)."""
+    names: list[str] = []
+    for spec in specs:
+        base = _run_name(spec)
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names
+
+
+def plan_streams(args: argparse.Namespace, specs: list[str]) -> tuple[list[RunFiles], Path | None]:
+    """Each stream's files in ``<out-dir>/<stream>/`` and the total summary's path.
+
+    Raises:
+        OutputPathError: a path that cannot be written.
+    """
+    from engine.outputs import check_output_file
+
+    root = args.out_dir or Path("runs") / f"streams-{time.strftime('%Y%m%d-%H%M%S')}"
+    plans: list[RunFiles] = []
+    try:
+        for spec, name in zip(specs, stream_names(specs)):
+            one = argparse.Namespace(**{**vars(args), "out_dir": root / name, "output": None,
+                                        "stats_json": None, "masks_dir": None})  # fmt: skip
+            plans.append(plan_outputs(one, spec))
+        total = args.stats_json or (None if args.no_save else root / "stats.json")
+        if total is not None:
+            total = check_output_file(total, what="--stats-json")
+    except Exception:
+        for files in reversed(plans):  # the later streams' folders sit in the first's
+            files.discard_empty()
+        raise
+    return plans, total
+
+
+def _stdin_phrases(group, stop: threading.Event) -> None:
+    """Read new phrases from the terminal (headless mode); ``N: phrase`` targets stream N."""
     for line in sys.stdin:
         if stop.is_set():
             return
         text = line.strip()
         if not text:
             continue
+        key = None
+        if len(group.pipelines) > 1 and ":" in text:
+            head, rest = text.split(":", 1)
+            if group.by_key(head) is not None:
+                key, text = head, rest.strip()
         try:
-            pipeline.set_phrase(text)
-            print(f"phrase: {pipeline.segmenter.phrase!r}", file=sys.stderr)
+            names = group.set_phrase(text, key)
+            phrase = group.pipelines[0].segmenter.phrase if key is None else None
+            if phrase is None:
+                phrase = group.by_key(key).segmenter.phrase
+            where = "" if len(group.pipelines) == 1 else f" ({', '.join(names)})"
+            print(f"phrase: {phrase!r}{where}", file=sys.stderr)
         except ValueError as exc:
             print(f"phrase rejected: {exc}", file=sys.stderr)
+
+
+def _open_sources(args, specs: list[str]):
+    """Open every source; on a failure close the ones opened.
+
+    Returns:
+        ``(sources, None)``, or ``([], (exit code, message))``.
+    """
+    from engine.sources import (
+        CameraUnavailableError,
+        SourceNotFoundError,
+        StreamUnavailableError,
+        UnknownSourceError,
+        open_source,
+    )
+
+    codes = {UnknownSourceError: EXIT_UNKNOWN_SOURCE, SourceNotFoundError: EXIT_SOURCE_NOT_FOUND,
+             CameraUnavailableError: EXIT_CAMERA, StreamUnavailableError: EXIT_STREAM}  # fmt: skip
+    sources = []
+    for spec in specs:
+        is_demo = spec.strip().lower().split(":", 1)[0] == "demo"
+        pace = DEMO_PACE if args.pace is None and is_demo else args.pace
+        try:
+            sources.append(open_source(spec, loop=args.loop, pace=pace or None))
+        except tuple(codes) as exc:
+            for src in sources:
+                src.close()
+            return [], (codes[type(exc)], str(exc))
+    return sources, None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_native_logs()  # before OpenCV is imported
     parser = build_parser()
     args = parser.parse_args(argv)
+    specs = args.source or ["demo"]
+    phrases = args.phrase or []
+    multi = len(specs) > 1
     if args.pace is not None and args.pace < 0:
         parser.error(f"--pace must be >= 0, got {args.pace}")
     if not 0.0 < args.threshold < 1.0:
@@ -322,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--min-score must be in [0, 1), got {args.min_score}")
     if not 0.0 <= args.smoothing < 1.0:
         parser.error(f"--smoothing must be in [0, 1), got {args.smoothing}")
+    if len(phrases) not in (0, 1, len(specs)):
+        parser.error(f"give one --phrase for all {len(specs)} sources or one per source, "
+                     f"got {len(phrases)}")  # fmt: skip
+    if multi and (args.output or args.masks_dir):
+        parser.error("with several --source, each stream writes into <out-dir>/<stream>/: give "
+                     "--out-dir (and --masks) instead of --output / --masks-dir")  # fmt: skip
     from engine.session import KeyframePolicy
 
     try:
@@ -332,34 +432,27 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from engine.latency import format_table
-    from engine.outputs import MaskFolderOutput, OutputPathError, ResultsFileOutput, video_output
-    from engine.pipeline import Pipeline
-    from engine.session import Segmenter
-    from engine.sources import (
-        CameraUnavailableError,
-        SourceNotFoundError,
-        StreamUnavailableError,
-        UnknownSourceError,
-        open_source,
-    )
+    from engine.outputs import OutputPathError
 
     planned: list[RunFiles] = []
 
     def fail(code: int, message: str) -> int:
         print(f"run_stream: error: {message}", file=sys.stderr)
-        for files in planned:
+        for files in reversed(planned):  # the later streams' folders sit in the first's
             files.discard_empty()
         return code
 
     # 0. the outputs (checked before anything is loaded or computed)
     try:
-        files = plan_outputs(args, args.source)
+        if multi:
+            stream_files, total_stats = plan_streams(args, specs)
+        else:
+            stream_files, total_stats = [plan_outputs(args, specs[0])], None
     except OutputPathError as exc:
         return fail(EXIT_OUTPUT, str(exc))
-    planned.append(files)
+    planned.extend(stream_files)
 
-    # 1. the model (checked before the source so a missing model does not open a camera)
+    # 1. the model (checked before the sources so a missing model does not open a camera)
     try:
         from engine.backends import create_engine
     except ImportError as exc:
@@ -396,86 +489,100 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, RuntimeError, OSError, ValueError) as exc:
         return fail(EXIT_ENGINE, f"{backend} engine on {device} unavailable: {exc}")
 
-    # 2. the source
-    is_demo = args.source.strip().lower().split(":", 1)[0] == "demo"
-    pace = DEMO_PACE if args.pace is None and is_demo else args.pace
-    try:
-        source = open_source(args.source, loop=args.loop, pace=pace or None)
-    except UnknownSourceError as exc:
-        return fail(EXIT_UNKNOWN_SOURCE, str(exc))
-    except SourceNotFoundError as exc:
-        return fail(EXIT_SOURCE_NOT_FOUND, str(exc))
-    except CameraUnavailableError as exc:
-        return fail(EXIT_CAMERA, str(exc))
-    except StreamUnavailableError as exc:
-        return fail(EXIT_STREAM, str(exc))
-    phrase = args.phrase or source.phrase
-    if not phrase:
-        source.close()
-        return fail(EXIT_USAGE, f"--phrase is required for source {args.source!r}")
+    # 2. the sources
+    sources, error = _open_sources(args, specs)
+    if error is not None:
+        engine.close()
+        return fail(*error)
 
-    # 3. the session and the pipeline
-    segmenter = Segmenter(
-        engine,
-        flow_preset=args.flow_preset,
-        threshold=args.threshold,
-        smoothing=args.smoothing,
-        min_score=args.min_score,
-        keyframes=keyframes,
-    )
-    try:
-        segmenter.set_phrase(phrase)
-    except ValueError as exc:
-        source.close()
-        return fail(EXIT_PHRASE, f"phrase rejected: {exc}")
-    outputs = []
-    if files.video is not None:
-        outputs.append(video_output(files.video, fps=source.fps or 25.0))
-    if files.results is not None:
-        outputs.append(ResultsFileOutput(files.results))
-    if files.masks is not None:
-        outputs.append(MaskFolderOutput(files.masks))
+    def close_all() -> None:
+        for src in sources:
+            src.close()
+        engine.close()
+
+    # 3. one session and pipeline per stream, one engine
+    from engine.outputs import MaskFolderOutput, ResultsFileOutput, video_output
+    from engine.pipeline import Pipeline
+    from engine.session import Segmenter
+    from engine.streams import StreamGroup, format_streams_table
+
+    names = stream_names(specs) if multi else [None]
+    pipelines = []
+    for i, (spec, source, files, name) in enumerate(zip(specs, sources, stream_files, names)):
+        phrase = (phrases[i] if len(phrases) > 1 else phrases[0]) if phrases else source.phrase
+        if not phrase:
+            close_all()
+            return fail(EXIT_USAGE, f"--phrase is required for source {spec!r}")
+        segmenter = Segmenter(
+            engine,
+            flow_preset=args.flow_preset,
+            threshold=args.threshold,
+            smoothing=args.smoothing,
+            min_score=args.min_score,
+            keyframes=keyframes,
+        )
+        try:
+            segmenter.set_phrase(phrase)
+        except ValueError as exc:
+            close_all()
+            return fail(EXIT_PHRASE, f"phrase rejected: {exc}")
+        outputs = []
+        if files.video is not None:
+            outputs.append(video_output(files.video, fps=source.fps or 25.0))
+        if files.results is not None:
+            outputs.append(ResultsFileOutput(files.results))
+        if files.masks is not None:
+            outputs.append(MaskFolderOutput(files.masks))
+        pipelines.append(Pipeline(source, segmenter, outputs=outputs, hud=not args.no_hud,
+                                  max_frames=args.max_frames, name=name))  # fmt: skip
+    group = StreamGroup(pipelines)
     headless = args.no_display or not os.environ.get("DISPLAY")
-    display = None
+    displays = [None] * len(pipelines)
     if not headless:
         from engine.window import WindowDisplay
 
-        display = WindowDisplay()
-    pipeline = Pipeline(source, segmenter, outputs=outputs, hud=not args.no_hud,
-                        max_frames=args.max_frames)  # fmt: skip
-    print(
-        f"run_stream: {engine!r} source={source.name} phrase={segmenter.phrase!r} "
-        f"display={'off' if headless else 'window'}",
-        file=sys.stderr,
-    )
+        displays = [WindowDisplay(f"HINet-stream {n}" if n else "HINet-stream") for n in names]
+    for p in pipelines:
+        print(
+            f"run_stream: {engine!r} source={p.source.name} phrase={p.segmenter.phrase!r} "
+            f"display={'off' if headless else 'window'}" + (f" stream={p.name}" if p.name else ""),
+            file=sys.stderr,
+        )
     stop_stdin = threading.Event()
     if headless and sys.stdin is not None and sys.stdin.isatty():
-        threading.Thread(target=_stdin_phrases, args=(pipeline, stop_stdin), daemon=True).start()
-    code = EXIT_OK
+        threading.Thread(target=_stdin_phrases, args=(group, stop_stdin), daemon=True).start()
     try:
-        summary = pipeline.run(display=display)
-    except Exception as exc:  # a worker failed: report it, still write the stats
-        logging.getLogger("run_stream").exception("pipeline failed")
-        summary = pipeline.summary()
-        summary["error"] = repr(exc)
-        code = EXIT_RUNTIME
+        summary = group.run(displays)
     finally:
         stop_stdin.set()
         engine.close()
-    if summary.get("interrupted"):
+    code = EXIT_RUNTIME if group.errors else EXIT_OK
+    if summary["total"].get("interrupted"):
         code = EXIT_INTERRUPTED
-    summary.update(
-        backend=backend, device=device, precision=args.precision,
-        input_size=list(engine.input_size), flow_preset=args.flow_preset,
-    )  # fmt: skip
-    print(format_table(summary))
-    if files.stats is not None:
-        from engine.latency import json_safe
+    run_info = dict(backend=backend, device=device, precision=args.precision,
+                    input_size=list(engine.input_size), flow_preset=args.flow_preset)  # fmt: skip
+    from engine.latency import format_table, json_safe
 
-        files.stats.write_text(json.dumps(json_safe(summary), indent=2) + "\n")
-    written = [str(f) for f in (files.video, files.results, files.stats, files.masks) if f]
+    for s in summary["streams"]:
+        s.update(run_info)
+        if summary["total"].get("interrupted"):
+            s["interrupted"] = True
+        if not multi:
+            print(format_table(s))
+    summary["total"].update(run_info)
+    if multi:
+        print(format_streams_table(summary))
+    written: list[str] = []
+    for s, files in zip(summary["streams"], stream_files):
+        if files.stats is not None:
+            files.stats.write_text(json.dumps(json_safe(s), indent=2) + "\n")
+        written += [str(f) for f in (files.video, files.results, files.stats, files.masks) if f]
+    if total_stats is not None:
+        total_stats.write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+        written.append(str(total_stats))
     if written:
-        print(f"wrote {', '.join(written)}", file=sys.stderr)
+        shown = written if len(written) <= 6 else [*written[:5], f"... ({len(written)} files)"]
+        print(f"wrote {', '.join(shown)}", file=sys.stderr)
     return code
 
 

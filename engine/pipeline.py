@@ -76,6 +76,8 @@ class Stages:
         hud: Draw fps, per-stage p50/p95, dropped frames and the phrase on the image.
         stats: Where stage times go (a new :class:`LatencyStats` by default).
         dropped: Returns the frames dropped so far (for the HUD).
+        name: The stream's name, shown on the HUD's first line when several streams run
+            (``None``: no name line).
     """
 
     def __init__(
@@ -87,8 +89,10 @@ class Stages:
         hud: bool = True,
         stats: LatencyStats | None = None,
         dropped: Callable[[], int] | None = None,
+        name: str | None = None,
     ) -> None:
         self.segmenter = segmenter
+        self.name = name
         self.outputs = list(outputs)
         self.style = style or OverlayStyle()
         self.hud = hud
@@ -184,7 +188,8 @@ class Stages:
                 dropped=self._dropped(),
                 bottleneck=self.stats.bottleneck(),
             )
-        return [*self._hud_cache, *result_lines(result)]
+        named = [f"stream {self.name}"] if self.name else []
+        return [*named, *self._hud_cache, *result_lines(result)]
 
     def latest(self) -> tuple[int, np.ndarray, Result] | None:
         """``(frame index, composed image, result)`` of the newest finished frame, or ``None``."""
@@ -208,6 +213,8 @@ class Pipeline:
         join_timeout: Seconds :meth:`stop` waits for each thread; a thread stuck in a source's
             blocking read is abandoned (daemon) after that, with a warning.
         mode: ``"threaded"`` (one thread per stage) or ``"sequential"`` (one thread).
+        name: The stream's name (HUD, summary, thread names) when several run side by side
+            (:class:`engine.streams.StreamGroup`); ``None`` for a single stream.
     """
 
     STAGE_THREADS = ("capture", "flow", "inference", "overlay")
@@ -225,6 +232,7 @@ class Pipeline:
         stats: LatencyStats | None = None,
         join_timeout: float = 3.0,
         mode: str = "threaded",
+        name: str | None = None,
     ) -> None:
         if max_frames is not None and max_frames < 1:
             raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
@@ -234,6 +242,7 @@ class Pipeline:
             raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
         self.source = source
         self.segmenter = segmenter
+        self.name = name
         self.mode = mode
         self.max_frames = max_frames
         self.join_timeout = join_timeout
@@ -244,6 +253,7 @@ class Pipeline:
             hud=hud,
             stats=stats,
             dropped=lambda: self.dropped,
+            name=name,
         )
         size = queue_size or (1 if source.live else 2)
         self._queues: list[queue.Queue] = [queue.Queue(maxsize=size) for _ in range(3)]
@@ -279,6 +289,11 @@ class Pipeline:
         return self.source.dropped + self._queue_dropped
 
     @property
+    def finished(self) -> bool:
+        """Whether the stream ended or the pipeline was stopped (or failed)."""
+        return self._done.is_set() or self._stop.is_set()
+
+    @property
     def running(self) -> bool:
         """Whether any stage thread is still alive."""
         return any(t.is_alive() for t in self._threads)
@@ -301,7 +316,8 @@ class Pipeline:
             targets = tuple(
                 zip(self.STAGE_THREADS, (self._capture, self._flow, self._inference, self._overlay))
             )
-        for name, target in targets:
+        for stage, target in targets:
+            name = f"{self.name}:{stage}" if self.name else stage
             t = threading.Thread(target=self._guard, args=(target,), name=name, daemon=True)
             self._threads.append(t)
         for t in self._threads:
@@ -381,7 +397,7 @@ class Pipeline:
                 if t.is_alive():
                     logger.warning("%s thread did not stop in %.1f s; abandoned", t.name,
                                    self.join_timeout)  # fmt: skip
-            writer_alive = any(t.is_alive() for t in self._threads if t.name != "capture")
+            writer_alive = any(t.is_alive() for t in self._threads if _stage(t) != "capture")
             if not writer_alive:
                 for out in self.outputs:
                     try:
@@ -390,7 +406,7 @@ class Pipeline:
                         logger.exception("closing output %r failed", out)
                         self._set_error(exc)
             reader_alive = any(
-                t.is_alive() for t in self._threads if t.name in ("capture", "stages")
+                t.is_alive() for t in self._threads if _stage(t) in ("capture", "stages")
             )
             if not reader_alive:
                 self.source.close()
@@ -408,6 +424,7 @@ class Pipeline:
             source=self.source.name,
             phrase=self.segmenter.phrase,
             mode=self.mode,
+            **({"stream": self.name} if self.name else {}),
         )
 
     def latest_image(self) -> tuple[int, np.ndarray] | None:
@@ -459,11 +476,11 @@ class Pipeline:
             if display is None:
                 self._done.wait(0.1)
                 continue
-            shown = self._show(display, shown)
+            shown = self.show_once(display, shown)
             if shown is None:
                 return
 
-    def _show(self, display: WindowDisplay, shown: int) -> int | None:
+    def show_once(self, display: WindowDisplay, shown: int | None) -> int | None:
         """Show the newest frame (if not shown yet) and handle one key.
 
         Returns:
@@ -546,7 +563,7 @@ class Pipeline:
             if frame is not None:
                 self.stages.process(frame, started)
             if display is not None:
-                shown = self._show(display, shown)
+                shown = self.show_once(display, shown)
                 if shown is None:
                     break
         self._done.set()
@@ -608,3 +625,8 @@ class Pipeline:
                 return
             assert isinstance(item, Work)
             self.stages.overlay(item)
+
+
+def _stage(thread: threading.Thread) -> str:
+    """The stage a pipeline thread runs (its name without the stream prefix)."""
+    return thread.name.rsplit(":", 1)[-1]

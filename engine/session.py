@@ -324,6 +324,10 @@ class Segmenter:
         if not isinstance(text, str):
             raise ValueError(f"phrase must be a string, got {type(text).__name__}")
         state = self.engine.encode_text(text)  # raises ValueError before anything changes
+        return self.use_text(state)
+
+    def use_text(self, state: TextState) -> TextState:
+        """Use a phrase already encoded by this session's engine (several streams, one phrase)."""
         with self._text_lock:
             self._text = state
             # A new referent: the old probabilities must not bleed into the new phrase's mask.

@@ -62,7 +62,7 @@ def test_readme_main_command_runs_the_stream_on_the_demo_with_the_shipped_model(
     assert setup == ["bash", "scripts/setup.sh"] and (ROOT / "scripts" / "setup.sh").is_file()
     assert run[:2] == [".venv/bin/python", "run_stream.py"]
     args = run_stream.build_parser().parse_args(run[2:])
-    assert args.source == "demo" and args.no_display and args.max_frames
+    assert args.source == ["demo"] and args.no_display and args.max_frames
     assert (
         args.checkpoint == DEFAULT_CHECKPOINT and (args.checkpoint / "model.safetensors").is_file()
     )

@@ -10,6 +10,10 @@ requests of other streams.
 Failures say what is wrong: the server is not reachable, a model is missing or not ready, or the
 served model's inputs disagree with the repository's config. When the server goes away
 mid-stream, a request retries (with a log line) until the server is back or ``retry_s`` passes.
+
+One engine may serve several streams: each calling thread gets its own client (``tritonclient``'s
+clients are not safe to share between threads), so the streams' requests reach the server side
+by side and its dynamic batcher can group them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -131,7 +136,10 @@ class TritonEngine(Engine):
         self.models = dict(description["models"])
         self._text_out = text_outputs(config)
         self._frame_in = frame_inputs(config)
-        self._client = self._connect()
+        self._local = threading.local()  # this thread's client
+        self._clients: list[Any] = []  # every thread's, closed by close()
+        self._clients_lock = threading.Lock()
+        self._connect()
         self._check_models()
 
     # -- construction ------------------------------------------------------------------------
@@ -163,10 +171,22 @@ class TritonEngine(Engine):
         return cls(config=config, tokenizer=tokenizer, description=description,
                    input_size=input_size, precision=precision, **options)  # fmt: skip
 
-    def _connect(self) -> Any:
+    @property
+    def _client(self) -> Any:
+        """The calling thread's client (made on its first request)."""
+        client = getattr(self._local, "client", None)
+        return client if client is not None else self._new_client()
+
+    def _new_client(self) -> Any:
+        client = self._client_mod.InferenceServerClient(url=self.url)
+        self._local.client = client
+        with self._clients_lock:
+            self._clients.append(client)
+        return client
+
+    def _connect(self) -> None:
         try:
-            client = self._client_mod.InferenceServerClient(url=self.url)
-            live = client.is_server_live()
+            live = self._new_client().is_server_live()
         except Exception as exc:  # connection refused, DNS, bad URL
             raise BackendUnavailable(
                 f"Triton server at {self.url} ({self.protocol}) is not reachable: {exc}; start "
@@ -174,7 +194,6 @@ class TritonEngine(Engine):
             ) from exc
         if not live:
             raise BackendUnavailable(f"Triton server at {self.url} is not live")
-        return client
 
     def _check_models(self) -> None:
         """Every model is ready and its inputs match this repository's config."""
@@ -252,11 +271,16 @@ class TritonEngine(Engine):
         return isinstance(exc, (ConnectionError, OSError)) or any(m in text for m in markers)
 
     def _reconnect(self) -> None:
-        try:
-            self.close()
-            self._client = self._client_mod.InferenceServerClient(url=self.url)
-        except Exception:  # still down: the next request attempt will tell
-            pass
+        """Replace this thread's client (the server restarted: its old connection is dead)."""
+        old = getattr(self._local, "client", None)
+        self._local.client = None
+        if old is not None:
+            with self._clients_lock:
+                self._clients = [c for c in self._clients if c is not old]
+            with contextlib.suppress(Exception):
+                old.close()
+        with contextlib.suppress(Exception):  # still down: the next request attempt will tell
+            self._new_client()
 
     def run_text(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Text encoder on the server: ``token_ids``, ``token_mask`` -> float32 features."""
@@ -275,11 +299,16 @@ class TritonEngine(Engine):
         return self._infer(self.models["frame"], feeds, FRAME_OUTPUTS)
 
     def close(self) -> None:
-        """Close the client connection."""
-        client, self._client = getattr(self, "_client", None), None
-        if client is not None:
+        """Close every thread's client connection."""
+        lock = getattr(self, "_clients_lock", None)
+        if lock is None:  # construction failed before the clients existed
+            return
+        with lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
             with contextlib.suppress(Exception):  # already closed / server gone
                 client.close()
+        self._local = threading.local()
 
     def statistics(self) -> dict:
         """The server's inference statistics of ``frame_net`` (batch sizes executed, counts)."""

@@ -110,18 +110,28 @@ def test_parity_with_the_local_onnx_engine_on_real_frames(repo, server, tiny_exp
     local.close()
 
 
-def test_four_streams_share_one_server_in_dynamic_batches(repo, server):
-    engines = [_engine(repo, server) for _ in range(4)]
+def _batch_counts(engine) -> dict[int, int]:
+    """frame_net executions per batch size so far, from the server's statistics endpoint."""
+    stats = engine.statistics()["model_stats"][0]
+    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["batch_stats"]}
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["engine-per-stream", "one-shared-engine"])
+def test_four_streams_share_one_server_in_dynamic_batches(repo, server, shared):
+    """Four stream threads; with one shared engine each thread gets its own client."""
+    engines = [_engine(repo, server)] * 4 if shared else [_engine(repo, server) for _ in range(4)]
+    before = _batch_counts(engines[0])
     state = engines[0].encode_text("the small blue circle")
     rng = np.random.default_rng(0)
     image = rng.standard_normal((1, 3, *SIZE), dtype=np.float32)
     flow = np.zeros((1, 2, *SIZE), np.float32)
     errors: list[BaseException] = []
+    outputs: list[np.ndarray] = []
 
     def stream(engine):
         try:
             for _ in range(12):
-                engine.segment(image, flow, state)
+                outputs.append(engine.segment(image, flow, state))
         except BaseException as exc:  # noqa: BLE001 (reported below)
             errors.append(exc)
 
@@ -131,11 +141,40 @@ def test_four_streams_share_one_server_in_dynamic_batches(repo, server):
     for t in threads:
         t.join(timeout=120)
     assert not errors
-    stats = engines[0].statistics()["model_stats"][0]
-    sizes = {int(b["batch_size"]) for b in stats["batch_stats"]}
-    assert max(sizes) > 1, stats["batch_stats"]  # requests of several streams ran as one batch
-    for e in engines:
+    assert len(outputs) == 48 and all(np.array_equal(o, outputs[0]) for o in outputs)
+    after = _batch_counts(engines[0])
+    grew = {b: after[b] - before.get(b, 0) for b in after if after[b] > before.get(b, 0)}
+    assert sum(b * n for b, n in grew.items()) == 48, grew  # every frame ran exactly once
+    assert max(grew) > 1, grew  # requests of several streams ran as one batch
+    if shared:
+        assert len(engines[0]._clients) >= 4  # one client per calling thread
+    for e in set(engines):
         e.close()
+
+
+def test_run_stream_with_two_sources_against_the_server(repo, server, tmp_path):
+    """The CLI's several-streams path with the triton engine (one engine, a client per thread)."""
+    import cv2
+
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (160, 128))
+    for i in range(12):
+        img = np.full((128, 160, 3), 60, np.uint8)
+        cv2.circle(img, (20 + 8 * i, 64), 14, (255, 80, 0), -1)
+        writer.write(img)
+    writer.release()
+    import run_stream
+
+    out = tmp_path / "run"
+    code = run_stream.main(["--engine", "triton", "--checkpoint", str(repo), "--triton-url",
+                            server.grpc_url, "--size", "128x160", "--source", str(clip),
+                            "--source", str(clip), "--phrase", "the small blue circle",
+                            "--no-display", "--out-dir", str(out)])  # fmt: skip
+    assert code == 0
+    total = json.loads((out / "stats.json").read_text())
+    assert total["total"]["streams"] == 2 and total["total"]["frames"] == 24
+    assert {s["backend"] for s in total["streams"]} == {"triton"}
+    assert (out / "clip" / "overlay.mp4").is_file() and (out / "clip-2" / "stats.json").is_file()
 
 
 def test_server_killed_and_restarted_mid_stream_resumes(repo, caplog):
