@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import platform
 from pathlib import Path
@@ -30,9 +31,16 @@ def versions(**modules: str) -> dict[str, str]:
     out = {"python": platform.python_version()}
     for key, name in modules.items():
         try:
-            out[key] = importlib.import_module(name).__version__
+            module = importlib.import_module(name)
         except ImportError:
             continue
+        version = getattr(module, "__version__", None)
+        if version is None:  # a namespace-like package (tritonclient): ask its distribution
+            try:
+                version = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        out[key] = version
     return out
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "cache_root",
     "cached_export",
     "load_export",
+    "read_engine_sidecar",
     "resolve",
     "source_kind",
 ]
@@ -274,7 +275,12 @@ class Resolved:
     repository: Path | None = None
 
 
-def _read_sidecar(engine_file: Path) -> dict[str, Any]:
+def read_engine_sidecar(engine_file: Path) -> dict[str, Any]:
+    """The JSON sidecar of a TensorRT ``frame_net`` engine (what it was built from).
+
+    Raises:
+        ExportError: no sidecar, invalid JSON, or not a frame_net engine's.
+    """
     path = engine_file.with_name(engine_file.name + ".json")
     if not path.is_file():
         raise ExportError(
@@ -352,7 +358,7 @@ def resolve(
     if backend != "tensorrt":
         raise ValueError(f"unknown backend {backend!r}; valid: torch, onnx, tensorrt, triton")
     if kind == "tensorrt_engine":
-        side = _read_sidecar(path)
+        side = read_engine_sidecar(path)
         if side["precision"] != precision:
             raise ExportError(f"{path} is a {side['precision']} engine; {precision} was asked")
         text_engine = path.with_name(side["text_engine"])

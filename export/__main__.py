@@ -7,6 +7,8 @@ Examples::
     python -m export --checkpoint CKPT --out DIR --tensorrt --trt-size 320x320   # CUDA + TensorRT
     python -m export --checkpoint CKPT --out DIR --triton REPO                 # + Triton repository
     python -m export --out DIR --triton REPO --backend python                  # from an export
+    python -m export --checkpoint CKPT --out DIR --fp16 --tensorrt --triton REPO --backend tensorrt \
+        --triton-precision fp16                                                # plans (CUDA host)
 
 Prints one line per exported graph and one PASS/FAIL line per precision; the full parity
 numbers are in ``DIR/manifest.json``.
@@ -54,9 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
     triton.add_argument("--triton", metavar="REPO", help="write a Triton model repository here")
     triton.add_argument(
         "--backend",
-        choices=("onnxruntime", "python"),
+        choices=("onnxruntime", "python", "tensorrt"),
         default="onnxruntime",
-        help="Triton backend of both models (python: ONNX Runtime inside Triton's Python backend)",
+        help="Triton backend of both models (python: ONNX Runtime inside Triton's Python backend; "
+        "tensorrt: TensorRT plans, from --tensorrt or --trt-engine)",
+    )
+    triton.add_argument(
+        "--triton-precision",
+        choices=("fp32", "fp16"),
+        default="fp32",
+        help="which exported graphs (or TensorRT engines) the repository serves",
+    )
+    triton.add_argument(
+        "--trt-engine",
+        help="--backend tensorrt from an export: the frame_net .engine built from it (its "
+        ".json sidecar names the text engine)",
     )
     triton.add_argument(
         "--triton-max-batch",
@@ -80,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is None or (args.checkpoint is None and args.triton is None):
         parser.error("pass --checkpoint and --out to export, and/or --out and --triton REPO")
+    if args.triton and args.backend == "tensorrt" and not (args.trt_engine or args.tensorrt):
+        parser.error("--backend tensorrt serves TensorRT plans: add --tensorrt (build them now) "
+                     "or --trt-engine FRAME_ENGINE (built before)")  # fmt: skip
+    if args.trt_engine and args.backend != "tensorrt":
+        parser.error("--trt-engine goes with --backend tensorrt")
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -120,15 +139,21 @@ def main(argv: list[str] | None = None) -> int:
             from engine.backends.tensorrt_build import build_export_engines
 
             trt, cc = trt_host
+            serve_plans = args.triton and args.backend == "tensorrt"
+            batch = (args.triton_max_batch or min(8, args.max_batch)) if serve_plans else 1
             for precision in manifest.precisions:
-                for path in build_export_engines(
+                paths = build_export_engines(
                     args.out,
                     precision=precision,
                     opt_size=args.trt_size,
+                    max_batch=batch,
                     trt=trt,
                     compute_capability=cc,
-                ):
+                )
+                for path in paths:
                     say(f"TensorRT {precision} engine {path}")
+                if serve_plans and precision == args.triton_precision:
+                    args.trt_engine = str(paths[1])
     except (ExportError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -150,6 +175,8 @@ def _triton(args: argparse.Namespace, say) -> int:
             instances=args.instances,
             queue_delay_us=args.queue_delay_us,
             kind="KIND_GPU" if args.gpu_instances else "KIND_CPU",
+            precision=args.triton_precision,
+            frame_engine=args.trt_engine if args.backend == "tensorrt" else None,
         )
     except (ExportError, ValueError, OSError) as exc:
         print(f"error: --triton: {exc}", file=sys.stderr)

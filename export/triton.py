@@ -17,9 +17,12 @@ phrase and is not batched. Dims come from the export's manifest: the batch dim i
 (``max_batch_size``), named dynamic dims (height, width) become ``-1``, so any size inside the
 export's range is served.
 
-TensorRT plans are not written here (none can be built on these machines); a server with
-TensorRT builds them from the same ONNX through its ONNX Runtime backend's TensorRT execution
-accelerator (see the README's "Many cameras" section).
+``--backend tensorrt`` serves TensorRT plans instead: the ``frame_net`` engine that
+``python -m export --tensorrt`` built (its JSON sidecar names the text engine and the profile)
+and its text engine become ``<model>/1/model.plan`` (``backend: "tensorrt"``, GPU instances);
+the served side range and batch come from the plan's profile. A plan only runs on the GPU
+architecture and TensorRT version it was built with: the server's (NVIDIA's container of the
+same TensorRT release) must match (README, "Many cameras").
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from engine.manifest import ExportError
 __all__ = ["REPOSITORY_FILE", "TRITON_BACKENDS", "model_config", "write_repository"]
 
 #: Triton backends a repository can be written for.
-TRITON_BACKENDS = ("onnxruntime", "python")
+TRITON_BACKENDS = ("onnxruntime", "python", "tensorrt")
 #: The two models' names in the repository.
 MODELS = {"text": "text_encoder", "frame": "frame_net"}
 
@@ -83,7 +86,7 @@ def model_config(
         preferred: Preferred batch sizes (each ``<= max_batch``).
         queue_delay_us: How long the batcher waits to fill a batch.
         instances: Model instances in the instance group.
-        kind: ``KIND_CPU`` or ``KIND_GPU``.
+        kind: ``KIND_CPU`` or ``KIND_GPU`` (TensorRT plans always run on the GPU).
         threads: ONNX Runtime intra-op threads inside the server (0: its default).
     """
     if backend not in TRITON_BACKENDS:
@@ -95,6 +98,8 @@ def model_config(
         raise ValueError(f"preferred batch sizes {bad} outside 1..{max_batch}")
     if kind not in ("KIND_CPU", "KIND_GPU"):
         raise ValueError(f"instance kind must be KIND_CPU or KIND_GPU, got {kind!r}")
+    if backend == "tensorrt":
+        kind = "KIND_GPU"
     text = f'name: "{name}"\nbackend: "{backend}"\nmax_batch_size: {max_batch}\n'
     text += _tensors("input", io["inputs"]) + _tensors("output", io["outputs"])
     if batching:
@@ -127,6 +132,7 @@ def write_repository(
     instances: int = 1,
     kind: str = "KIND_CPU",
     threads: int = 0,
+    frame_engine: str | Path | None = None,
 ) -> Path:
     """Write a Triton model repository for an export folder (replacing ``repo``).
 
@@ -142,6 +148,9 @@ def write_repository(
         instances: Instances per model.
         kind: ``KIND_CPU`` or ``KIND_GPU``.
         threads: ONNX Runtime threads per instance inside the server (0: its default).
+        frame_engine: ``--backend tensorrt``: the ``frame_net`` TensorRT engine built from this
+            export (``python -m export --tensorrt``); its sidecar gives the text engine, the
+            precision and the profile (side range, largest batch).
 
     Returns:
         The repository folder.
@@ -154,8 +163,23 @@ def write_repository(
     from engine.manifest import graph_file
     from models.checkpoint import CONFIG_FILE, TOKENIZER_FILES
 
-    loaded = load_export(export_folder, precision=precision)
+    if (backend == "tensorrt") != (frame_engine is not None):
+        raise ValueError(
+            "--backend tensorrt serves TensorRT plans: give the frame_net engine "
+            "(--trt-engine, or build with --tensorrt); other backends take none"
+        )
+    loaded = load_export(export_folder, precision="fp32" if frame_engine else precision)
     manifest = loaded.manifest
+    sides = (manifest.min_side, manifest.max_side)
+    plans: dict[str, Path] = {}
+    if frame_engine is not None:
+        plans, precision, sides, plan_batch = _plans(Path(frame_engine), manifest)
+        max_batch = max_batch or min(8, plan_batch)
+        if max_batch > plan_batch:
+            raise ExportError(
+                f"max_batch {max_batch} exceeds the TensorRT profile's {plan_batch}: rebuild the "
+                "engines with a larger batch (python -m export --tensorrt --triton ...)"
+            )
     if max_batch is None:
         max_batch = min(8, manifest.max_batch)
     if max_batch > manifest.max_batch:
@@ -174,7 +198,10 @@ def write_repository(
         graph = name  # the manifest's graph names are the model names
         version = repo / name / "1"
         version.mkdir(parents=True)
-        shutil.copyfile(loaded.folder / graph_file(graph, precision), version / "model.onnx")
+        if plans:
+            shutil.copyfile(plans[graph], version / "model.plan")
+        else:
+            shutil.copyfile(loaded.folder / graph_file(graph, precision), version / "model.onnx")
         if backend == "python":
             shutil.copyfile(
                 Path(__file__).with_name("triton_python_model.py"), version / "model.py"
@@ -201,10 +228,40 @@ def write_repository(
         "precision": precision,
         "models": MODELS,
         "max_batch": max_batch,
-        "min_side": manifest.min_side,
-        "max_side": manifest.max_side,
+        "min_side": sides[0],
+        "max_side": sides[1],
         "source_export": str(Path(export_folder).resolve()),
         "source_checkpoint_sha256": manifest.source_checkpoint_sha256,
     }
     (repo / REPOSITORY_FILE).write_text(json.dumps(description, indent=2) + "\n")
     return repo
+
+
+def _plans(frame_engine: Path, manifest: Any) -> tuple[dict[str, Path], str, tuple[int, int], int]:
+    """``(plan per graph, precision, (min side, max side), largest batch)`` of a frame engine.
+
+    The side range is the one every (H, W) inside it is valid for (the profile may differ per
+    axis).
+
+    Raises:
+        ExportError: no engine or sidecar, its text engine missing, or built from another model.
+    """
+    from engine.loading import load_export, read_engine_sidecar
+
+    if not frame_engine.is_file():
+        raise ExportError(f"TensorRT engine {frame_engine} not found")
+    side = read_engine_sidecar(frame_engine)
+    text_engine = frame_engine.with_name(side["text_engine"])
+    if not text_engine.is_file():
+        raise ExportError(f"{frame_engine}: its text engine {text_engine} is missing")
+    built_from = load_export(side["export"], precision="fp32").manifest
+    if built_from.source_checkpoint_sha256 != manifest.source_checkpoint_sha256:
+        raise ExportError(
+            f"{frame_engine} was built from another model ({side['export']}), not this export"
+        )
+    profile = side.get("profile", {}).get("image")
+    if not profile:
+        raise ExportError(f"{frame_engine}: its sidecar has no image profile")
+    (_, _, *lo), _, (batch, _, *hi) = profile
+    return ({"text_encoder": text_engine, "frame_net": frame_engine}, str(side["precision"]),
+            (max(lo), min(hi)), int(batch))  # fmt: skip

@@ -18,6 +18,7 @@ import pytest
 from tiny_model import MAX_BATCH
 
 from engine.base import BackendUnavailable
+from engine.manifest import ExportError
 from engine.triton_local import LocalTritonServer, TritonEnvMissingError, free_port, server_env
 from export.check import mask_iou, real_frame_inputs
 from export.triton import REPOSITORY_FILE, model_config, write_repository
@@ -237,3 +238,53 @@ def test_missing_model_and_bad_repository(repo, tmp_path):
     (broken / "frame_net" / "1" / "model.onnx").write_bytes(b"not an onnx file")
     with pytest.raises(RuntimeError, match="tritonserver exited|not ready"):
         LocalTritonServer(broken, ready_timeout_s=30).start()
+
+
+def _fake_plans(folder, export, *, batch: int = 4):
+    """Engine files with the sidecar ``python -m export --tensorrt`` writes (bytes: no TensorRT
+    here, and the repository only copies plans)."""
+    from engine.loading import ENGINE_SIDECAR_FORMAT
+
+    folder.mkdir()
+    (folder / "text_encoder-fp16-k.engine").write_bytes(b"text plan")
+    frame = folder / "frame_net-fp16-k.engine"
+    frame.write_bytes(b"frame plan")
+    profile = {"image": [[1, 3, 128, 96], [batch, 3, 160, 160], [batch, 3, 256, 320]]}
+    side = {"format": ENGINE_SIDECAR_FORMAT, "graph": "frame_net", "precision": "fp16",
+            "export": str(export), "text_engine": "text_encoder-fp16-k.engine",
+            "profile": profile}  # fmt: skip
+    (folder / (frame.name + ".json")).write_text(json.dumps(side))
+    return frame
+
+
+def test_tensorrt_plan_repository_from_built_engines(tiny_export, tmp_path):
+    frame = _fake_plans(tmp_path / "engines", tiny_export)
+    repo = write_repository(tiny_export, tmp_path / "repo", backend="tensorrt", frame_engine=frame)
+    for name, plan in (("text_encoder", b"text plan"), ("frame_net", b"frame plan")):
+        assert (repo / name / "1" / "model.plan").read_bytes() == plan
+        assert not (repo / name / "1" / "model.onnx").exists()
+        config = (repo / name / "config.pbtxt").read_text()
+        assert 'backend: "tensorrt"' in config and "kind: KIND_GPU" in config
+        assert "max_batch_size: 4" in config  # the plan's profile bounds the batch
+    desc = json.loads((repo / REPOSITORY_FILE).read_text())
+    assert desc["precision"] == "fp16" and (desc["min_side"], desc["max_side"]) == (128, 256)
+    with pytest.raises(ExportError, match="exceeds the TensorRT profile"):
+        write_repository(tiny_export, tmp_path / "r2", backend="tensorrt", frame_engine=frame,
+                         max_batch=8)  # fmt: skip
+    (tmp_path / "engines" / "text_encoder-fp16-k.engine").unlink()
+    with pytest.raises(ExportError, match="text engine .* is missing"):
+        write_repository(tiny_export, tmp_path / "r3", backend="tensorrt", frame_engine=frame)
+    with pytest.raises(ValueError, match="give the frame_net engine"):
+        write_repository(tiny_export, tmp_path / "r4", backend="tensorrt")
+
+
+def test_export_cli_tensorrt_repository_needs_plans(tiny_export, tmp_path, capsys):
+    from export.__main__ import main
+
+    frame = _fake_plans(tmp_path / "engines", tiny_export)
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tiny_export), "--triton", str(tmp_path / "r"), "--backend", "tensorrt"])
+    assert stop.value.code == 2 and "--trt-engine" in capsys.readouterr().err
+    assert main(["--out", str(tiny_export), "--triton", str(tmp_path / "r"), "--backend",
+                 "tensorrt", "--trt-engine", str(frame)]) == 0  # fmt: skip
+    assert (tmp_path / "r" / "frame_net" / "1" / "model.plan").read_bytes() == b"frame plan"
