@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-preload", action="store_true",
         help="load the other backends on first use instead of in the background at start",
     )  # fmt: skip
+    p.add_argument(
+        "--triton-url",
+        help="--engine triton: host:port of the Triton server (default 127.0.0.1:8001 for gRPC, "
+        ":8000 for HTTP); --checkpoint names the repository folder",
+    )
+    p.add_argument("--triton-protocol", choices=("grpc", "http"), default="grpc")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32")
     p.add_argument("--size", type=parse_size, help="network input HxW (default: the model's)")
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         registry = EngineRegistry(
             args.checkpoint, backends=backends, device=args.device,
             precision=args.precision, input_size=args.size,
+            options={"triton": {"url": args.triton_url, "protocol": args.triton_protocol}},
         )  # fmt: skip
         registry.get(registry.default)  # load now: the first request must not wait for it
         if not args.no_preload:

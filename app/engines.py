@@ -99,6 +99,8 @@ class EngineRegistry:
         device: ``"cpu"`` or ``"cuda[:N]"``.
         precision: ``"fp32"`` or ``"fp16"``.
         input_size: Network input ``(H, W)``; ``None`` uses the model config's.
+        options: Per-backend options for :func:`engine.backends.create_engine` (e.g.
+            ``{"triton": {"url": "127.0.0.1:8001", "protocol": "grpc"}}``).
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class EngineRegistry:
         device: str = "cpu",
         precision: str = "fp32",
         input_size: tuple[int, int] | None = None,
+        options: dict[str, dict] | None = None,
     ) -> None:
         from models.checkpoint import read_checkpoint_config  # torch-free
 
@@ -118,6 +121,7 @@ class EngineRegistry:
         self.backends = tuple(backends)
         self.device = device
         self.precision = precision
+        self.options = {b: dict(o) for b, o in (options or {}).items()}
         self.config, self.tokenizer, self.meta = read_checkpoint_config(self.source)
         self.input_size = tuple(input_size or self.config.input_size)
         self._engines: dict[str, SharedEngine] = {}
@@ -166,6 +170,7 @@ class EngineRegistry:
                         device=self.device,
                         precision=self.precision,
                         input_size=self.input_size,  # type: ignore[arg-type]
+                        **self.options.get(backend, {}),
                     )
                 except (ImportError, RuntimeError, OSError, ValueError) as exc:
                     raise EngineUnavailableError(

@@ -7,6 +7,7 @@ Layout written (``REPO``)::
       frame_net/config.pbtxt,    frame_net/1/model.onnx    [, model.py]
       hinet_stream.json          # what the triton engine reads: config, names, sizes, source
       config.json, <tokenizer>   # copied from the export: the client tokenises phrases itself
+      export_manifest.json       # the export's manifest.json (graphs, io, parity report)
 
 ``--backend onnxruntime`` (default) declares both models for Triton's ONNX Runtime backend;
 ``--backend python`` wraps the same ONNX files in Triton's Python backend, which runs ONNX
@@ -160,7 +161,7 @@ def write_repository(
         ValueError: a bad option.
     """
     from engine.loading import load_export
-    from engine.manifest import graph_file
+    from engine.manifest import MANIFEST_FILE, graph_file
     from models.checkpoint import CONFIG_FILE, TOKENIZER_FILES
 
     if (backend == "tensorrt") != (frame_engine is not None):
@@ -222,6 +223,8 @@ def write_repository(
     for f in (CONFIG_FILE, *TOKENIZER_FILES):  # the client reads config and tokenizer here
         if (loaded.folder / f).is_file():
             shutil.copyfile(loaded.folder / f, repo / f)
+    # not under its own name: a manifest.json would make the folder look like an export
+    shutil.copyfile(loaded.folder / MANIFEST_FILE, repo / "export_manifest.json")
     description = {
         "format": REPOSITORY_FORMAT,
         "backend": backend,

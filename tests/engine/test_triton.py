@@ -69,7 +69,7 @@ def test_repository_layout_and_configs(repo, tiny_export):
     assert 'name: "image" data_type: TYPE_FP32 dims: [ 3, -1, -1 ]' in frame
     text = (repo / "text_encoder" / "config.pbtxt").read_text()
     assert "dynamic_batching" not in text and 'name: "token_ids" data_type: TYPE_INT64' in text
-    assert (repo / "config.json").is_file()
+    assert (repo / "config.json").is_file() and (repo / "export_manifest.json").is_file()
     ort = model_config("frame_net", {"inputs": {}, "outputs": {}}, backend="onnxruntime",
                        max_batch=8, batching=True, preferred=(4, 8), threads=2)  # fmt: skip
     assert 'backend: "onnxruntime"' in ort and "intra_op_thread_count" in ort
@@ -288,3 +288,20 @@ def test_export_cli_tensorrt_repository_needs_plans(tiny_export, tmp_path, capsy
     assert main(["--out", str(tiny_export), "--triton", str(tmp_path / "r"), "--backend",
                  "tensorrt", "--trt-engine", str(frame)]) == 0  # fmt: skip
     assert (tmp_path / "r" / "frame_net" / "1" / "model.plan").read_bytes() == b"frame plan"
+
+
+def test_the_app_offers_and_loads_the_triton_engine(repo, server):
+    from app.__main__ import build_parser
+    from app.engines import EngineRegistry, offered_backends
+
+    assert offered_backends("triton", repo, device="cpu") == ("triton",)
+    args = build_parser().parse_args(["--engine", "triton", "--checkpoint", str(repo),
+                                      "--triton-url", server.grpc_url])  # fmt: skip
+    registry = EngineRegistry(args.checkpoint, backends=("triton",), input_size=SIZE,
+                              options={"triton": {"url": args.triton_url}})  # fmt: skip
+    try:
+        engine = registry.get("triton")
+        state = engine.encode_text("the small blue circle")
+        assert state.phrase == "the small blue circle" and engine.inner.url == server.grpc_url
+    finally:
+        registry.close()
