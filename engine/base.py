@@ -59,7 +59,7 @@ def frame_inputs(config: Any) -> tuple[str, ...]:
 
 
 #: Precisions an engine can run.
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class BackendUnavailable(RuntimeError):  # noqa: N818 (name used across the project)

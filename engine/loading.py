@@ -168,7 +168,7 @@ def load_export(
     if precision not in manifest.precisions:
         raise ExportError(
             f"export {folder} has no {precision} graphs (has: {', '.join(manifest.precisions)}); "
-            "re-export with python -m export --fp16"
+            f"re-export with python -m export --{precision}"
         )
     try:
         config, tokenizer, _ = read_checkpoint_config(folder)
@@ -188,7 +188,8 @@ def load_export(
         config=config,
         tokenizer=tokenizer,
         precision=precision,
-        text_path=folder / graph_file("text_encoder", precision),
+        # INT8 quantises the frame network only: the text runs once per phrase, in FP32
+        text_path=folder / graph_file("text_encoder", "fp32" if precision == "int8" else precision),
         frame_path=folder / graph_file("frame_net", precision),
     )
 
@@ -203,7 +204,9 @@ def _project_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def cached_export(checkpoint: str | Path, *, fp16: bool = False, opset: int = 18) -> Path:
+def cached_export(
+    checkpoint: str | Path, *, fp16: bool = False, opset: int = 18, int8: bool = False
+) -> Path:
     """Export a checkpoint once into ``cache_root()/exports/<key>/`` and return that folder.
 
     The key is the checkpoint's :func:`~engine.manifest.checkpoint_sha256`, the opset and the
@@ -215,7 +218,7 @@ def cached_export(checkpoint: str | Path, *, fp16: bool = False, opset: int = 18
         ExportError: the exporter failed (its last lines are in the message).
     """
     digest = checkpoint_sha256(checkpoint)
-    key = f"{digest[:24]}-op{opset}-{'fp16' if fp16 else 'fp32'}"
+    key = f"{digest[:24]}-op{opset}-{'fp16' if fp16 else 'fp32'}{'-int8' if int8 else ''}"
     out = cache_root() / "exports" / key
     if (out / MANIFEST_FILE).is_file():
         try:
@@ -230,7 +233,7 @@ def cached_export(checkpoint: str | Path, *, fp16: bool = False, opset: int = 18
         flush=True,
     )
     cmd = [sys.executable, "-m", "export", "--checkpoint", str(checkpoint), "--out", str(out)]
-    cmd += ["--opset", str(opset), *(["--fp16"] if fp16 else [])]
+    cmd += ["--opset", str(opset), *(["--fp16"] if fp16 else []), *(["--int8"] if int8 else [])]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(_project_root()), env.get("PYTHONPATH", "")) if p
@@ -351,7 +354,9 @@ def resolve(
     if backend == "onnx":
         if kind == "tensorrt_engine":
             raise ValueError(f"{path} is a TensorRT engine: use backend 'tensorrt' for it")
-        folder = cached_export(path, fp16=precision == "fp16") if kind == "checkpoint" else path
+        folder = path
+        if kind == "checkpoint":
+            folder = cached_export(path, fp16=precision == "fp16", int8=precision == "int8")
         return Resolved(
             backend, kind, export=load_export(folder, precision=precision, input_size=input_size)
         )

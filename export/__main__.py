@@ -7,6 +7,8 @@ Examples::
     python -m export --checkpoint CKPT --out DIR --tensorrt --trt-size 320x320   # CUDA + TensorRT
     python -m export --checkpoint CKPT --out DIR --triton REPO                 # + Triton repository
     python -m export --out DIR --triton REPO --backend python                  # from an export
+    python -m export --checkpoint CKPT --out DIR --int8                        # + INT8 frame_net
+    python -m export --out DIR --int8 --int8-sensitivity sens.json             # layer by layer
     python -m export --checkpoint CKPT --out DIR --fp16 --tensorrt --triton REPO --backend tensorrt \
         --triton-precision fp16                                                # plans (CUDA host)
 
@@ -36,6 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--fp16", action="store_true", help="also write FP16 graphs")
     parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write a static INT8 (QDQ) frame_net, calibrated on synthetic training clips "
+        "and real clips no benchmark uses (export.int8); alone with --out: add it to an export",
+    )
+    parser.add_argument(
+        "--int8-size", type=parse_size, default=(320, 320), help="INT8 calibration/parity HxW"
+    )
+    parser.add_argument(
+        "--calibration-video",
+        action="append",
+        help="a real clip for INT8 calibration (repeatable; default: opencv-doc's vtest.avi, "
+        "Megamind.avi, tree.avi when installed)",
+    )
+    parser.add_argument(
+        "--int8-sensitivity",
+        metavar="JSON",
+        help="with --int8: quantise one layer at a time and write each layer's mask IoU here",
+    )
+    parser.add_argument(
         "--min-size", type=int, default=64, help="smallest input side (multiple of 32)"
     )
     parser.add_argument(
@@ -63,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     triton.add_argument(
         "--triton-precision",
-        choices=("fp32", "fp16"),
+        choices=("fp32", "fp16", "int8"),
         default="fp32",
         help="which exported graphs (or TensorRT engines) the repository serves",
     )
@@ -92,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.out is None or (args.checkpoint is None and args.triton is None):
-        parser.error("pass --checkpoint and --out to export, and/or --out and --triton REPO")
+    if args.out is None or (args.checkpoint is None and args.triton is None and not args.int8):
+        parser.error(
+            "pass --checkpoint and --out to export, and/or --out with --triton REPO or --int8"
+        )
     if args.triton and args.backend == "tensorrt" and not (args.trt_engine or args.tensorrt):
         parser.error("--backend tensorrt serves TensorRT plans: add --tensorrt (build them now) "
                      "or --trt-engine FRAME_ENGINE (built before)")  # fmt: skip
@@ -118,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         except BackendUnavailable as exc:
             print(f"error: --tensorrt: {exc}", file=sys.stderr)
             return 3
-    if args.checkpoint is None:  # only the repository, from an existing export
-        return _triton(args, say)
+    if args.checkpoint is None:  # only INT8 and/or the repository, from an existing export
+        code = _int8(args, say) if args.int8 else 0
+        return _triton(args, say) if code == 0 and args.triton else code
     try:
         manifest = export_checkpoint(
             args.checkpoint,
@@ -160,7 +185,35 @@ def main(argv: list[str] | None = None) -> int:
     except (BackendUnavailable, RuntimeError) as exc:  # TensorRT missing or build failures
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    return _triton(args, say) if args.triton else 0
+    code = _int8(args, say) if args.int8 else 0
+    return _triton(args, say) if code == 0 and args.triton else code
+
+
+def _int8(args: argparse.Namespace, say) -> int:
+    from pathlib import Path
+
+    from engine.latency import json_safe
+    from export.int8 import add_int8, sensitivity
+
+    videos = [Path(v) for v in args.calibration_video] if args.calibration_video else None
+    missing = [str(v) for v in videos or () if not v.is_file()]
+    if missing:
+        print(f"error: --calibration-video not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        add_int8(args.out, size=args.int8_size, videos=videos, progress=say)
+        if args.int8_sensitivity:
+            import json
+
+            rows = sensitivity(args.out)
+            Path(args.int8_sensitivity).write_text(json.dumps(json_safe(rows), indent=1) + "\n")
+            worst = sorted(rows, key=lambda r: r["mask_iou_mean"])[:5]
+            say("int8 sensitivity, worst layers: " + ", ".join(
+                f"#{r['index']} {r['op']} {r['mask_iou_mean']:.3f}" for r in worst))  # fmt: skip
+    except (ExportError, ValueError, FileNotFoundError) as exc:
+        print(f"error: --int8: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _triton(args: argparse.Namespace, say) -> int:

@@ -202,7 +202,11 @@ def write_repository(
         if plans:
             shutil.copyfile(plans[graph], version / "model.plan")
         else:
-            shutil.copyfile(loaded.folder / graph_file(graph, precision), version / "model.onnx")
+            # INT8 quantises frame_net only; the text encoder stays FP32
+            graph_precision = "fp32" if precision == "int8" and role == "text" else precision
+            shutil.copyfile(
+                loaded.folder / graph_file(graph, graph_precision), version / "model.onnx"
+            )
         if backend == "python":
             shutil.copyfile(
                 Path(__file__).with_name("triton_python_model.py"), version / "model.py"

@@ -19,6 +19,7 @@ APT_PACKAGES=(
   chromium                                  # real-browser test of the Gradio page (driven by playwright)
   xvfb xdotool                              # the stream's real window under a real X server (tests)
   python3-venv                              # Debian's Python for the Triton server's own environment
+  opencv-doc                                # real clips no benchmark uses (vtest.avi, ...): INT8 calibration
 )
 
 missing=()

@@ -77,6 +77,11 @@ class TorchEngine(Engine):
     def check_request(cls, *, device: str, precision: str, **options: Any) -> None:
         """fp16, CUDA graphs and compile need a CUDA device (see :meth:`Engine.check_request`)."""
         super().check_request(device=device, precision=precision)
+        if precision == "int8":
+            raise ValueError(
+                "int8 is a quantised ONNX graph: export it (python -m export --int8) and use the "
+                "onnx backend"
+            )
         unknown = sorted(set(options) - {"cuda_graphs", "compile"})
         if unknown:
             raise ValueError(f"unknown torch options {unknown}; valid: compile, cuda_graphs")

@@ -148,7 +148,7 @@ def test_unknown_backend_provider_device_and_precision(exported):
     with pytest.raises(ValueError, match="unknown device"):
         create_engine("onnx", exported[1], input_size=SIZE, device="gpu")
     with pytest.raises(ValueError, match="unknown precision"):
-        create_engine("onnx", exported[1], input_size=SIZE, precision="int8")
+        create_engine("onnx", exported[1], input_size=SIZE, precision="int4")
     assert set(BACKENDS) == {"torch", "onnx", "tensorrt", "triton"}
     assert set(PROVIDERS) == {"cpu", "cuda", "tensorrt"}
     assert parse_device("cuda:1") == ("cuda", 1)
