@@ -373,7 +373,9 @@ def resolve(
         return Resolved(backend, kind, export=loaded, text_engine=text_engine, frame_engine=path)
     from engine.backends.tensorrt_build import build_export_engines
 
-    folder = cached_export(path, fp16=precision == "fp16") if kind == "checkpoint" else path
+    folder = path
+    if kind == "checkpoint":
+        folder = cached_export(path, fp16=precision == "fp16", int8=precision == "int8")
     loaded = load_export(folder, precision="fp32", input_size=input_size)
     text_engine, frame_engine = build_export_engines(
         folder, precision=precision, opt_size=input_size or (320, 320), **(build or {})

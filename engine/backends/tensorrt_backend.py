@@ -185,11 +185,6 @@ class TensorRTEngine(Engine):
     def check_request(cls, *, device: str, precision: str, **options: Any) -> None:
         """A CUDA device 0, TensorRT and pycuda: checked before any export or build."""
         super().check_request(device=device, precision=precision)
-        if precision == "int8":
-            raise ValueError(
-                "INT8 TensorRT engines from the QDQ graph are not built yet; use fp16 or fp32 "
-                "(the INT8 graph runs on the onnx backend)"
-            )
         kind, index = parse_device(device)
         if kind != "cuda":
             raise ValueError(

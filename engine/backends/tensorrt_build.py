@@ -189,14 +189,18 @@ def engine_cache_key(
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def onnx_for_precision(major: int, precision: str) -> str:
+def onnx_for_precision(major: int, precision: str, graph: str = "frame_net") -> str:
     """Which exported ONNX precision a TensorRT ``major`` version builds a ``precision`` engine from.
 
     TensorRT 10 builds FP16 engines from the FP32 graph with ``BuilderFlag.FP16``; TensorRT 11
-    (strongly typed) needs the FP16 graph.
+    (strongly typed) needs the FP16 graph. INT8 is explicit quantisation: ``frame_net`` is built
+    from the QDQ graph (``python -m export --int8``; TensorRT 10 with ``BuilderFlag.INT8``,
+    TensorRT 11 with no flag), and the text encoder, run once per phrase, stays FP32.
     """
-    if precision not in ("fp32", "fp16"):
-        raise ValueError(f"unknown precision {precision!r}; valid: fp32, fp16")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"unknown precision {precision!r}; valid: fp32, fp16, int8")
+    if precision == "int8":
+        return "int8" if graph == "frame_net" else "fp32"
     return "fp16" if (major >= 11 and precision == "fp16") else "fp32"
 
 
@@ -275,6 +279,8 @@ def build_serialized_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_bytes))
     if precision == "fp16" and major == 10:
         config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8" and major == 10:  # the QDQ nodes say where: explicit quantisation
+        config.set_flag(trt.BuilderFlag.INT8)
     opt = builder.create_optimization_profile()
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     declared = {name for name, *_ in profile.shapes}
@@ -309,11 +315,14 @@ def engine_path(
     compute_capability: tuple[int, int],
 ) -> tuple[Path, Path]:
     """``(engine file, source ONNX)`` of ``graph`` in the cache (the engine may not exist yet)."""
-    source = Path(export_dir) / graph_file(graph, onnx_for_precision(trt_major(trt), precision))
+    source = Path(export_dir) / graph_file(
+        graph, onnx_for_precision(trt_major(trt), precision, graph)
+    )
     if not source.is_file():
+        flag = "--int8" if precision == "int8" else "--fp16"
         raise ExportError(
             f"{source} not found: TensorRT {trt.__version__} builds {precision} engines from it "
-            "(re-export with --fp16)"
+            f"(re-export with {flag})"
         )
     key = engine_cache_key(
         trt_version=trt.__version__,
@@ -374,22 +383,25 @@ def build_export_engines(
     }
     paths = []
     for graph, profile in profiles.items():
+        # INT8 quantises frame_net only; the text encoder (once per phrase) stays FP32
+        graph_precision = "fp32" if precision == "int8" and graph == "text_encoder" else precision
         path, source = engine_path(
             export_dir,
             graph,
-            precision=precision,
+            precision=graph_precision,
             profile=profile,
             cache_dir=cache,
             trt=trt,
             compute_capability=cc,
         )
         if not path.is_file():
-            logger.info("building TensorRT %s engine %s from %s", precision, path.name, source.name)
+            logger.info("building TensorRT %s engine %s from %s", graph_precision, path.name,
+                        source.name)  # fmt: skip
             plan = build_serialized_engine(
                 trt,
                 source,
                 profile=profile,
-                precision=precision,
+                precision=graph_precision,
                 workspace_bytes=workspace_bytes,
                 timing_cache=cache / f"timing-{trt.__version__}-sm{cc[0]}{cc[1]}.cache",
             )

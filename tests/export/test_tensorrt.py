@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -120,7 +121,9 @@ class _Recorder:
                 pass
 
         builder_flag = (
-            SimpleNamespace(FP16="FP16") if version.startswith("10") else SimpleNamespace()
+            SimpleNamespace(FP16="FP16", INT8="INT8")
+            if version.startswith("10")
+            else SimpleNamespace()
         )
         self.module = SimpleNamespace(
             __version__=version,
@@ -255,8 +258,11 @@ def test_onnx_choice_per_version():
     assert onnx_for_precision(10, "fp16") == "fp32"  # weakly typed: BuilderFlag.FP16
     assert onnx_for_precision(11, "fp32") == "fp32"
     assert onnx_for_precision(11, "fp16") == "fp16"  # strongly typed: the FP16 graph
-    with pytest.raises(ValueError, match="valid: fp32, fp16"):
-        onnx_for_precision(10, "int8")
+    assert onnx_for_precision(10, "int8") == "int8"  # the QDQ graph, BuilderFlag.INT8
+    assert onnx_for_precision(11, "int8") == "int8"  # the QDQ graph, strongly typed
+    assert onnx_for_precision(11, "int8", "text_encoder") == "fp32"  # text stays FP32
+    with pytest.raises(ValueError, match="valid: fp32, fp16, int8"):
+        onnx_for_precision(10, "int4")
 
 
 def test_unsupported_major_version():
@@ -267,15 +273,17 @@ def test_unsupported_major_version():
 
 
 @pytest.mark.parametrize(
-    ("version", "precision", "fp16_flag"),
+    ("version", "precision", "flag"),
     [
-        ("10.13.0", "fp32", False),
-        ("10.13.0", "fp16", True),
-        ("11.4.1", "fp32", False),
-        ("11.4.1", "fp16", False),
+        ("10.13.0", "fp32", None),
+        ("10.13.0", "fp16", "FP16"),
+        ("10.13.0", "int8", "INT8"),
+        ("11.4.1", "fp32", None),
+        ("11.4.1", "fp16", None),
+        ("11.4.1", "int8", None),  # strongly typed: the QDQ graph alone decides
     ],
 )
-def test_builder_api_calls_per_major_version(tmp_path, config, version, precision, fp16_flag):
+def test_builder_api_calls_per_major_version(tmp_path, config, version, precision, flag):
     profile = text_profile(config)
     rec = _Recorder(version, inputs=("token_ids", "token_mask"))
     onnx_file = tmp_path / "m.onnx"
@@ -293,7 +301,7 @@ def test_builder_api_calls_per_major_version(tmp_path, config, version, precisio
     assert plan == b"PLAN"
     assert ("create_network", 0) in rec.calls  # explicit batch (10) / strongly typed (11) implied
     assert ("set_memory_pool_limit", "WORKSPACE", 123) in rec.calls
-    assert (("set_flag", "FP16") in rec.calls) is fp16_flag
+    assert [c[1] for c in rec.calls if c[0] == "set_flag"] == ([flag] if flag else [])
     shapes = {c[1]: c[2:] for c in rec.calls if c[0] == "set_shape"}
     assert shapes == {n: (lo, opt, hi) for n, lo, opt, hi in profile.shapes}
     assert ("create_timing_cache", b"old-cache") in rec.calls  # loaded before the build
@@ -364,6 +372,30 @@ def test_export_engines_pick_the_onnx_and_cache_the_plan(exported, tmp_path, ver
         compute_capability=(9, 0),
     )
     assert rec.names().count("build_serialized_network") == n_builds + 2  # other GPU: rebuild
+
+
+@pytest.mark.parametrize("version", ["10.13.0", "11.4.1"])
+def test_int8_engines_build_the_qdq_frame_graph_and_an_fp32_text_engine(exported, tmp_path,
+                                                                          version):  # fmt: skip
+    _, out = exported
+    folder = tmp_path / "export"
+    shutil.copytree(out, folder)
+    with pytest.raises(ExportError, match="re-export with --int8"):
+        build_export_engines(folder, precision="int8", opt_size=(128, 128), cache_dir=tmp_path,
+                             trt=_Recorder(version).module, compute_capability=(8, 6))  # fmt: skip
+    qdq = folder / "frame_net.int8.onnx"  # a valid graph of another size stands in for QDQ
+    model = onnx.load(str(folder / "frame_net.onnx"))
+    model.doc_string = "stands in for the QDQ graph " * 8
+    onnx.save(model, str(qdq))
+    rec = _Recorder(version)
+    text, frame = build_export_engines(folder, precision="int8", opt_size=(128, 128),
+                                       cache_dir=tmp_path / "fresh", trt=rec.module,
+                                       compute_capability=(8, 6))  # fmt: skip
+    assert text.name.startswith("text_encoder-fp32-") and frame.name.startswith("frame_net-int8-")
+    parsed = [c[1] for c in rec.calls if c[0] == "parse"]
+    assert parsed == [(folder / "text_encoder.onnx").stat().st_size, qdq.stat().st_size]
+    flags = [c[1] for c in rec.calls if c[0] == "set_flag"]
+    assert flags == (["INT8"] if version.startswith("10") else [])  # on the frame engine only
 
 
 def test_engine_file_is_a_model_source(exported, tmp_path):
