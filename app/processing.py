@@ -34,7 +34,7 @@ from engine.latency import STAGES, LatencyStats, json_safe
 from engine.outputs import CallbackOutput, H264FileOutput, MaskZipOutput
 from engine.overlay import OverlayStyle
 from engine.pipeline import Pipeline, Stages
-from engine.session import Result, Segmenter
+from engine.session import KeyframePolicy, Result, Segmenter
 from engine.sources import FileSource, Frame
 
 __all__ = ["ClipResult", "LiveSession", "segment_clip"]
@@ -104,6 +104,7 @@ def segment_clip(
     areas: list[float] = []
     scores: list[float] = []
     found: list[bool] = []
+    inferred: list[bool] = []
     total = min(info.frames, max_frames)
 
     def check(image: np.ndarray, result: Result, frame: Frame) -> None:
@@ -124,6 +125,7 @@ def segment_clip(
         areas.append(result.area)
         scores.append(result.score)
         found.append(result.found)
+        inferred.append(result.inferred)
         if progress is not None:
             progress(frame.index + 1, max(total, frame.index + 1))
 
@@ -158,6 +160,8 @@ def segment_clip(
         "device": engine.device,
         "input_size": list(engine.input_size),
         "threshold": segmenter.threshold,
+        "keyframes": str(segmenter.keyframes),
+        "frames_inferred": int(sum(inferred)),
         "stages_ms": stats["stages_ms"],
         "wait_ms": stats["wait_ms"],
         "bottleneck": stats["bottleneck"],
@@ -196,12 +200,19 @@ class LiveSession:
         engine: The (shared, thread-safe) engine.
         threshold: Mask threshold in (0, 1).
         style: Overlay style.
+        keyframes: When the network runs (:class:`engine.session.KeyframePolicy`; default:
+            every frame).
     """
 
     def __init__(
-        self, engine: Engine, *, threshold: float, style: OverlayStyle | None = None
+        self,
+        engine: Engine,
+        *,
+        threshold: float,
+        style: OverlayStyle | None = None,
+        keyframes: KeyframePolicy | None = None,
     ) -> None:
-        self.segmenter = Segmenter(engine, threshold=threshold)
+        self.segmenter = Segmenter(engine, threshold=threshold, keyframes=keyframes)
         self.dropped = 0
         self.stages = Stages(
             self.segmenter,
@@ -228,6 +239,11 @@ class LiveSession:
     def threshold(self) -> float:
         """The session's mask threshold."""
         return self.segmenter.threshold
+
+    @property
+    def keyframes(self) -> KeyframePolicy:
+        """When the session's network runs."""
+        return self.segmenter.keyframes
 
     def set_phrase(self, phrase: str) -> None:
         """Use ``phrase`` from the next frame (no-op when it is already the current one).

@@ -6,10 +6,11 @@ is a :class:`app.processing.LiveSession` in the session's own ``gr.State``. Uplo
 fresh segmenter per request. Only the loaded engines are shared (:class:`app.engines.SharedEngine`
 serialises their use).
 
-API names (for ``gradio_client``): ``/segment_video`` (video, phrase, engine, threshold ->
-overlay video, masks zip, latency plot, summary) and ``/live`` (frame, phrase, engine,
-threshold -> overlay frame, statistics; the webcam stream) and ``/segment_frame`` (the same
-per-session step, one request per frame, for clients that do not stream).
+API names (for ``gradio_client``): ``/segment_video`` (video, phrase, engine, threshold[,
+keyframes] -> overlay video, masks zip, latency plot, summary) and ``/live`` (frame, phrase,
+engine, threshold[, keyframes] -> overlay frame, statistics; the webcam stream) and
+``/segment_frame`` (the same per-session step, one request per frame, for clients that do not
+stream). ``keyframes`` is one of :data:`app.validation.KEYFRAME_CHOICES` (default every frame).
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from app.engines import EngineRegistry, EngineUnavailableError
 from app.examples import Example
 from app.processing import LiveSession, segment_clip
 from app.validation import (
+    KEYFRAME_CHOICES,
     UploadLimits,
     check_backend,
+    check_keyframes,
     check_phrase,
     check_threshold,
     check_video,
@@ -106,6 +109,11 @@ def clip_markdown(summary: dict[str, Any]) -> str:
         f"found in {score['frames_found']} of {summary['frames']} frames"
         f" (mean score {score['mean_when_found']:.2f})"
     )
+    if summary.get("keyframes", "1") != "1":
+        head += (
+            f" · network on {summary['frames_inferred']} of {summary['frames']} frames "
+            f"(keyframes {summary['keyframes']}; the flow moved the mask on the others)"
+        )
     return "\n".join([head, "", stages_markdown(summary)])
 
 
@@ -114,6 +122,8 @@ def _stats_markdown(session: LiveSession) -> str:
     found = "" if result is None else (
         f" · score {result.score:.2f}" if result.found else " · **not found**"
     )  # fmt: skip
+    if result is not None and not session.keyframes.always:
+        found += " · network ran" if result.inferred else " · warped by the flow"
     head = (
         f"**{session.stats.fps():.1f} fps** · dropped {session.dropped} · "
         f"`{session.engine.backend}` {session.engine.input_size[0]}x{session.engine.input_size[1]}"
@@ -159,6 +169,7 @@ def build_app(
         phrase: str,
         backend: str,
         threshold: float,
+        keyframes: str = "every frame",
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio injects it per call
     ) -> tuple[str, str, np.ndarray, str, str]:
         _purge_old(work_root, REQUEST_TTL_S)
@@ -167,9 +178,10 @@ def build_app(
             text = check_phrase(phrase, max_chars=registry.max_chars)
             backend = check_backend(backend, choices=registry.backends)
             threshold = check_threshold(threshold)
+            policy = check_keyframes(keyframes)
             info = check_video(video, limits=limits, workdir=workdir / "in")
             progress(0.0, desc="loading the engine")
-            segmenter = Segmenter(registry.get(backend), threshold=threshold)
+            segmenter = Segmenter(registry.get(backend), threshold=threshold, keyframes=policy)
             segmenter.set_phrase(text)
             result = segment_clip(
                 info,
@@ -202,16 +214,23 @@ def build_app(
         backend: str,
         threshold: float,
         session: LiveSession | None,
+        keyframes: str = "every frame",
     ) -> tuple[Any, str, LiveSession | None]:
         if frame is None:
             return gr.skip(), "Waiting for the webcam...", session
         try:
             backend = check_backend(backend, choices=registry.backends)
             threshold = check_threshold(threshold)
+            policy = check_keyframes(keyframes)
             engine = registry.get(backend)
-            if session is None or session.engine is not engine or session.threshold != threshold:
+            if (
+                session is None
+                or session.engine is not engine
+                or session.threshold != threshold
+                or session.keyframes != policy
+            ):
                 previous = session.segmenter.phrase if session is not None else None
-                session = LiveSession(engine, threshold=threshold)
+                session = LiveSession(engine, threshold=threshold, keyframes=policy)
                 if previous:
                     session.set_phrase(previous)
         except (ValueError, EngineUnavailableError) as exc:
@@ -273,6 +292,10 @@ def build_app(
                 0.05, 0.95, value=0.5, step=0.05, label="Mask threshold", scale=2,
                 elem_id="threshold",
             )  # fmt: skip
+            keyframes = gr.Dropdown(
+                choices=list(KEYFRAME_CHOICES), value="every frame", label="Network runs on",
+                scale=2, elem_id="keyframes",
+            )  # fmt: skip
         with gr.Tabs():
             with gr.Tab("Video file", id="video"):
                 with gr.Row():
@@ -324,7 +347,7 @@ def build_app(
                 one_frame = gr.Button("Segment one frame", visible=False)
         run.click(
             segment_video,
-            inputs=[video_in, phrase, backend, threshold],
+            inputs=[video_in, phrase, backend, threshold, keyframes],
             outputs=[video_out, masks_out, plot_out, summary_out, summary_file],
             api_name="segment_video",
             concurrency_limit=video_concurrency,
@@ -332,7 +355,7 @@ def build_app(
         phrase.change(typed, inputs=[phrase], outputs=[phrase_help, run], show_progress="hidden")
         cam.stream(
             live_step,
-            inputs=[cam, phrase, backend, threshold, session],
+            inputs=[cam, phrase, backend, threshold, session, keyframes],
             outputs=[cam_out, cam_stats, session],
             api_name="live",
             stream_every=live.stream_every,
@@ -342,7 +365,7 @@ def build_app(
         )
         one_frame.click(
             live_step,
-            inputs=[cam, phrase, backend, threshold, session],
+            inputs=[cam, phrase, backend, threshold, session, keyframes],
             outputs=[cam_out, cam_stats, session],
             api_name="segment_frame",
             concurrency_limit=live.concurrency_limit,

@@ -18,12 +18,16 @@ from typing import Any
 
 import cv2
 
+from engine.session import KeyframePolicy
+
 __all__ = [
+    "KEYFRAME_CHOICES",
     "PhraseError",
     "UploadError",
     "UploadLimits",
     "VideoInfo",
     "check_backend",
+    "check_keyframes",
     "check_phrase",
     "check_threshold",
     "check_video",
@@ -198,6 +202,28 @@ def check_phrase(text: object, *, max_chars: int) -> str:
     if len(phrase) > max_chars:
         raise PhraseError(f"the phrase has {len(phrase)} characters; the limit is {max_chars}")
     return phrase
+
+
+#: The page's keyframe choices: label -> :meth:`engine.session.KeyframePolicy.parse` form.
+KEYFRAME_CHOICES = {
+    "every frame": "1",
+    "every 2nd frame (flow moves the mask between)": "2",
+    "every 3rd frame (flow moves the mask between)": "3",
+    "adaptive (when the flow says the warp drifts)": "adaptive",
+}
+
+
+def check_keyframes(value: object) -> KeyframePolicy:
+    """A keyframe policy from one of :data:`KEYFRAME_CHOICES` (its label or its form).
+
+    Raises:
+        ValueError: anything else (the message lists the choices).
+    """
+    text = str(value).strip() if value is not None else "every frame"
+    form = KEYFRAME_CHOICES.get(text, text)
+    if form not in KEYFRAME_CHOICES.values():
+        raise ValueError(f"keyframes must be one of: {', '.join(KEYFRAME_CHOICES)}; got {value!r}")
+    return KeyframePolicy.parse(form)
 
 
 def check_threshold(value: object) -> float:

@@ -27,10 +27,12 @@ def _client(server, tmp_path: Path) -> Client:
     return Client(server.url, verbose=False, download_files=str(tmp_path))
 
 
-def _segment(client: Client, video: Path, phrase: str, *, engine: str = "torch", threshold=0.5):
+def _segment(client: Client, video: Path, phrase: str, *, engine: str = "torch", threshold=0.5,
+             keyframes: str | None = None):  # fmt: skip
     """``(video, masks_zip, plot, summary)``: the summary read from the page's JSON download."""
+    extra = () if keyframes is None else (keyframes,)
     video_out, masks_zip, plot, table, summary_json = client.predict(
-        handle_file(str(video)), phrase, engine, threshold, api_name="/segment_video"
+        handle_file(str(video)), phrase, engine, threshold, *extra, api_name="/segment_video"
     )
     summary = json.loads(Path(summary_json).read_text())
     assert f"**{summary['frames']} frames**" in table and "bottleneck:" in table
@@ -214,3 +216,17 @@ def test_demo_example_works_out_of_the_box(app_server, tmp_path):
     assert summary["phrase"] == example.phrase
     assert count_frames(Path(video)) == frames
     assert len(read_masks_zip(Path(masks_zip))) == frames
+
+
+def test_keyframes_run_the_network_on_every_second_frame(app_server, target_clip, tmp_path):
+    from app.validation import KEYFRAME_CHOICES
+
+    client = _client(app_server, tmp_path)
+    every_2nd = next(k for k, v in KEYFRAME_CHOICES.items() if v == "2")
+    *_, summary = _segment(client, target_clip.path, target_clip.phrase, keyframes=every_2nd)
+    assert summary["keyframes"] == "2" and summary["frames"] == target_clip.frames
+    assert summary["frames_inferred"] == (target_clip.frames + 1) // 2
+    *_, plain = _segment(client, target_clip.path, target_clip.phrase)  # the default
+    assert plain["keyframes"] == "1" and plain["frames_inferred"] == target_clip.frames
+    with pytest.raises(AppError, match="not in the list of choices|keyframes must be one of"):
+        _segment(client, target_clip.path, target_clip.phrase, keyframes="every 7th frame")

@@ -123,3 +123,17 @@ def test_threshold_and_backend():
     assert check_backend("onnx", choices=("onnx", "torch")) == "onnx"
     with pytest.raises(ValueError, match="valid: onnx, torch"):
         check_backend("tensorrt", choices=("onnx", "torch"))
+
+
+def test_check_keyframes_takes_the_page_choices_and_their_forms():
+    from app.validation import KEYFRAME_CHOICES, check_keyframes
+
+    assert [str(check_keyframes(label)) for label in KEYFRAME_CHOICES] == [
+        "1",
+        "2",
+        "3",
+        "adaptive",
+    ]
+    assert str(check_keyframes("adaptive")) == "adaptive" and check_keyframes(None).always
+    with pytest.raises(ValueError, match="keyframes must be one of"):
+        check_keyframes("every 7th frame")
