@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--int8-size", type=parse_size, default=(320, 320), help="INT8 calibration/parity HxW"
     )
     parser.add_argument(
+        "--int8-float-ends",
+        default="2,0",
+        help="D,T: quantisable layers INT8 keeps float after every graph input (D) and before "
+        "every output (T); 5,4 is closer to FP32 and slower (README, measured numbers)",
+    )
+    parser.add_argument(
         "--calibration-video",
         action="append",
         help="a real clip for INT8 calibration (repeatable; default: opencv-doc's vtest.avi, "
@@ -196,12 +202,20 @@ def _int8(args: argparse.Namespace, say) -> int:
     from export.int8 import add_int8, sensitivity
 
     videos = [Path(v) for v in args.calibration_video] if args.calibration_video else None
+    try:
+        depth, tail = (int(v) for v in args.int8_float_ends.split(","))
+        if depth < 0 or tail < 0:
+            raise ValueError
+    except ValueError:
+        print(f"error: --int8-float-ends must be D,T (two counts >= 0), got "
+              f"{args.int8_float_ends!r}", file=sys.stderr)  # fmt: skip
+        return 2
     missing = [str(v) for v in videos or () if not v.is_file()]
     if missing:
         print(f"error: --calibration-video not found: {', '.join(missing)}", file=sys.stderr)
         return 2
     try:
-        add_int8(args.out, size=args.int8_size, videos=videos, progress=say)
+        add_int8(args.out, size=args.int8_size, videos=videos, ends=(depth, tail), progress=say)
         if args.int8_sensitivity:
             import json
 

@@ -63,6 +63,7 @@ REAL_PHRASES = (
     "the blue character in the middle",
 )
 _FLOAT_DEPTH = 2  # quantisable layers kept float on every path from a graph input
+_FLOAT_TAIL = 0  # ... and before a graph output
 
 
 def default_calibration_videos() -> list[Path]:
@@ -70,16 +71,21 @@ def default_calibration_videos() -> list[Path]:
     return [OPENCV_DOC_DATA / n for n in CALIBRATION_CLIPS if (OPENCV_DOC_DATA / n).is_file()]
 
 
-def float_nodes(model: Any, depth: int = _FLOAT_DEPTH) -> list[str]:
-    """Names of the :data:`QUANT_OPS` nodes within ``depth`` quantisable layers of a graph input.
+def float_nodes(model: Any, depth: int = _FLOAT_DEPTH, tail: int = _FLOAT_TAIL) -> list[str]:
+    """Names of the :data:`QUANT_OPS` nodes INT8 leaves float: those near the graph's ends.
 
-    Walks each node's first input back through non-quantisable nodes (activations, adds,
-    reshapes) to the nearest quantisable producer; a node whose chain reaches a graph input
-    after fewer than ``depth`` quantisable layers stays float.
+    A node stays float when fewer than ``depth`` quantisable layers lie on its first input's
+    path back to a graph input (walking back through activations, adds, reshapes), or fewer
+    than ``tail`` quantisable layers lie after it on its shortest path to a graph output.
     """
     graph = model.graph
     producer = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for t in n.input:
+            consumers.setdefault(t, []).append(n)
     inputs = {i.name for i in graph.input}
+    outputs = {o.name for o in graph.output}
     level: dict[str, int] = {}  # quantisable node -> its rank on the path from an input
 
     def rank(tensor: str, seen: int = 0) -> int:
@@ -94,11 +100,26 @@ def float_nodes(model: Any, depth: int = _FLOAT_DEPTH) -> list[str]:
             tensor, seen = node.input[0], seen + 1
         return 0
 
-    kept = []
-    for node in graph.node:
-        if node.op_type in QUANT_OPS and rank(node.input[0]) + 1 <= depth:
-            kept.append(node.name)
-    return kept
+    after: dict[str, int] = {}  # node -> fewest quantisable layers after it to an output
+
+    def layers_after(node: Any, seen: int = 0) -> int:
+        if node.name in after:
+            return after[node.name]
+        if seen > 10_000:
+            return 10**6
+        best = 0 if outputs & set(node.output) else 10**6
+        for t in node.output:
+            for c in consumers.get(t, ()):
+                best = min(best, layers_after(c, seen + 1) + (c.op_type in QUANT_OPS))
+        after[node.name] = best
+        return best
+
+    return [
+        node.name
+        for node in graph.node
+        if node.op_type in QUANT_OPS
+        and (rank(node.input[0]) + 1 <= depth or layers_after(node) < tail)
+    ]
 
 
 def _feeds(image: np.ndarray, flow: np.ndarray, state: Any, names: Sequence[str]) -> dict:
@@ -189,6 +210,7 @@ def quantize(
     *,
     keep_float: Sequence[str] | None = None,
     only: Sequence[str] | None = None,
+    ends: tuple[int, int] = (_FLOAT_DEPTH, _FLOAT_TAIL),
 ) -> list[str]:
     """Write the QDQ INT8 graph of ``src`` to ``dst``; returns the names kept float.
 
@@ -198,6 +220,7 @@ def quantize(
         feeds: Calibration inputs.
         keep_float: Quantisable nodes to leave float (default :func:`float_nodes`).
         only: Quantise exactly these nodes (the sensitivity sweep).
+        ends: ``(depth, tail)`` of :func:`float_nodes` when ``keep_float`` is not given.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -218,7 +241,7 @@ def quantize(
         model = onnx.load(str(pre))
         quantisable = [n.name for n in model.graph.node if n.op_type in QUANT_OPS]
         if only is None:
-            kept = list(float_nodes(model) if keep_float is None else keep_float)
+            kept = list(float_nodes(model, *ends) if keep_float is None else keep_float)
             nodes = [n for n in quantisable if n not in set(kept)]
         else:
             nodes = list(only)
@@ -269,6 +292,7 @@ def add_int8(
     size: tuple[int, int] = (320, 320),
     videos: Sequence[Path] | None = None,
     synthetic: int = 12,
+    ends: tuple[int, int] = (_FLOAT_DEPTH, _FLOAT_TAIL),
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Quantise an export's ``frame_net`` to INT8 and add it to the folder and its manifest.
@@ -278,6 +302,8 @@ def add_int8(
         size: Input ``(H, W)`` calibration and parity run at.
         videos: Real calibration clips (default :func:`default_calibration_videos`).
         synthetic: Synthetic calibration clips (2 frames each).
+        ends: ``(depth, tail)``: quantisable layers kept float after every graph input and
+            before every graph output (:func:`float_nodes`; more: closer to FP32, slower).
         progress: Called with one line per step.
 
     Returns:
@@ -308,12 +334,13 @@ def add_int8(
     src = folder / graph_file("frame_net", "fp32")
     dst = folder / graph_file("frame_net", "int8")
     tmp = dst.with_suffix(".tmp")
-    kept = quantize(src, tmp, calib)
+    kept = quantize(src, tmp, calib, ends=ends)
     ref, got = _session(src), _session(tmp)
     report = {
         "size": list(size),
         "quantised_ops": list(QUANT_OPS),
         "kept_float": kept,
+        "float_ends": list(ends),
         "calibration": {
             "synthetic_clips": synthetic,
             "real_clips": [p.name for p in videos],

@@ -40,6 +40,9 @@ def test_float_nodes_keeps_the_first_two_layers_on_every_input_path():
     model = helper.make_model(graph)
     assert float_nodes(model) == ["stem", "dw1", "proj", "proj2"]
     assert float_nodes(model, depth=1) == ["stem", "proj"]
+    # tail: the last quantisable layers before an output (pw2 feeds "e", proj3 feeds "h")
+    assert float_nodes(model, depth=1, tail=1) == ["stem", "pw2", "proj", "proj3"]
+    assert float_nodes(model, depth=0, tail=2) == ["pw1", "pw2", "proj2", "proj3"]
     assert set(QUANT_OPS) == {"Conv", "MatMul", "Gemm"}
 
 
@@ -99,4 +102,8 @@ def test_int8_errors_are_clear(tiny_export, tiny_checkpoint):
                         "--calibration-video", "/nonexistent.avi"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and "--calibration-video not found" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "export", "--out", str(tiny_export), "--int8",
+                        "--int8-float-ends", "two"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "--int8-float-ends must be D,T" in r.stderr
     assert "int8" not in read_manifest(tiny_export).precisions  # nothing changed
