@@ -14,6 +14,14 @@ CLI::
     python -m training.evaluate --checkpoint models/weights/hinet_lite0 --dataset synthetic
     python -m training.evaluate --export exports/hinet_lite0 --backend onnx --dataset a2d
         --root /data/a2d_sentences --split test --json a2d.json   (one command line)
+    python -m training.evaluate --checkpoint models/weights/hinet_lite0 --dataset synthetic
+        --keyframes 2          (whole clips in order, the network on every 2nd frame)
+
+By default every sample is scored on its own (its previous frame gives the flow). With
+``--sequential`` (implied by ``--keyframes``) consecutive samples of one clip, object and
+expression run as one stream: the segmenter keeps its state from frame to frame (temporal
+smoothing, and with ``--keyframes`` the warped masks between keyframes), as ``run_stream.py``
+does; a run starts afresh where the clip, object, expression or frame order changes.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from engine.flow import FLOW_PRESETS
 from engine.latency import LatencyStats, json_safe, percentiles
 from engine.pipeline import Stages
 from engine.preprocess import parse_size, sanitize_frame
-from engine.session import Segmenter
+from engine.session import KeyframePolicy, Result, Segmenter
 from engine.sources import Frame
 from training.metrics import (
     DAVIS_PROTOCOLS,
@@ -138,6 +146,8 @@ def evaluate(
     protocol: str = "semi-supervised",
     progress: bool = True,
     meta: dict[str, Any] | None = None,
+    sequential: bool = False,
+    keyframes: KeyframePolicy | None = None,
 ) -> EvalReport:
     """Run ``engine`` on every sample through the stream's per-frame code and score the masks.
 
@@ -156,6 +166,10 @@ def evaluate(
         protocol: DAVIS protocol, one of :data:`training.metrics.DAVIS_PROTOCOLS`.
         progress: Show a tqdm progress bar.
         meta: Extra information stored in the report.
+        sequential: Run consecutive frames of one clip, object and expression as one stream
+            (the segmenter's state carries over) instead of each sample on its own.
+        keyframes: When the network runs (implies ``sequential`` unless every frame); the
+            report's meta gets the share of frames inferred.
 
     Returns:
         The :class:`EvalReport`.
@@ -166,7 +180,10 @@ def evaluate(
     """
     if protocol not in DAVIS_PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; valid: {', '.join(DAVIS_PROTOCOLS)}")
-    segmenter = Segmenter(engine, flow_preset=flow_preset, threshold=threshold, max_flow_gap=None)
+    keyframes = keyframes or KeyframePolicy()
+    sequential = sequential or not keyframes.always
+    segmenter = Segmenter(engine, flow_preset=flow_preset, threshold=threshold, max_flow_gap=None,
+                          keyframes=keyframes)  # fmt: skip
     stats = LatencyStats(window=1 << 20)
     stages = Stages(segmenter, hud=False, stats=stats)
     rejected_texts: set[str] = set()
@@ -176,13 +193,22 @@ def evaluate(
     seen: dict[tuple[Any, int], int] = {}
     datasets: set[str] = set()
     rejected = 0
+    run: tuple[Any, ...] | None = None  # the (clip, object, expression, frame) just segmented
+    inferred = frames = 0
     total = len(samples) if hasattr(samples, "__len__") else None  # type: ignore[arg-type]
     for sample in tqdm(samples, total=total, desc="evaluate", unit="sample", disable=not progress):
         if not isinstance(sample, Sample):
             raise ValueError(f"samples must be training.sample.Sample, got {type(sample).__name__}")
         datasets.add(sample.dataset)
         frame = sanitize_frame(sample.frame)
-        mask = _segment(stages, sample, frame, rejected_texts)
+        key_run = (sample.dataset, sample.video_id, sample.object_id, sample.expression)
+        follows = sequential and run == (*key_run, sample.frame_index - 1)
+        result = _segment(stages, sample, frame, rejected_texts, follows=follows)
+        run = (*key_run, sample.frame_index) if result is not None else None
+        mask = None if result is None else result.mask
+        if result is not None:
+            frames += 1
+            inferred += bool(result.inferred)
         if mask is None:
             rejected += 1
             mask = np.zeros(frame.shape[:2], bool)
@@ -223,7 +249,12 @@ def evaluate(
         protocol=protocol,
         latency_ms=latency,
         text_rejected=rejected,
-        meta=dict(meta or {}),
+        meta={
+            **(meta or {}),
+            "sequential": sequential,
+            "keyframes": str(keyframes),
+            "inferred_share": inferred / frames if frames else 0.0,
+        },  # fmt: skip
     )
 
 
@@ -232,10 +263,17 @@ _FRAME_DT = 1.0 / 25.0
 
 
 def _segment(
-    stages: Stages, sample: Sample, frame: np.ndarray, rejected: set[str]
-) -> np.ndarray | None:
-    """The mask the stream would draw for ``sample`` (``None``: the tokenizer rejects it)."""
+    stages: Stages, sample: Sample, frame: np.ndarray, rejected: set[str], *, follows: bool = False
+) -> Result | None:
+    """What the stream would show for ``sample`` (``None``: the tokenizer rejects the phrase).
+
+    ``follows``: the sample is the next frame of the run segmented last, which goes on from the
+    segmenter's state; otherwise the segmenter starts afresh from the sample's previous frame.
+    """
     segmenter = stages.segmenter
+    if follows:
+        last = segmenter.flow_state.prev_time
+        return stages.segment(Frame(frame, sample.frame_index, last + _FRAME_DT))
     if sample.expression in rejected:
         return None
     if segmenter.phrase != segmenter.engine.tokenizer.normalize(sample.expression):
@@ -249,7 +287,7 @@ def _segment(
     now = time.monotonic()  # the pair is "captured" now, one frame period apart
     if sample.prev_frame is not None:
         segmenter.observe(Frame(sanitize_frame(sample.prev_frame), 0, now - _FRAME_DT))
-    return stages.segment(Frame(frame, 1, now)).mask
+    return stages.segment(Frame(frame, 1, now))
 
 
 def _pct(value: Any) -> str:
@@ -298,6 +336,13 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _keyframes(text: str) -> KeyframePolicy:
+    try:
+        return KeyframePolicy.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _dataset_option(text: str) -> tuple[str, Any]:
@@ -383,6 +428,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="on",
         help="off: a grounding-prior model runs with its prior switched off (the phrase names "
         "no ImageNet class), for the ablation; no effect on other models",
+    )
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run each clip's consecutive frames as one stream (the segmenter keeps its state), "
+        "not every sample on its own",
+    )
+    p.add_argument(
+        "--keyframes",
+        type=_keyframes,
+        default=KeyframePolicy(),
+        metavar="N|adaptive",
+        help="the network on every N-th frame or adaptively, the mask warped by the flow "
+        "between (implies --sequential; default 1: every frame)",
     )
     p.add_argument("--json", type=Path, help="write the report as JSON here")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -536,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
                     "flow_preset": args.flow_preset,
                     "prior": args.prior,
                 },
+                sequential=args.sequential,
+                keyframes=args.keyframes,
             )
     except (ValueError, BackendUnavailable) as exc:
         parser.exit(2, f"error: {exc}\n")

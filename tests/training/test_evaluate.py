@@ -215,6 +215,27 @@ def test_evaluate_errors(tokenizer):
         evaluate(engine, [], progress=False)
 
 
+def test_sequential_mode_runs_whole_clips_with_keyframes(tokenizer):
+    from engine.session import KeyframePolicy
+
+    m = _square(64, 64, 16, 16, 24)
+    samples = [_sample(m, frame_index=t, prev=t == 0) for t in range(6)]  # one run of 6 frames
+    samples += [_sample(m, frame_index=t, obj="2") for t in (0, 1, 2)]  # another object: anew
+    samples += [_sample(m, frame_index=t, obj="2") for t in (5, 6)]  # frames skipped: anew
+    keyed = _scripted(tokenizer, [m] * len(samples))
+    report = evaluate(keyed, samples, keyframes=KeyframePolicy.parse("2"), progress=False)
+    # the network runs on frames 0, 2, 4 | 0, 2 | 5; the other frames are warped masks
+    assert len(keyed.flows) == 6 and report.samples == 11
+    assert report.meta["sequential"] and report.meta["keyframes"] == "2"
+    assert report.meta["inferred_share"] == pytest.approx(6 / 11)
+    every = _scripted(tokenizer, [m] * len(samples))
+    report = evaluate(every, samples, sequential=True, progress=False)
+    assert len(every.flows) == 11 and report.meta["inferred_share"] == 1.0
+    assert report.referring[OVERALL]["mIoU"] == pytest.approx(1.0)  # the scripted masks, exact
+    alone = evaluate(_scripted(tokenizer, [m] * len(samples)), samples, progress=False)
+    assert not alone.meta["sequential"] and alone.meta["keyframes"] == "1"
+
+
 def test_real_hinet_torch_engine(tiny_checkpoint):
     """A real tiny HINet (ImageNet backbone, untrained head) in the real torch engine."""
     from engine.backends.torch_backend import TorchEngine
@@ -287,6 +308,7 @@ def test_cli_checkpoint_torch_synthetic(tiny_checkpoint, tmp_path, capsys):
         (["--checkpoint", "c", "--dataset", "a2d", "--size", "big"], "HxW"),
         (["--checkpoint", "c", "--dataset", "a2d", "--limit", "0"], "positive integer"),
         (["--checkpoint", "c", "--dataset", "a2d", "--protocol", "x"], "invalid choice"),
+        (["--checkpoint", "c", "--dataset", "a2d", "--keyframes", "0"], "a period >= 1"),
     ],
 )
 def test_cli_argument_errors(argv, message, capsys):
