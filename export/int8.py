@@ -49,6 +49,7 @@ __all__ = [
     "default_calibration_videos",
     "default_pairs",
     "demo_pairs",
+    "real_pairs",
     "synthetic_pairs",
     "video_pairs",
     "encode_phrase",
@@ -148,20 +149,6 @@ def _feeds(image: np.ndarray, flow: np.ndarray, state: Any, names: Sequence[str]
     return {n: values[n] for n in names}
 
 
-def _read_frames(path: Path) -> list[np.ndarray]:
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
-
-
 def synthetic_pairs(index: Path = CALIBRATION_INDEX, clips: int = 0) -> list[Pair]:
     """The shipped synthetic calibration pairs (``training.make_calibration``), ``clips`` clips.
 
@@ -171,12 +158,13 @@ def synthetic_pairs(index: Path = CALIBRATION_INDEX, clips: int = 0) -> list[Pai
     import json
 
     from engine.manifest import ExportError
+    from export.check import read_video_frames
 
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
         if data.get("format") != CALIBRATION_FORMAT:
             raise ValueError(f"not a {CALIBRATION_FORMAT} file")
-        frames = _read_frames(index.parent / data["file"])
+        frames = read_video_frames(index.parent / data["file"], count=None)
         if len(frames) != data["frames"]:
             raise ValueError(f"{data['file']} has {len(frames)} frames, the index {data['frames']}")
         return [(frames[a], frames[b], row["phrase"])
@@ -187,7 +175,9 @@ def synthetic_pairs(index: Path = CALIBRATION_INDEX, clips: int = 0) -> list[Pai
 
 def video_pairs(path: Path, count: int, phrases: Sequence[str]) -> list[Pair]:
     """``count`` consecutive frame pairs spread over a clip, phrases taken in turn."""
-    frames = _read_frames(path)
+    from export.check import read_video_frames
+
+    frames = read_video_frames(path, count=None)
     picks = sorted({max(1, int((j + 0.5) * len(frames) / count)) for j in range(count)})
     return [(frames[t - 1], frames[t], phrases[j % len(phrases)])
             for j, t in enumerate(picks) if t < len(frames)]  # fmt: skip
@@ -200,10 +190,11 @@ def demo_pairs(per_clip: int = 10) -> list[Pair]:
     (:mod:`training.make_demo`): never used for calibration, training or the test numbers.
     """
     from engine.demo import demo_clips
+    from export.check import read_video_frames
 
     out = []
     for clip in demo_clips():
-        frames = _read_frames(clip.path)
+        frames = read_video_frames(clip.path, count=None)
         first = frames[0].astype(np.int16)
         loop = next((t for t in range(2, len(frames))
                      if np.abs(frames[t].astype(np.int16) - first).mean() < 2.0), len(frames))  # fmt: skip
@@ -212,12 +203,17 @@ def demo_pairs(per_clip: int = 10) -> list[Pair]:
     return out
 
 
-def default_pairs(videos: Sequence[Path], *, synthetic: int = 0, per_video: int = 6) -> list[Pair]:
-    """Calibration pairs: the shipped synthetic pairs and ``per_video`` pairs of each real clip."""
-    pairs = synthetic_pairs(clips=synthetic)
+def real_pairs(videos: Sequence[Path], per_video: int = 6) -> list[Pair]:
+    """``per_video`` pairs of each real clip, with :data:`REAL_PHRASES` in turn."""
+    pairs = []
     for v, path in enumerate(videos):
         pairs += video_pairs(path, per_video, REAL_PHRASES[v % len(REAL_PHRASES) :] + REAL_PHRASES)
     return pairs
+
+
+def default_pairs(videos: Sequence[Path], *, synthetic: int = 0, per_video: int = 6) -> list[Pair]:
+    """Calibration pairs: the shipped synthetic pairs and ``per_video`` pairs of each real clip."""
+    return synthetic_pairs(clips=synthetic) + real_pairs(videos, per_video)
 
 
 def calibration_feeds(engine: Any, pairs: Sequence[Pair]) -> list[dict[str, np.ndarray]]:
@@ -407,8 +403,9 @@ def add_int8(
     folder = Path(folder)
     engine = create_engine("onnx", folder, input_size=size)
     videos = default_calibration_videos() if videos is None else list(videos)
-    pairs = default_pairs(videos, synthetic=synthetic)
-    n_synthetic = len(synthetic_pairs(clips=synthetic))
+    synthetic_calib = synthetic_pairs(clips=synthetic)
+    pairs = synthetic_calib + real_pairs(videos)
+    n_synthetic = len(synthetic_calib)
     say(f"int8: calibration on {n_synthetic} synthetic pairs and {len(pairs) - n_synthetic} real "
         f"pairs ({', '.join(p.name for p in videos) or 'no real clip: apt install opencv-doc'})")  # fmt: skip
     calib = calibration_feeds(engine, pairs)
@@ -495,8 +492,7 @@ def sensitivity(folder: str | Path, *, size: tuple[int, int] = (160, 160), limit
     engine = create_engine("onnx", folder, input_size=size)
     calib = calibration_feeds(engine, default_pairs(videos, synthetic=6, per_video=2))
     held_out = calibration_feeds(engine, synthetic_pairs()[12:20])  # clips 7-10: not calibrated on
-    real = calibration_feeds(engine, [pair for v, path in enumerate(videos)  # other positions
-                                      for pair in video_pairs(path, 3, REAL_PHRASES[v:])])  # fmt: skip
+    real = calibration_feeds(engine, real_pairs(videos, 3))  # other positions than calibration's
     src = folder / graph_file("frame_net", "fp32")
     model = onnx.load(str(src))
     nodes = [n for n in model.graph.node if n.op_type in QUANT_OPS][: limit or None]
