@@ -394,8 +394,11 @@ def test_paced_file_serves_every_frame_at_the_pace(video_file) -> None:
         frames.append(src.read())
     src.close()
     assert [f.index for f in frames] == list(range(12)) and src.dropped == 0
-    stamps = np.diff([f.timestamp for f in frames[:5]])
-    assert stamps.min() >= 0.9 / 100.0  # never faster than the pace
+    # Never ahead of the pace: frames are due on a 10 ms grid, and a frame served late lets the
+    # next one catch up by at most one period, so single intervals may be short on a busy
+    # machine but k intervals always span at least k - 1 periods.
+    since = np.asarray([f.timestamp for f in frames[:5]]) - frames[0].timestamp
+    assert all(since[k] >= (k - 1) / 100.0 for k in range(1, 5)), since
     with pytest.raises(ValueError, match="pace"):
         open_source(str(video_file), pace=0.0)
 
