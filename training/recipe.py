@@ -209,7 +209,7 @@ def _synthetic(data: dict[str, Any], partition: str) -> list[Any]:
     from training.synthetic.dataset import SyntheticDataset
     from training.synthetic.spec import SPLITS, SyntheticSpec, partition_seeds
 
-    known = {"kind", "size", "train_clips", "val_clips", "spec", "seed_offset"}
+    known = {"kind", "size", "train_clips", "val_clips", "spec", "seed_offset", "pseudo_real"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(
@@ -229,6 +229,30 @@ def _synthetic(data: dict[str, Any], partition: str) -> list[Any]:
         for split, n in clips.items()
         if n > 0
     ]
+
+
+def _pseudo_real(spec: dict[str, Any], synthetic: int) -> Sequence:
+    """Pseudo-labelled real frames (:mod:`training.pseudo_real`), repeated to ``share`` of an epoch.
+
+    ``{"path": "runs/pseudo_real_v1.npz", "share": 0.25}``; the file is built first if absent.
+    """
+    from training.pseudo_real import PseudoRealDataset, Repeated, build
+
+    unknown = sorted(set(spec) - {"path", "share"})
+    if unknown or "path" not in spec:
+        raise ValueError(f"data.pseudo_real needs 'path' (and optionally 'share'), got {spec}")
+    share = float(spec.get("share", 0.25))
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"data.pseudo_real.share must be in (0, 1), got {share}")
+    path = Path(spec["path"])
+    if not path.is_file():
+        logger.info("building the pseudo-labelled real frames %s", path)
+        build(path)
+    real = PseudoRealDataset(path)
+    times = max(1, round(share / (1.0 - share) * synthetic / len(real)))
+    logger.info("%d pseudo-labelled real samples x %d (%.0f %% of an epoch)", len(real), times,
+                100.0 * times * len(real) / (times * len(real) + synthetic))  # fmt: skip
+    return Repeated(real, times)
 
 
 def _holdout(video_id: str, fraction: float) -> bool:
@@ -277,7 +301,10 @@ def build_data(recipe: Recipe, *, data_root: str | Path | None = None) -> tuple[
         ``(train_parts, val_parts)``: lists of indexable :class:`Sample` sequences.
     """
     if recipe.data["kind"] == "synthetic":
-        return _synthetic(recipe.data, "train"), _synthetic(recipe.data, "val")
+        train = _synthetic(recipe.data, "train")
+        if "pseudo_real" in recipe.data:
+            train.append(_pseudo_real(recipe.data["pseudo_real"], sum(len(p) for p in train)))
+        return train, _synthetic(recipe.data, "val")
     return _real(recipe.data, data_root)
 
 
