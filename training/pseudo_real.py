@@ -254,13 +254,14 @@ def build(out: str | Path, *, root: str | Path = OPENCV_DATA, seed: int = 0,
             m = torch.einsum("k,khw->hw", weights.float(), probs).numpy()
             return cv2.resize(m, hw[::-1], interpolation=cv2.INTER_LINEAR)
 
-        candidates = noun_weights
-        scored = sorted(((float(teacher(w).max()), n) for n, w in candidates.items()), reverse=True)
+        scored = sorted(
+            ((float(teacher(w).max()), n) for n, w in noun_weights.items()), reverse=True
+        )
         kept: list[tuple[str, np.ndarray]] = []
         for peak, noun in scored:
             if peak < POSITIVE_PEAK or len(kept) >= MAX_POSITIVES:
                 break
-            label = pseudo_mask(item.frame, teacher(candidates[noun]))
+            label = pseudo_mask(item.frame, teacher(noun_weights[noun]))
             pos = label == 1
             if not pos.any():
                 continue
