@@ -228,10 +228,10 @@ def grid(tiles: list[np.ndarray], columns: int = 6) -> np.ndarray:
 class _PriorEngine:
     """The zero-shot prior behind the same call as a checkpoint's session (see :func:`segment`)."""
 
-    def __init__(self, *, variant: str, size: tuple[int, int]) -> None:
+    def __init__(self, *, variant: str, size: tuple[int, int], person: bool = False) -> None:
         from models.grounding import PhrasePrior
 
-        self.prior = PhrasePrior(variant=variant, size=size)
+        self.prior = PhrasePrior(variant=variant, size=size, person=person)
 
     def __call__(self, frames: dict[int, np.ndarray], ref: Referent):
         from engine.session import Result
@@ -320,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         default="efficientnet_lite2",
         help="--method prior: the EfficientNet-Lite whose ImageNet head gives the evidence",
     )
+    p.add_argument(
+        "--person",
+        action="store_true",
+        help="--method prior: add the person class (MediaPipe's person segmenter, models.person)",
+    )
     p.add_argument("--annotations", type=Path, default=ANNOTATIONS, help="annotation JSON")
     p.add_argument("--json", type=Path, help="write the per-referent and summary JSON here")
     p.add_argument("--grid", type=Path, help="write the overlay grid PNG here")
@@ -341,9 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if config is None:
         size = args.input_size or (256, 448)
-        engine = _PriorEngine(variant=args.prior_variant, size=size)
+        engine = _PriorEngine(variant=args.prior_variant, size=size, person=args.person)
+        person = " + person" if args.person else ""
         what, input_size = (
-            f"zero-shot prior ({args.prior_variant}, {size[0]}x{size[1]})",
+            f"zero-shot prior ({args.prior_variant}{person}, {size[0]}x{size[1]})",
             list(size),
         )
     else:
@@ -369,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu": cpu_name(),
                 "input_size": input_size,
                 "prior_variant": args.prior_variant if config is None else None,
+                "person": bool(args.person) if config is None else None,
                 "prior": args.prior,
                 "annotations": str(args.annotations),
                 "refused": refused,

@@ -44,8 +44,13 @@ FRAME_INPUTS = ("image", "flow", "words", "words_mask", "sentence")
 FRAME_OUTPUTS = ("logits",)
 #: The extra text output / frame input of a model with the grounding prior.
 PRIOR_TENSOR = "classes"
-#: Its width: the ImageNet classes.
+#: Its width: the ImageNet classes (one more, ``person``, with ``config.prior_person``).
 PRIOR_CLASSES = 1000
+
+
+def prior_classes(config: Any) -> int:
+    """The width of ``classes`` for ``config``: 1000, or 1001 with the person class."""
+    return PRIOR_CLASSES + (1 if getattr(config, "prior_person", False) else 0)
 
 
 def text_outputs(config: Any) -> tuple[str, ...]:
@@ -92,7 +97,11 @@ class TextState:
             )
         if self.sentence.shape != (self.words.shape[0], self.words.shape[2]):
             raise ValueError(f"bad sentence shape {self.sentence.shape}")
-        if self.classes is not None and self.classes.shape != (self.words.shape[0], PRIOR_CLASSES):
+        if self.classes is not None and (
+            self.classes.ndim != 2
+            or self.classes.shape[0] != self.words.shape[0]
+            or self.classes.shape[1] not in (PRIOR_CLASSES, PRIOR_CLASSES + 1)
+        ):
             raise ValueError(f"bad classes shape {self.classes.shape}")
 
     def as_inputs(self) -> dict[str, np.ndarray]:

@@ -36,10 +36,10 @@ from torch.export import Dim
 
 from engine.base import (
     FRAME_OUTPUTS,
-    PRIOR_CLASSES,
     PRIOR_TENSOR,
     TEXT_INPUTS,
     frame_inputs,
+    prior_classes,
     text_outputs,
 )
 from engine.manifest import (
@@ -301,7 +301,7 @@ def export_frame_net(
     }
     adapter = FrameNetExport(model)
     if cfg.prior:
-        args += (torch.softmax(torch.randn(2, PRIOR_CLASSES, generator=g), dim=-1),)
+        args += (torch.softmax(torch.randn(2, prior_classes(cfg), generator=g), dim=-1),)
         dynamic[PRIOR_TENSOR] = {0: batch}
         adapter = FrameNetPriorExport(model)
     path = Path(path)

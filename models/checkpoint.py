@@ -339,9 +339,12 @@ def _pretrained_record(config: HINetConfig) -> dict[str, Any]:
     """What ``config.json`` records of the pretrained parts a model reads from packages."""
     if config.text.encoder != "minilm":
         return {}
-    from models.pretrained import MINILM
+    from models.pretrained import MINILM, PERSON_SEGMENTER
 
-    return {"text": MINILM.record()}
+    record = {"text": MINILM.record()}
+    if getattr(config, "prior_person", False):
+        record["person"] = PERSON_SEGMENTER.record()
+    return record
 
 
 def _check_pretrained(header: dict[str, Any], config: HINetConfig, folder: Path) -> None:

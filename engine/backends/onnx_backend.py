@@ -19,12 +19,12 @@ import numpy as np
 from engine.backends import parse_device
 from engine.base import (
     FRAME_OUTPUTS,
-    PRIOR_CLASSES,
     PRIOR_TENSOR,
     TEXT_INPUTS,
     BackendUnavailable,
     Engine,
     frame_inputs,
+    prior_classes,
     text_outputs,
 )
 from engine.loading import LoadedExport, cache_root
@@ -250,7 +250,7 @@ class OnnxEngine(Engine):
             c = self.config.text.width
             shapes = {"words": (b, n, c), "words_mask": (b, n), "sentence": (b, c)}
             if PRIOR_TENSOR in self._text_out:
-                shapes[PRIOR_TENSOR] = (b, PRIOR_CLASSES)
+                shapes[PRIOR_TENSOR] = (b, prior_classes(self.config))
             return self._bound(self._text, feeds, shapes)
         out = self._text.run(list(self._text_out), feeds)
         return {k: np.asarray(v, np.float32) for k, v in zip(self._text_out, out)}

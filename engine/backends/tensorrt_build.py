@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.base import PRIOR_CLASSES, PRIOR_TENSOR, BackendUnavailable
+from engine.base import PRIOR_TENSOR, BackendUnavailable, prior_classes
 from engine.manifest import ExportError, graph_file
 from models.checkpoint import sha256_file
 
@@ -152,7 +152,7 @@ def frame_profile(
         ("words_mask", (1, n), (1, n), (max_batch, n)),
     ]
     if getattr(config, "prior", False):  # the grounding prior's class weights
-        k = PRIOR_CLASSES
+        k = prior_classes(config)
         shapes.insert(0, (PRIOR_TENSOR, (1, k), (1, k), (max_batch, k)))
     return Profile(shapes=tuple(shapes))
 

@@ -35,6 +35,7 @@ from engine.base import (
     BackendUnavailable,
     Engine,
     frame_inputs,
+    prior_classes,
     text_outputs,
 )
 
@@ -217,7 +218,7 @@ class TritonEngine(Engine):
                 )
             n, c = self.config.text.max_tokens, self.config.text.width
             want = {"token_ids": [n], "token_mask": [n], "words": [n, c], "words_mask": [n],
-                    "sentence": [c], "classes": [1000]}  # fmt: skip
+                    "sentence": [c], "classes": [prior_classes(self.config)]}  # fmt: skip
             for key, dims in want.items():
                 if key in got and [int(d) for d in got[key][1:]] != dims:
                     raise ValueError(

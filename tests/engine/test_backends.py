@@ -272,6 +272,10 @@ def test_text_state_checks_the_prior_classes_shape():
     assert set(state.as_inputs()) == {"words", "words_mask", "sentence", "classes"}
     assert set(TextState(phrase="x", words=words, words_mask=mask, sentence=sentence).as_inputs()) == {
         "words", "words_mask", "sentence"}  # fmt: skip
-    with pytest.raises(ValueError, match="bad classes shape"):
-        TextState(phrase="x", words=words, words_mask=mask, sentence=sentence,
-                  classes=np.zeros((1, 10), np.float32))  # fmt: skip
+    # 1001: the person class of config.prior_person after the 1000 ImageNet ones
+    TextState(phrase="x", words=words, words_mask=mask, sentence=sentence,
+              classes=np.full((1, 1001), 1e-3, np.float32))  # fmt: skip
+    for bad in ((1, 10), (2, 1001), (1000,)):
+        with pytest.raises(ValueError, match="bad classes shape"):
+            TextState(phrase="x", words=words, words_mask=mask, sentence=sentence,
+                      classes=np.zeros(bad, np.float32))  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from tiny_model import randomise_prior_paths
 
 from models.checkpoint import load_checkpoint
 from models.config import HINetConfig, build_config
+from models.decoder import upsample_to
 from models.grounding import (
     LOG_FLOOR,
     LOG_SPAN,
@@ -39,6 +42,11 @@ def test_config_needs_the_frozen_minilm_and_old_configs_load_without_prior() -> 
     old = build_config("hinet_lite0").to_dict()
     del old["prior"], old["prior_backbone"]
     assert HINetConfig.from_dict(old).prior is False
+    with pytest.raises(ValueError, match="prior_skip needs prior"):
+        build_config("hinet_lite0", prior_skip=True)
+    old = build_config("hinet_lite0_prior").to_dict()
+    del old["prior_skip"]
+    assert HINetConfig.from_dict(old).prior_skip is False
 
 
 def test_text_side_names_imagenet_classes(prior_model) -> None:
@@ -175,3 +183,70 @@ def test_randomised_paths_helper_touches_only_prior_weights() -> None:
     randomise_prior_paths(model, seed=0)
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(".prior" in k or k.startswith("prior_in.") for k in changed)
+
+
+def _with_skip(model):
+    """``model`` with ``prior_skip`` on: the same weights, the skip's gain at its start (1)."""
+    from models.hinet import build_model
+
+    skip = build_model(
+        dataclasses.replace(model.config, prior_skip=True),
+        pretrained_backbone=False,
+        pretrained_text=False,
+    ).eval()
+    missing, unexpected = skip.load_state_dict(model.state_dict(), strict=False)
+    assert missing == ["prior_gain"] and not unexpected
+    return skip
+
+
+def test_prior_skip_adds_the_gained_prior_map_to_the_logits(prior_model) -> None:
+    model, tokenizer = prior_model
+    skip = _with_skip(model)
+    text = _encode(model, tokenizer, "the grey van")
+    g = torch.Generator().manual_seed(3)
+    image = torch.randn(1, 3, 128, 160, generator=g)
+    flow = torch.zeros(1, 2, 128, 160)
+    raw = torch.zeros(1, 1, 4, 5)
+    raw[0, 0, 1, 3] = 0.2  # a sure prior, peaked at one cell
+    with torch.no_grad():
+        plain = model._frame(image, flow, *text, raw, torch.ones(1))[0]
+        added = skip._frame(image, flow, *text, raw, torch.ones(1))[0] - plain
+    where, conf = upsample_to(prior_features(raw), image).split(1, dim=1)
+    torch.testing.assert_close(added, conf * (2 * where - 1), atol=1e-4, rtol=0)  # gain 1
+    y, x = np.unravel_index(int(added.argmax()), added.shape[-2:])
+    assert 32 <= y < 64 and 96 <= x < 128 and float(added.max()) > 0.3  # up on the prior's cell
+    assert float(added[0, 0, :, :32].max()) < -0.3  # down where the prior has nothing
+    with torch.no_grad():
+        skip.prior_gain.mul_(3.0)
+        tripled = skip._frame(image, flow, *text, raw, torch.ones(1))[0] - plain
+        # The prior switched off (a phrase naming no class): zero map, nothing added.
+        off = skip._frame(image, flow, *text, torch.zeros_like(raw), torch.ones(1))[0]
+        plain_off = model._frame(image, flow, *text, torch.zeros_like(raw), torch.ones(1))[0]
+    torch.testing.assert_close(tripled, 3 * added, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(off, plain_off)
+
+
+def test_prior_skip_exports_with_parity(prior_model, tiny_prior_checkpoint, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from engine.backends import create_engine
+    from models.checkpoint import save_checkpoint
+
+    model, tokenizer = prior_model
+    skip = _with_skip(model)
+    with torch.no_grad():
+        skip.prior_gain.fill_(0.4)  # gain 4
+    folder = save_checkpoint(tmp_path / "skip", model=skip, tokenizer=tokenizer)
+    loaded, _, _ = load_checkpoint(folder)
+    assert loaded.config.prior_skip and loaded.prior_gain.item() == pytest.approx(0.4)
+    onnx = create_engine("onnx", folder, input_size=(128, 160))
+    ref = create_engine("torch", folder, input_size=(128, 160))
+    plain = create_engine("torch", tiny_prior_checkpoint, input_size=(128, 160))
+    rng = np.random.default_rng(1)
+    image = rng.standard_normal((1, 3, 128, 160), dtype=np.float32)
+    flow = np.zeros((1, 2, 128, 160), np.float32)
+    a, b = onnx.encode_text("the white van"), ref.encode_text("the white van")
+    want = ref.segment(image, flow, b)
+    np.testing.assert_allclose(onnx.segment(image, flow, a), want, atol=1e-3)
+    assert np.abs(want - plain.segment(image, flow, plain.encode_text("the white van"))).max() > 0.1
+    for engine in (onnx, ref, plain):
+        engine.close()

@@ -128,6 +128,34 @@ def test_build_writes_real_samples_with_prior_labels(tmp_path, monkeypatch) -> N
         assert np.array_equal(a["masks"], b["masks"]) and list(a["phrases"]) == list(b["phrases"])
 
 
+def test_build_with_the_person_class_labels_the_player(tmp_path, monkeypatch) -> None:
+    """With the person segmenter in the teacher, a person noun is a positive on the player."""
+    from models.grounding import PERSON_NAMES
+    from models.pretrained import PretrainedMissingError, person_segmenter_file
+
+    try:
+        person_segmenter_file()
+    except PretrainedMissingError as exc:
+        pytest.skip(str(exc))
+    photo = OPENCV_DATA / "messi5.jpg"
+    if not photo.is_file():
+        pytest.skip("needs Debian's opencv-doc (scripts/setup.sh installs it)")
+    root = tmp_path / "data"
+    root.mkdir()
+    shutil.copy(photo, root / "messi5.jpg")
+    monkeypatch.setattr(pseudo_real, "STILLS", ("messi5.jpg",))
+    monkeypatch.setattr(pseudo_real, "VIDEOS", {})
+    out = tmp_path / "person.npz"
+    summary = build(out, root=root, progress=False, person=True)
+    assert summary["person"] is True
+    ds = PseudoRealDataset(out)
+    people = {f"the {n}" for n in PERSON_NAMES}
+    windows = [ds[i] for i in range(len(ds)) if ds.phrases[i] in people]
+    assert windows, ds.phrases
+    # the windows are cut around the player: the person label covers much of them
+    assert max((s.mask == 1).mean() for s in windows) > 0.15
+
+
 def test_recipe_mixes_the_real_samples_at_the_share(tmp_path) -> None:
     from training.recipe import Recipe, build_data
 
