@@ -104,10 +104,10 @@ def test_bad_tflite_files_are_refused_clearly(tmp_path, segmenter_file) -> None:
         TFLiteGraph(cut)
     from models.person import PersonMap
 
-    pose = Path(segmenter_file).parents[1] / "selfie_segmentation" / "selfie_segmentation.tflite"
-    if pose.is_file():  # the square variant: a real segmenter, but not the one PersonMap reads
+    square = Path(segmenter_file).with_name("selfie_segmentation.tflite")
+    if square.is_file():  # the square variant: a real segmenter, but not the one PersonMap reads
         with pytest.raises(TFLiteError, match="144x256"):
-            PersonMap(mean=(0.5,) * 3, std=(0.5,) * 3, path=pose)
+            PersonMap(mean=(0.5,) * 3, std=(0.5,) * 3, path=square)
 
 
 def test_missing_package_names_the_install_command() -> None:
