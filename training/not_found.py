@@ -20,6 +20,11 @@ CLI::
     python -m training.not_found --checkpoint models/weights/hinet_lite0 --clips 40 \
         --json benchmarks/results/not_found_hinet_lite0.json \
         --plot benchmarks/results/not_found_hinet_lite0.png
+
+``--size`` runs the network at another input size than the model's default; the synthetic
+clips are drawn for the size the models were trained at (160x160), so a model whose default
+size is set for real footage (``hinet_lite0_prior_person``: 256x448) is calibrated with
+``--size 160x160``.
 """
 
 from __future__ import annotations
@@ -147,12 +152,15 @@ def _plot(present: np.ndarray, absent: np.ndarray, cal: Calibration, path: Path)
 
 
 def _parser() -> argparse.ArgumentParser:
+    from engine.preprocess import parse_size
+
     p = argparse.ArgumentParser(
         prog="python -m training.not_found",
         description='Measure frame scores for present and absent phrases; pick "not found".',
     )
     p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
     p.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
+    p.add_argument("--size", type=parse_size, help="network input HxW (default: the model's)")
     p.add_argument("--clips", type=int, default=40, help="validation clips per split (1-500)")
     p.add_argument("--keep", type=float, default=0.95, help="share of present frames kept found")
     p.add_argument("--json", type=Path, help="write the result as JSON here")
@@ -178,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    engine = create_engine(args.backend, args.checkpoint, input_size=tuple(config.input_size))
+    size = tuple(args.size or config.input_size)
+    engine = create_engine(args.backend, args.checkpoint, input_size=size)
     present, absent = frame_scores(engine, clips=args.clips, progress=not args.no_progress)
     cal = calibrate(present, absent, keep=args.keep)
     print(
@@ -193,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint": str(args.checkpoint),
             "backend": args.backend,
             "clips_per_split": args.clips,
+            "input_size": list(size),
             "calibration": asdict(cal),
             "present_quantiles": dict(
                 zip(("p05", "p25", "p50"), np.quantile(present, [0.05, 0.25, 0.5]).tolist())

@@ -49,7 +49,22 @@ def test_frame_scores_on_real_clips(tiny_minilm_checkpoint) -> None:
 
 def test_the_default_is_the_measured_calibration() -> None:
     """``DEFAULT_MIN_SCORE`` is what ``python -m training.not_found`` chose for the shipped model."""
+    from models.checkpoint import DEFAULT_CHECKPOINT
+
     root = Path(__file__).resolve().parents[2]
-    report = json.loads((root / "benchmarks/results/not_found_hinet_lite0.json").read_text())
-    assert report["checkpoint"] == "models/weights/hinet_lite0"
+    name = DEFAULT_CHECKPOINT.name
+    report = json.loads((root / f"benchmarks/results/not_found_{name}.json").read_text())
+    assert report["checkpoint"] == f"models/weights/{name}"
     assert report["calibration"]["min_score"] == DEFAULT_MIN_SCORE
+
+
+def test_cli_runs_at_the_asked_size(tiny_minilm_checkpoint, tmp_path, capsys) -> None:
+    from training.not_found import main
+
+    out = tmp_path / "nf.json"
+    code = main(["--checkpoint", str(tiny_minilm_checkpoint), "--backend", "torch", "--clips", "1",
+                 "--size", "64x96", "--json", str(out), "--no-progress"])  # fmt: skip
+    assert code == 0 and "min_score" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["input_size"] == [64, 96] and report["clips_per_split"] == 1
+    assert main(["--checkpoint", str(tmp_path / "none"), "--no-progress"]) == 2
