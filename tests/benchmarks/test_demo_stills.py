@@ -1,0 +1,40 @@
+"""The demo-stills benchmark: the box measure, the CLI's table, JSON and PNG, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+
+from benchmarks.demo_stills import inside_box, main
+
+
+def test_inside_box() -> None:
+    mask = np.zeros((10, 20), bool)
+    assert inside_box(mask, (0, 0, 5, 5)) == (0.0, False)
+    mask[2:4, 2:6] = True  # 8 pixels in columns 2..5
+    share, middle = inside_box(mask, (0, 0, 5, 10))
+    assert share == 6 / 8 and middle
+    share, middle = inside_box(mask, (5, 0, 20, 10))
+    assert share == 2 / 8 and not middle
+
+
+def test_cli_on_the_street_clip(tiny_minilm_checkpoint, tmp_path, capsys) -> None:
+    out, png = tmp_path / "d.json", tmp_path / "d.png"
+    code = main(["--checkpoint", str(tiny_minilm_checkpoint), "--backend", "torch",
+                 "--size", "64x96", "--phrase", "the van", "--columns", "0,5",
+                 "--json", str(out), "--png", str(png), "--no-progress"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "the cyclist" in printed and "the van" in printed
+    report = json.loads(out.read_text())
+    assert report["resolution"] == [64, 96] and report["clip"]["frames"] == 29
+    own, van = report["phrases"]
+    assert own["role"] == "clip's own" and 0.0 <= own["inside_box_mean"] <= 1.0
+    assert van["role"] == "in view" and "inside_box_mean" not in van
+    image = cv2.imread(str(png))
+    assert image.shape == (2 * 272, 2 * 640, 3)  # two phrases x two frames, unscaled
+    assert main(["--checkpoint", str(tiny_minilm_checkpoint), "--clip", "moving"]) == 2
+    assert main(["--checkpoint", str(tiny_minilm_checkpoint), "--columns", "99"]) == 2
+    assert "no box" in capsys.readouterr().err
