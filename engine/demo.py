@@ -149,9 +149,16 @@ def _real_path(row: dict) -> Path:
     start, stop = int(row["start"]), int(row["stop"])
     out = cache_root() / "demo" / f"{row['name']}_{digest[:12]}_{start}_{stop}.mp4"
     if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
+        from engine.outputs import FFmpegError
+
         logger.info("cutting demo clip %r: frames %d..%d of %s", row["name"], start, stop, source)
-        _cut(source, start, stop, out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _cut(source, start, stop, out)
+        except (OSError, FFmpegError) as exc:
+            raise SourceNotFoundError(
+                f"demo clip {row['name']!r}: cannot cut it into {out.parent}: {exc}"
+            ) from exc
     return out
 
 

@@ -418,6 +418,12 @@ def test_real_demo_clip_without_its_package_or_with_another_file(tmp_path, caplo
     with pytest.raises(SourceNotFoundError, match="not the file the clip was chosen from"):
         demo_clips(other)
     assert [c.name for c in demo_clips(DEMO_INDEX, kind="synthetic")] == ["moving", "shapes"]
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HINET_STREAM_CACHE", str(blocked))  # the cache cannot be created
+        with pytest.raises(SourceNotFoundError, match="cannot cut it into"):
+            demo_clip("street")
     with pytest.raises(ValueError, match="kind"):
         demo_clips(DEMO_INDEX, kind="cartoon")
 
