@@ -267,7 +267,7 @@ def build_app(
     with gr.Blocks(title="HINet-stream", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "# HINet-stream\nType what to segment (a referring expression such as "
-            '*"the red circle moving left"*), then stream your webcam or upload a video.\n\n'
+            '*"the cyclist"*, *"the person on the left"*), then stream your webcam or upload a video.\n\n'
             f"{registry.trained_on}"
         )
         with gr.Row():

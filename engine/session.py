@@ -44,7 +44,7 @@ __all__ = [
 #: Default :attr:`Segmenter.min_score`: the highest score that keeps 95 % of the frames showing
 #: the referent found, for the shipped model on validation clips (``python -m
 #: training.not_found``; ``docs/TRAINING.md``, "Not found").
-DEFAULT_MIN_SCORE = 0.60
+DEFAULT_MIN_SCORE = 0.61
 
 
 class PhraseNotSetError(RuntimeError):

@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 #: The shipped default model: the grounding prior with the person class, trained on synthetic
 #: clips and real frames pseudo-labelled by the prior (``training.pseudo_real``).
-DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "hinet_lite0_prior_person"
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "hinet_lite0_prior_person_tune"
 
 FORMAT = "hinet-stream-checkpoint"
 FORMAT_VERSION = 2

@@ -233,7 +233,7 @@ def test_save_arguments(tmp_path, model, tokenizer, corpus):
 
 
 def test_default_checkpoint_path():
-    assert DEFAULT_CHECKPOINT.name == "hinet_lite0_prior_person"
+    assert DEFAULT_CHECKPOINT.name == "hinet_lite0_prior_person_tune"
     assert DEFAULT_CHECKPOINT.parent.name == "weights"
 
 
@@ -241,8 +241,9 @@ def test_trained_on_says_what_the_default_learnt_from():
     from models.checkpoint import read_checkpoint_config, trained_on
 
     text = trained_on(read_checkpoint_config(DEFAULT_CHECKPOINT)[2])
-    assert "real frames (30 % of each batch) pseudo-labelled" in text
-    assert "recipe synthetic_lite0_prior_person, 1000 steps on top of hinet_lite0_prior" in text
+    assert "real frames (15 % of each batch) pseudo-labelled" in text
+    assert "recipe synthetic_lite0_prior_person_tune, 200 steps on top of" in text
+    assert text.count("hinet_lite0_prior_person") == 1
     synthetic = trained_on({"recipe_config": {"data": {"kind": "synthetic"}}})
     assert synthetic.startswith("This model was trained on synthetic clips only")
 
@@ -254,6 +255,7 @@ def test_trained_on_says_what_the_default_learnt_from():
         ("hinet_lite0_spm", "transformer", "Tokenizer"),
         ("hinet_lite0_prior", "minilm", "WordPieceTokenizer"),
         ("hinet_lite0_prior_person", "minilm", "WordPieceTokenizer"),
+        ("hinet_lite0_prior_person_tune", "minilm", "WordPieceTokenizer"),
     ],
 )
 def test_shipped_checkpoints_load_with_their_own_text_side(folder, encoder, tokenizer):
