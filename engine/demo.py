@@ -21,7 +21,6 @@ by :class:`~engine.sources.PacedSource` when asked.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -33,6 +32,7 @@ from pathlib import Path
 import cv2
 
 from engine.sources import FileSource, PacedSource, Source, SourceNotFoundError
+from models.checkpoint import sha256_file
 
 __all__ = ["DEMO_DIR", "DEMO_INDEX", "KINDS", "DemoClip", "demo_clip", "demo_clips", "open_demo"]
 
@@ -81,14 +81,6 @@ def _package_dir(package: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _cut(source: Path, start: int, stop: int, out: Path) -> None:
@@ -140,7 +132,7 @@ def _real_path(row: dict) -> Path:
     source = folder / row["file"]
     if not source.is_file():
         raise SourceNotFoundError(f"demo clip {row['name']!r}: {source} is missing")
-    digest = _sha256(source)
+    digest = sha256_file(source)
     if digest != row["sha256"]:
         raise SourceNotFoundError(
             f"demo clip {row['name']!r}: {source} is not the file the clip was chosen from "
