@@ -25,7 +25,6 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,37 +83,27 @@ def _package_dir(package: str) -> Path | None:
 
 
 def _cut(source: Path, start: int, stop: int, out: Path) -> None:
-    """Frames ``start``..``stop - 1`` of ``source`` into ``out`` (H.264, mp4v without ffmpeg)."""
-    from engine.outputs import H264Writer
+    """Frames ``start``..``stop - 1`` of ``source`` into ``out``.
+
+    The stream's own video writer: H.264, or mp4v (with a warning) without ffmpeg.
+    """
+    from engine.outputs import video_output
 
     cap = cv2.VideoCapture(str(source))
-    fps = float(cap.get(cv2.CAP_PROP_FPS) or 25.0)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.mp4")
-    writer = None
+    writer = video_output(tmp, fps=float(cap.get(cv2.CAP_PROP_FPS) or 25.0), crf=18)
     try:
         for index in range(stop):
             ok, frame = cap.read()
             if not ok:
                 raise SourceNotFoundError(f"{source} ends at frame {index}, before {stop}")
-            if index < start:
-                continue
-            if writer is None:
-                size = (frame.shape[1], frame.shape[0])
-                if shutil.which("ffmpeg"):
-                    writer = H264Writer(tmp, size=size, fps=fps, crf=18)
-                else:
-                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-            writer.write(frame)
-        if isinstance(writer, H264Writer):
-            writer.close()
-        elif writer is not None:
-            writer.release()
-        writer = None
+            if index >= start:
+                writer.write(frame, None, None)  # a file writer needs no result or frame info
+        writer.close()
         tmp.replace(out)  # atomic: a reader never sees a half-written excerpt
     finally:
         cap.release()
-        if isinstance(writer, H264Writer):
-            writer.abort()
+        getattr(writer, "abort", writer.close)()  # idempotent after a finished close
         tmp.unlink(missing_ok=True)
 
 

@@ -108,14 +108,17 @@ def check_output_dir(path: str | Path, *, what: str) -> Path:
     return path
 
 
-def video_output(path: str | Path, *, fps: float) -> Output:
-    """An H.264 writer (browser-playable), or, without ffmpeg, OpenCV's mp4v with a warning."""
+def video_output(path: str | Path, *, fps: float, crf: int = 23) -> Output:
+    """An H.264 writer (browser-playable), or, without ffmpeg, OpenCV's mp4v with a warning.
+
+    ``crf`` is the x264 quality of the H.264 writer.
+    """
     try:
         find_ffmpeg()
     except FFmpegError as exc:
         logger.warning("%s; writing %s as mp4v instead (most browsers will not play it)", exc, path)
         return VideoFileOutput(path, fps=fps)
-    return H264FileOutput(path, fps=fps)
+    return H264FileOutput(path, fps=fps, crf=crf)
 
 
 logger = logging.getLogger(__name__)
