@@ -8,8 +8,10 @@ Every backend runs two graphs over name -> array mappings with the same names:
     ``words``, ``words_mask``, ``sentence`` -> ``logits`` (B, 1, H, W) float32
 
 A model with the grounding prior (``config.prior``) has one more tensor between the two graphs:
-``classes`` (B, 1000) float32, the phrase's weights over the ImageNet classes
-(:func:`text_outputs` and :func:`frame_inputs` give the names for a config).
+``classes`` (B, 1000) float32, the phrase's weights over the ImageNet classes, and one more
+frame output: ``prior_conf`` (B, 1) float32 in [0, 1], how strongly the frame shows those
+classes (:func:`text_outputs`, :func:`frame_inputs` and :func:`frame_outputs` give the names
+for a config).
 
 This module imports no runtime (no torch, onnxruntime or tensorrt).
 """
@@ -35,6 +37,7 @@ __all__ = [
     "Engine",
     "TextState",
     "frame_inputs",
+    "frame_outputs",
     "text_outputs",
 ]
 
@@ -44,6 +47,8 @@ FRAME_INPUTS = ("image", "flow", "words", "words_mask", "sentence")
 FRAME_OUTPUTS = ("logits",)
 #: The extra text output / frame input of a model with the grounding prior.
 PRIOR_TENSOR = "classes"
+#: The extra frame output of a model with the grounding prior.
+PRIOR_CONF = "prior_conf"
 #: Its width: the ImageNet classes (one more, ``person``, with ``config.prior_person``).
 PRIOR_CLASSES = 1000
 
@@ -61,6 +66,11 @@ def text_outputs(config: Any) -> tuple[str, ...]:
 def frame_inputs(config: Any) -> tuple[str, ...]:
     """The frame network's input names for a model config."""
     return FRAME_INPUTS + ((PRIOR_TENSOR,) if getattr(config, "prior", False) else ())
+
+
+def frame_outputs(config: Any) -> tuple[str, ...]:
+    """The frame network's output names for a model config."""
+    return FRAME_OUTPUTS + ((PRIOR_CONF,) if getattr(config, "prior", False) else ())
 
 
 #: Precisions an engine can run.
@@ -224,6 +234,18 @@ class Engine(abc.ABC):
         Returns:
             (1, 1, H, W) float32 logits.
         """
+        return self.segment_prior(image, flow, text)[0]
+
+    def segment_prior(
+        self, image: np.ndarray, flow: np.ndarray, text: TextState
+    ) -> tuple[np.ndarray, float | None]:
+        """:meth:`segment` plus the grounding prior's confidence for this frame.
+
+        Returns:
+            ``(logits, prior_conf)``: (1, 1, H, W) float32 logits, and how strongly the frame
+            shows the categories the phrase names, in [0, 1]; ``None`` for a model without the
+            prior, or with the prior switched off (``use_prior=False``).
+        """
         h, w = self.input_size
         if image.shape != (1, 3, h, w) or image.dtype != np.float32:
             raise ValueError(
@@ -236,7 +258,10 @@ class Engine(abc.ABC):
                 f"got {flow.shape} {flow.dtype}"
             )
         out = self.run_frame({"image": image, "flow": flow, **text.as_inputs()})
-        return np.asarray(out["logits"], np.float32)
+        logits = np.asarray(out["logits"], np.float32)
+        if PRIOR_CONF not in out or text.classes is None or not np.any(text.classes):
+            return logits, None
+        return logits, float(np.clip(np.asarray(out[PRIOR_CONF], np.float32).reshape(-1)[0], 0, 1))
 
     def __enter__(self) -> Engine:
         return self

@@ -194,6 +194,11 @@ def load_export(
     )
 
 
+#: Bumped when the exported graphs' inputs or outputs change (2: the prior models' frame graph
+#: gained ``prior_conf``), so a cached export of an older layout is exported again.
+EXPORT_LAYOUT = 2
+
+
 def cache_root() -> Path:
     """``$HINET_STREAM_CACHE`` or ``~/.cache/hinet-stream``."""
     env = os.environ.get("HINET_STREAM_CACHE")
@@ -209,8 +214,9 @@ def cached_export(
 ) -> Path:
     """Export a checkpoint once into ``cache_root()/exports/<key>/`` and return that folder.
 
-    The key is the checkpoint's :func:`~engine.manifest.checkpoint_sha256`, the opset and the
-    precision set, so a changed checkpoint gets a fresh export. The export runs
+    The key is the checkpoint's :func:`~engine.manifest.checkpoint_sha256`, the opset, the
+    precision set and :data:`EXPORT_LAYOUT`, so a changed checkpoint (or graph layout) gets a
+    fresh export. The export runs
     ``python -m export`` in a child process (it needs torch; this process may not have it);
     its progress lines go to this process's stderr.
 
@@ -219,6 +225,7 @@ def cached_export(
     """
     digest = checkpoint_sha256(checkpoint)
     key = f"{digest[:24]}-op{opset}-{'fp16' if fp16 else 'fp32'}{'-int8' if int8 else ''}"
+    key += f"-l{EXPORT_LAYOUT}"
     out = cache_root() / "exports" / key
     if (out / MANIFEST_FILE).is_file():
         try:

@@ -35,10 +35,10 @@ from torch import nn
 from torch.export import Dim
 
 from engine.base import (
-    FRAME_OUTPUTS,
     PRIOR_TENSOR,
     TEXT_INPUTS,
     frame_inputs,
+    frame_outputs,
     prior_classes,
     text_outputs,
 )
@@ -116,9 +116,12 @@ class FrameNetPriorExport(FrameNetExport):
         words_mask: torch.Tensor,
         sentence: torch.Tensor,
         classes: torch.Tensor,
-    ) -> torch.Tensor:
-        """As :class:`FrameNetExport`, plus the (B, 1000) class weights."""
-        return self.model.forward_frame(image, flow, words, words_mask, sentence, classes)
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :class:`FrameNetExport`, plus the class weights in and ``prior_conf`` out.
+
+        ``classes`` is (B, 1000); ``prior_conf`` is (B, 1).
+        """
+        return self.model.forward_frame_prior(image, flow, words, words_mask, sentence, classes)
 
 
 def _check_range(min_side: int, max_side: int, max_batch: int) -> None:
@@ -310,7 +313,7 @@ def export_frame_net(
         args,
         path,
         inputs=frame_inputs(cfg),
-        outputs=FRAME_OUTPUTS,
+        outputs=frame_outputs(cfg),
         dynamic_shapes=dynamic,
         opset=opset,
     )

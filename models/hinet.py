@@ -176,6 +176,28 @@ class HINet(nn.Module):
         """
         return self._frame(image, flow, words, words_mask, sentence, classes)[0]
 
+    def forward_frame_prior(
+        self,
+        image: torch.Tensor,
+        flow: torch.Tensor,
+        words: torch.Tensor,
+        words_mask: torch.Tensor,
+        sentence: torch.Tensor,
+        classes: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward_frame` of a ``config.prior`` model, plus the prior's confidence.
+
+        Returns:
+            ``(logits, prior_conf)``: (B, 1, H, W) mask logits and (B, 1) float32 in [0, 1],
+            how strongly the frame shows the classes the phrase names (the confidence channel
+            of :func:`models.grounding.prior_features`: the prior map's peak on a log scale).
+            The session reads it to say "not found" when the named category is not in view.
+        """
+        if not self.config.prior:
+            raise ValueError("this model has no grounding prior")
+        logits, _, conf = self._frame(image, flow, words, words_mask, sentence, classes)
+        return logits, conf
+
     def forward(
         self,
         image: torch.Tensor,
@@ -215,7 +237,7 @@ class HINet(nn.Module):
         """
         text = self.encode_text(token_ids, token_mask)
         return self._frame(image, flow, *text[:3], text[3] if self.config.prior else None,
-                           prior, prior_sim)  # fmt: skip
+                           prior, prior_sim)[:2]  # fmt: skip
 
     # -- internals -----------------------------------------------------------------------------
     def _frame(
@@ -228,7 +250,8 @@ class HINet(nn.Module):
         classes: torch.Tensor | None = None,
         prior_override: torch.Tensor | None = None,
         prior_sim: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
+        """``(logits, aux, prior_conf)``; ``prior_conf`` (B, 1) is ``None`` without the prior."""
         feats = self.backbone(image)  # [C1..C5]
         ms: list[torch.Tensor] = []
         for lv in LEVELS:
@@ -268,7 +291,8 @@ class HINet(nn.Module):
         if self.config.deep_supervision:
             aux = [upsample_to(self.aux4(x4), image), upsample_to(self.aux5(m5), image)]
         aux += [upsample_to(s, image) for s in scores]  # the language gate's score maps
-        return logits, aux
+        conf = q[:, 1, 0, :1] if q is not None else None  # (B, 1): the same at every location
+        return logits, aux, conf
 
     def pretrained_keys(self) -> list[str]:
         """State-dict keys that keep the pretrained text encoder's pinned values.

@@ -18,12 +18,13 @@ import numpy as np
 
 from engine.backends import parse_device
 from engine.base import (
-    FRAME_OUTPUTS,
+    PRIOR_CONF,
     PRIOR_TENSOR,
     TEXT_INPUTS,
     BackendUnavailable,
     Engine,
     frame_inputs,
+    frame_outputs,
     prior_classes,
     text_outputs,
 )
@@ -131,11 +132,12 @@ class OnnxEngine(Engine):
         provider_list = self._provider_list(names, device_id, loaded.folder)
         self._text_out = text_outputs(self.config)
         self._frame_in = frame_inputs(self.config)
+        self._frame_out = frame_outputs(self.config)
         self._text = self._session(
             loaded.text_path, opts, provider_list, names[0], TEXT_INPUTS, self._text_out
         )
         self._frame = self._session(
-            loaded.frame_path, opts, provider_list, names[0], self._frame_in, FRAME_OUTPUTS
+            loaded.frame_path, opts, provider_list, names[0], self._frame_in, self._frame_out
         )
         self.export_folder = loaded.folder
         self._outputs: dict[tuple[str, tuple[int, ...]], Any] = {}
@@ -256,13 +258,19 @@ class OnnxEngine(Engine):
         return {k: np.asarray(v, np.float32) for k, v in zip(self._text_out, out)}
 
     def run_frame(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Frame network: :data:`~engine.base.FRAME_INPUTS` -> ``logits`` (B, 1, H, W) float32."""
+        """Frame network: :func:`~engine.base.frame_inputs` -> ``logits`` (and ``prior_conf``).
+
+        ``logits`` (B, 1, H, W) float32; ``prior_conf`` (B, 1) with the grounding prior.
+        """
         feeds = self._feeds(inputs, self._frame_in)
         if self._io_binding:
             b, _, h, w = feeds["image"].shape
-            return self._bound(self._frame, feeds, {"logits": (b, 1, h, w)})
-        (logits,) = self._frame.run(list(FRAME_OUTPUTS), feeds)
-        return {"logits": np.asarray(logits, np.float32)}
+            shapes = {"logits": (b, 1, h, w)}
+            if PRIOR_CONF in self._frame_out:
+                shapes[PRIOR_CONF] = (b, 1)
+            return self._bound(self._frame, feeds, shapes)
+        out = self._frame.run(list(self._frame_out), feeds)
+        return {k: np.asarray(v, np.float32) for k, v in zip(self._frame_out, out)}
 
     def close(self) -> None:
         """Drop the sessions and preallocated outputs."""

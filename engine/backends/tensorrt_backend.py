@@ -21,11 +21,11 @@ import numpy as np
 from engine.backends import parse_device
 from engine.backends.tensorrt_build import import_tensorrt
 from engine.base import (
-    FRAME_OUTPUTS,
     TEXT_INPUTS,
     BackendUnavailable,
     Engine,
     frame_inputs,
+    frame_outputs,
     text_outputs,
 )
 from engine.manifest import ExportError
@@ -178,7 +178,7 @@ class TensorRTEngine(Engine):
             Path(frame_engine).read_bytes(),
             "frame_net",
             frame_inputs(config),
-            FRAME_OUTPUTS,
+            frame_outputs(config),
         )
 
     @classmethod
@@ -231,7 +231,10 @@ class TensorRTEngine(Engine):
         return self._text.run(inputs)
 
     def run_frame(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Frame network: :data:`~engine.base.FRAME_INPUTS` -> ``logits`` (B, 1, H, W) float32."""
+        """Frame network: :func:`~engine.base.frame_inputs` -> ``logits`` (and ``prior_conf``).
+
+        ``logits`` (B, 1, H, W) float32; ``prior_conf`` (B, 1) with the grounding prior.
+        """
         names = frame_inputs(self.config)
         missing = [n for n in names if n not in inputs]
         if missing:

@@ -17,7 +17,14 @@ import numpy as np
 import torch
 
 from engine.backends import parse_device
-from engine.base import TEXT_INPUTS, BackendUnavailable, Engine, frame_inputs, text_outputs
+from engine.base import (
+    TEXT_INPUTS,
+    BackendUnavailable,
+    Engine,
+    frame_inputs,
+    frame_outputs,
+    text_outputs,
+)
 
 __all__ = ["TorchEngine"]
 
@@ -65,13 +72,18 @@ class TorchEngine(Engine):
         self._device = torch.device("cuda", index) if kind == "cuda" else torch.device("cpu")
         self.model = model.to(self._device).eval()
         self.cuda_graphs = cuda_graphs
-        frame_fn: Callable[..., torch.Tensor] = self.model.forward_frame
+        frame_fn: Callable[..., tuple[torch.Tensor, ...]] = (
+            self.model.forward_frame_prior if model.config.prior else self._logits_only
+        )
         if compile:
             frame_fn = torch.compile(frame_fn, dynamic=False)
         self._frame_fn = frame_fn
         self._graphs: dict[
-            tuple[tuple[int, ...], ...], tuple[Any, list[torch.Tensor], torch.Tensor]
+            tuple[tuple[int, ...], ...], tuple[Any, list[torch.Tensor], tuple[torch.Tensor, ...]]
         ] = {}
+
+    def _logits_only(self, *args: torch.Tensor) -> tuple[torch.Tensor]:
+        return (self.model.forward_frame(*args),)
 
     @classmethod
     def check_request(cls, *, device: str, precision: str, **options: Any) -> None:
@@ -135,16 +147,20 @@ class TorchEngine(Engine):
         return {k: v.float().cpu().numpy() for k, v in zip(text_outputs(self.config), out)}
 
     def run_frame(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Frame network: :data:`~engine.base.FRAME_INPUTS` -> ``logits`` (B, 1, H, W) float32."""
+        """Frame network: :func:`~engine.base.frame_inputs` -> ``logits`` (and ``prior_conf``).
+
+        ``logits`` (B, 1, H, W) float32; ``prior_conf`` (B, 1) with the grounding prior.
+        """
         args = self._tensors(inputs, frame_inputs(self.config))
         if self.cuda_graphs:
-            logits = self._replay(args)
+            out = self._replay(args)
         else:
             with torch.inference_mode(), self._autocast():
-                logits = self._frame_fn(*args)
-        return {"logits": logits.float().cpu().numpy()}  # .cpu() synchronises the stream
+                out = self._frame_fn(*args)
+        names = frame_outputs(self.config)  # .cpu() synchronises the stream
+        return {k: v.float().cpu().numpy() for k, v in zip(names, out, strict=True)}
 
-    def _replay(self, args: list[torch.Tensor]) -> torch.Tensor:
+    def _replay(self, args: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """Run the frame network through a CUDA graph captured for these input shapes."""
         key = tuple(tuple(a.shape) for a in args)
         if key not in self._graphs:
@@ -164,7 +180,7 @@ class TorchEngine(Engine):
         for dst, src in zip(static, args):
             dst.copy_(src)
         graph.replay()
-        return out.clone()
+        return tuple(o.clone() for o in out)
 
     def close(self) -> None:
         """Drop captured graphs."""

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from engine.base import (
-    FRAME_OUTPUTS,
     TEXT_INPUTS,
     BackendUnavailable,
     Engine,
     frame_inputs,
+    frame_outputs,
     prior_classes,
     text_outputs,
 )
@@ -136,6 +136,7 @@ class TritonEngine(Engine):
         self.retry_s = float(retry_s)
         self.models = dict(description["models"])
         self._text_out = text_outputs(config)
+        self._frame_out = frame_outputs(config)
         self._frame_in = frame_inputs(config)
         self._local = threading.local()  # this thread's client
         self._clients: list[Any] = []  # every thread's, closed by close()
@@ -292,12 +293,15 @@ class TritonEngine(Engine):
         return self._infer(self.models["text"], feeds, self._text_out)
 
     def run_frame(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Frame network on the server -> ``logits`` (B, 1, H, W) float32."""
+        """Frame network on the server -> ``logits`` (and ``prior_conf``).
+
+        ``logits`` (B, 1, H, W) float32; ``prior_conf`` (B, 1) with the grounding prior.
+        """
         missing = [n for n in self._frame_in if n not in inputs]
         if missing:
             raise ValueError(f"missing inputs {missing}; expected {', '.join(self._frame_in)}")
         feeds = {n: np.asarray(inputs[n], np.float32) for n in self._frame_in}
-        return self._infer(self.models["frame"], feeds, FRAME_OUTPUTS)
+        return self._infer(self.models["frame"], feeds, self._frame_out)
 
     def close(self) -> None:
         """Close every thread's client connection."""

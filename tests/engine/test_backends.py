@@ -219,7 +219,7 @@ def test_onnx_backend_from_a_checkpoint_uses_the_export_cache(
     ckpt = exported[0]
     assert source_kind(ckpt) == "checkpoint" and source_kind(exported[1]) == "export"
     # Seed the cache with the (identical) export so the test does not export a second time.
-    key = f"{checkpoint_sha256(ckpt)[:24]}-op18-fp32"
+    key = f"{checkpoint_sha256(ckpt)[:24]}-op18-fp32-l{loading.EXPORT_LAYOUT}"
     shutil.copytree(exported[1], tmp_path / "exports" / key)
     assert loading.cached_export(ckpt) == tmp_path / "exports" / key
     with create_engine("onnx", ckpt, input_size=SIZE) as eng:

@@ -250,3 +250,33 @@ def test_prior_skip_exports_with_parity(prior_model, tiny_prior_checkpoint, tmp_
     assert np.abs(want - plain.segment(image, flow, plain.encode_text("the white van"))).max() > 0.1
     for engine in (onnx, ref, plain):
         engine.close()
+
+
+def test_frame_graph_reports_the_prior_confidence_with_parity(tiny_prior_checkpoint) -> None:
+    """``prior_conf``: the confidence channel of the prior map, out of both backends alike."""
+    pytest.importorskip("onnxruntime")
+    from engine.backends import create_engine
+    from engine.base import frame_outputs
+
+    onnx = create_engine("onnx", tiny_prior_checkpoint, input_size=(128, 160))
+    ref = create_engine("torch", tiny_prior_checkpoint, input_size=(128, 160))
+    assert frame_outputs(onnx.config) == ("logits", "prior_conf")
+    rng = np.random.default_rng(2)
+    image = rng.standard_normal((1, 3, 128, 160), dtype=np.float32)
+    flow = np.zeros((1, 2, 128, 160), np.float32)
+    confs = {}
+    for phrase in ("the white van", "the tabby cat"):
+        a, b = onnx.encode_text(phrase), ref.encode_text(phrase)
+        (la, ca), (lb, cb) = onnx.segment_prior(image, flow, a), ref.segment_prior(image, flow, b)
+        np.testing.assert_allclose(la, lb, atol=1e-3)
+        assert ca == pytest.approx(cb, abs=1e-4) and 0.0 <= ca <= 1.0
+        with torch.no_grad():  # what the frame network's prior map peaks at, on the log scale
+            raw = ref.model.prior(torch.from_numpy(image), torch.from_numpy(b.classes))
+        want = (np.log10(float(raw.max())) - LOG_FLOOR) / LOG_SPAN
+        assert cb == pytest.approx(min(max(want, 0.0), 1.0), abs=1e-4)
+        confs[phrase] = cb
+    assert confs["the white van"] != pytest.approx(confs["the tabby cat"], abs=1e-3)
+    ref.use_prior = False  # the ablation: no prior, no confidence
+    assert ref.segment_prior(image, flow, ref.encode_text("the white van"))[1] is None
+    onnx.close()
+    ref.close()
