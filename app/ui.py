@@ -122,6 +122,8 @@ def _stats_markdown(session: LiveSession) -> str:
     found = "" if result is None else (
         f" · score {result.score:.2f}" if result.found else " · **not found**"
     )  # fmt: skip
+    if result is not None and result.prior_conf is not None:  # a grounding-prior model
+        found += f" · prior {result.prior_conf:.2f}"
     if result is not None and not session.keyframes.always:
         found += " · network ran" if result.inferred else " · warped by the flow"
     head = (

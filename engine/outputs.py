@@ -406,8 +406,9 @@ class CallbackOutput:
 class ResultsFileOutput:
     """Per-frame results as JSON lines, one object per frame.
 
-    Each line: frame index, capture time, phrase, score, peak, area, found, inferred (the
-    network ran on it, not a keyframe warp), the stage timings, and the mask as COCO RLE. Read back with ``json.loads`` per line and
+    Each line: frame index, capture time, phrase, score, peak, area, found, prior_conf (the
+    grounding prior's confidence, ``null`` without one), inferred (the network ran on it, not a
+    keyframe warp), the stage timings, and the mask as COCO RLE. Read back with ``json.loads`` per line and
     :func:`engine.rle.rle_decode` (or ``pycocotools.mask.decode``).
     """
 
@@ -427,6 +428,7 @@ class ResultsFileOutput:
             "peak": round(result.peak, 4),
             "area": round(result.area, 6),
             "found": result.found,
+            "prior_conf": None if result.prior_conf is None else round(result.prior_conf, 4),
             "inferred": result.inferred,
             "timings_ms": {k: round(v, 3) for k, v in result.timings.items()},
             "mask": rle_encode(result.mask),

@@ -112,12 +112,18 @@ def hud_lines(
 
 
 def result_lines(result: object) -> list[str]:
-    """The HUD lines of one frame's result: the phrase, and the score or "not found"."""
+    """The HUD lines of one frame's result: the phrase, and the score or "not found".
+
+    A grounding-prior model's confidence (``prior_conf``) follows, when there is one.
+    """
     phrase = getattr(result, "phrase", "")
+    conf = getattr(result, "prior_conf", None)
     if getattr(result, "found", True):
         verdict = f"score {result.score:.2f}  area {100 * result.area:.1f}%"  # type: ignore[attr-defined]
+        verdict += "" if conf is None else f"  prior {conf:.2f}"
     else:
-        verdict = f"not found (peak {result.peak:.2f})"  # type: ignore[attr-defined]
+        verdict = f"not found (peak {result.peak:.2f}"  # type: ignore[attr-defined]
+        verdict += ")" if conf is None else f", prior {conf:.2f})"
     if not getattr(result, "inferred", True):  # between keyframes: the flow moved the mask
         verdict += "  [warped]"
     return [f'phrase: "{phrase}"', verdict]

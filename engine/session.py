@@ -45,6 +45,11 @@ __all__ = [
 #: the referent found, for the shipped model on validation clips (``python -m
 #: training.not_found``; ``docs/TRAINING.md``, "Not found").
 DEFAULT_MIN_SCORE = 0.61
+#: Default :attr:`Segmenter.min_prior`: a model with the grounding prior calls the referent not
+#: found when the frame barely shows the categories the phrase names (its ``prior_conf``
+#: below this), calibrated on real clips no benchmark scores (``python -m
+#: benchmarks.real_not_found``; ``docs/TRAINING.md``, "Not found on real footage").
+DEFAULT_MIN_PRIOR = 0.32
 
 
 class PhraseNotSetError(RuntimeError):
@@ -60,8 +65,12 @@ class Result:
         prob: (H, W) float32 in [0, 1], the (smoothed) object probability.
         score: Mean probability over the mask's pixels in [0, 1] (0.0 for an empty mask).
         peak: The highest probability in the frame, in [0, 1].
-        found: Whether the referent is probably in view (:attr:`Segmenter.min_score`); when
-            not, the stream draws no mask and says "not found".
+        found: Whether the referent is probably in view (:attr:`Segmenter.min_score`, and
+            :attr:`Segmenter.min_prior` for a model with the grounding prior); when not, the
+            stream draws no mask and says "not found".
+        prior_conf: The grounding prior's confidence in [0, 1] that the frame shows what the
+            phrase names (the last keyframe's between keyframes); ``None`` for a model without
+            the prior or with it switched off.
         inferred: Whether the network ran on this frame (a keyframe); ``False`` when its
             probabilities are the previous frame's warped by the optical flow
             (:class:`KeyframePolicy`).
@@ -82,6 +91,7 @@ class Result:
     peak: float = 0.0
     found: bool = True
     inferred: bool = True
+    prior_conf: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.mask, np.ndarray) or self.mask.ndim != 2 or self.mask.dtype != bool:
@@ -100,6 +110,8 @@ class Result:
             raise ValueError(f"score must be in [0, 1], got {self.score}")
         if not 0.0 <= self.peak <= 1.0:
             raise ValueError(f"peak must be in [0, 1], got {self.peak}")
+        if self.prior_conf is not None and not 0.0 <= self.prior_conf <= 1.0:
+            raise ValueError(f"prior_conf must be in [0, 1], got {self.prior_conf}")
         if self.frame_index < 0:
             raise ValueError(f"frame_index must be >= 0, got {self.frame_index}")
         if any(v < 0 for v in self.timings.values()):
@@ -149,12 +161,14 @@ class SmoothingState:
 
     ``ema``: the previous frame's probabilities at network size (smoothed, or warped on a frame
     between keyframes); ``since_key``: frames since the last keyframe (-1: none yet);
-    ``key_area``: the share of the network grid the last keyframe's mask covered.
+    ``key_area``: the share of the network grid the last keyframe's mask covered;
+    ``prior_conf``: the last keyframe's grounding-prior confidence.
     """
 
     ema: np.ndarray | None = None
     since_key: int = -1
     key_area: float = 0.0
+    prior_conf: float | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +280,10 @@ class Segmenter:
         min_score: A frame's referent counts as found when its mask is not empty and its
             score (mean probability inside the mask) is at least this; 0 always "finds" a
             non-empty mask. The default comes from the calibration in ``docs/TRAINING.md``.
+        min_prior: With a grounding-prior model, the referent also needs the prior's
+            confidence (:attr:`Result.prior_conf`) at least this to count as found: a phrase
+            naming a category the frame does not show ("the dog" on a street) is not found even
+            where the network draws a confident mask. 0 disables it; ignored without the prior.
         keyframes: When the network runs (:class:`KeyframePolicy`; default: every frame).
 
     Thread-safety: :meth:`prepare` may run in one thread and :meth:`infer` in another (they
@@ -283,12 +301,16 @@ class Segmenter:
         smoothing: float = 0.0,
         max_flow_gap: float | None = 2.0,
         min_score: float = DEFAULT_MIN_SCORE,
+        min_prior: float = DEFAULT_MIN_PRIOR,
         keyframes: KeyframePolicy | None = None,
     ) -> None:
         self.keyframes = keyframes or KeyframePolicy()
         if not 0.0 <= min_score < 1.0:
             raise ValueError(f"min_score must be in [0, 1), got {min_score}")
         self.min_score = float(min_score)
+        if not 0.0 <= min_prior < 1.0:
+            raise ValueError(f"min_prior must be in [0, 1), got {min_prior}")
+        self.min_prior = float(min_prior)
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         if not 0.0 <= smoothing < 1.0:
@@ -411,19 +433,24 @@ class Segmenter:
             smooth.ema, prob, mask = postprocess(_logit(warped), frame_hw, threshold=self.threshold)
             smooth.since_key += 1
         else:
-            logits = self.engine.segment(prepared.image, prepared.flow, text)  # (1, 1, H, W)
+            logits, smooth.prior_conf = self.engine.segment_prior(
+                prepared.image, prepared.flow, text
+            )  # (1, 1, H, W), float | None
             smooth.ema, prob, mask = postprocess(
                 logits, frame_hw, threshold=self.threshold, previous=smooth.ema,
                 smoothing=self.smoothing,
             )  # fmt: skip
             smooth.since_key, smooth.key_area = 0, float((smooth.ema > self.threshold).mean())
         score = min(max(float(prob[mask].mean()) if mask.any() else 0.0, 0.0), 1.0)
+        prior_conf = smooth.prior_conf
+        in_view = prior_conf is None or prior_conf >= self.min_prior
         return Result(
             mask=mask,
             prob=prob,
             score=score,
             peak=float(prob.max()),
-            found=bool(mask.any()) and score >= self.min_score,
+            found=bool(mask.any()) and score >= self.min_score and in_view,
+            prior_conf=prior_conf,
             frame_index=prepared.frame.index,
             capture_time=prepared.frame.timestamp,
             phrase=text.phrase,

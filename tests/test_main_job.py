@@ -75,7 +75,8 @@ def test_main_job_on_demo_with_shipped_model(tmp_path):
     rows = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
     assert len(rows) == 12
     found = [r for r in rows if r["found"]]
-    assert len(found) >= 10, [r["score"] for r in rows]
+    assert len(found) >= 10, [(r["score"], r["prior_conf"]) for r in rows]
+    assert all(r["prior_conf"] > 0.9 for r in rows)  # the prior is sure the cyclist is in view
     inside = []
     for row in found:
         mask = rle_decode(row["mask"]).astype(bool)

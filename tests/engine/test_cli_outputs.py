@@ -133,6 +133,7 @@ def test_default_run_folder_has_h264_video_results_and_stats(tmp_path, tiny_chec
         assert row["found"] == bool(decoded.any() and row["score"] >= DEFAULT_MIN_SCORE)
         assert row["phrase"] and set(row["timings_ms"]) >= {"flow", "inference", "overlay"}
         assert row["inferred"] is True  # every frame is a keyframe by default
+        assert row["prior_conf"] is None  # tiny_checkpoint has no grounding prior
 
     stats = json.loads((run / "stats.json").read_text())
     assert stats["frames"] == 8

@@ -517,6 +517,10 @@ def test_result_lines_say_not_found() -> None:
     assert result_lines(found) == ['phrase: "the dog"', "score 0.90  area 25.0%"]
     lost = dataclasses.replace(found, score=0.55, found=False)
     assert result_lines(lost) == ['phrase: "the dog"', "not found (peak 0.90)"]
+    doubted = dataclasses.replace(found, found=False, prior_conf=0.2)
+    assert result_lines(doubted) == ['phrase: "the dog"', "not found (peak 0.90, prior 0.20)"]
+    sure = dataclasses.replace(found, prior_conf=0.97)
+    assert result_lines(sure) == ['phrase: "the dog"', "score 0.90  area 25.0%  prior 0.97"]
     assert not lost.shown_mask.any() and found.shown_mask.sum() == 4
 
 
@@ -592,6 +596,11 @@ def test_cli_exit_codes(tiny_checkpoint, video_file, tmp_path, capsys, free_port
     with pytest.raises(SystemExit) as info:
         _cli("--size", "big")
     assert info.value.code == run_stream.EXIT_USAGE
+    for flag in ("--min-score", "--min-prior"):
+        with pytest.raises(SystemExit) as info:
+            _cli(flag, "1.5")
+        assert info.value.code == run_stream.EXIT_USAGE
+        assert f"{flag} must be in [0, 1)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
