@@ -6,8 +6,9 @@ The main job plays the real demo clip (``demo:street``, an excerpt of scikit-vid
 whole clip for that phrase and for other objects in view ("the van", "the motorbike") and for
 things that are not there ("the dog", "the boat"), and reports per phrase:
 
-* the frame score (mean probability inside the mask) and how many frames are "found" at the
-  session's default ``min_score``;
+* the frame score (mean probability inside the mask), the grounding prior's confidence that
+  the frame shows what the phrase names (``prior_conf``), and how many frames are "found" under
+  the session's default rule (``min_score`` and ``min_prior``);
 * the mask's share of the frame;
 * for the clip's own phrase, against the box recorded with the clip (where the cyclist is in
   every frame, drawn by eye), the real-footage benchmark's measures
@@ -75,7 +76,10 @@ def _stills(frames, results, phrases, columns, box, path: Path) -> None:
             tile = draw_mask(frames[t].image, res.shown_mask)
             if r == 0:
                 cv2.rectangle(tile, box[:2], (box[2] - 1, box[3] - 1), (0, 200, 0), 2)
-            state = f"score {res.score:.2f}" + ("" if res.found else " (not found)")
+            state = f"score {res.score:.2f}"
+            if res.prior_conf is not None:
+                state += f" prior {res.prior_conf:.2f}"
+            state += "" if res.found else " (not found)"
             text = f'"{phrase}"  frame {t}  {state}'
             (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)
             cv2.rectangle(tile, (0, 0), (w + 16, h + base + 12), (0, 0, 0), -1)
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.real_footage import score_referent
     from engine.backends import create_engine
     from engine.demo import demo_clip
-    from engine.session import DEFAULT_MIN_SCORE
+    from engine.session import DEFAULT_MIN_PRIOR, DEFAULT_MIN_SCORE
     from engine.sources import FileSource, SourceNotFoundError
     from models.checkpoint import CheckpointError, read_checkpoint_config
 
@@ -160,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             "score_max": float(scores.max()),
             "area_mean": float(np.mean([r.area for r in res])),
         }
+        confs = [r.prior_conf for r in res if r.prior_conf is not None]
+        if confs:
+            row["prior_conf_p50"] = float(np.median(confs))
         if phrase == clip.phrase:  # the real-footage benchmark's measures, frame by frame
             boxed = [score_referent(r.prob, r.mask, clip.box) for r in res]
             row["inside_box_mean"] = float(np.mean([b.inside for b in boxed]))
@@ -169,14 +176,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
 
     print(f"{clip.name}: {len(frames)} frames, {args.checkpoint.name} at {size[0]}x{size[1]}, "
-          f"{args.backend}, min_score {DEFAULT_MIN_SCORE:.2f}")  # fmt: skip
+          f"{args.backend}, min_score {DEFAULT_MIN_SCORE:.2f}, min_prior {DEFAULT_MIN_PRIOR:.2f}")  # fmt: skip
     print(f"{'phrase':18s} {'role':12s} {'found':>7s} {'score p50':>9s} {'min':>5s} {'max':>5s} "
-          f"{'area':>6s} {'in box':>7s}")  # fmt: skip
+          f"{'prior p50':>9s} {'area':>6s} {'in box':>7s}")  # fmt: skip
     for row in rows:
         box = f"{100 * row['inside_box_mean']:6.1f}%" if "inside_box_mean" in row else "      -"
+        conf = f"{row['prior_conf_p50']:9.2f}" if "prior_conf_p50" in row else f"{'-':>9s}"
         print(f"{row['phrase']:18s} {row['role']:12s} {row['found_frames']:3d}/{len(frames):<3d} "
               f"{row['score_p50']:9.2f} {row['score_min']:5.2f} {row['score_max']:5.2f} "
-              f"{100 * row['area_mean']:5.1f}% {box}")  # fmt: skip
+              f"{conf} {100 * row['area_mean']:5.1f}% {box}")  # fmt: skip
     if args.json:
         write_json(args.json, {
             "clip": {"name": clip.name, "origin": clip.origin, "phrase": clip.phrase,
@@ -187,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             "resolution": list(size),
             "device": cpu_name(),
             "min_score": DEFAULT_MIN_SCORE,
+            "min_prior": DEFAULT_MIN_PRIOR,
             "versions": versions(onnxruntime="onnxruntime", opencv="cv2", numpy="numpy"),
             "phrases": rows,
         })  # fmt: skip

@@ -158,12 +158,16 @@ def score_referent(prob: np.ndarray, mask: np.ndarray, box: tuple[int, int, int,
     )
 
 
-def segment(engine, frames: dict[int, np.ndarray], ref: Referent):
-    """The stream's result for ``ref``: a fresh session, the frame before, then the frame."""
+def segment(engine, frames: dict[int, np.ndarray], ref: Referent, **session_options):
+    """The stream's result for ``ref``: a fresh session, the frame before, then the frame.
+
+    ``ref`` needs only ``frame`` and ``phrase``; ``session_options`` go to
+    :class:`~engine.session.Segmenter` (``min_score``, ``min_prior``, ...).
+    """
     from engine.session import Segmenter
     from engine.sources import Frame
 
-    session = Segmenter(engine)
+    session = Segmenter(engine, **session_options)
     session.set_phrase(ref.phrase)
     session.step(Frame(image=frames[ref.frame - 1], index=0, timestamp=0.0))
     return session.step(Frame(image=frames[ref.frame], index=1, timestamp=0.04))

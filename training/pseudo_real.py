@@ -64,7 +64,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Debian ``opencv-doc``'s example data (Apache-2.0 AND BSD-3-Clause); no benchmark reads it.
+#: Debian ``opencv-doc``'s example data (Apache-2.0 AND BSD-3-Clause); no benchmark scores it
+#: (``benchmarks.real_not_found`` calibrates on two of its clips).
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 #: Videos and the frame step at which they are sampled.
 VIDEOS = {"vtest.avi": 8, "Megamind.avi": 6, "tree.avi": 20}

@@ -23,8 +23,20 @@ def test_cli_on_the_street_clip(tiny_minilm_checkpoint, tmp_path, capsys) -> Non
     assert own["role"] == "clip's own" and 0.0 <= own["inside_box_mean"] <= 1.0
     assert 0 <= own["pointing_frames"] <= 29 and 0.0 <= own["box_iou_mean"] <= 1.0
     assert van["role"] == "in view" and "inside_box_mean" not in van
+    assert "prior_conf_p50" not in van  # a model without the grounding prior
     image = cv2.imread(str(png))
     assert image.shape == (2 * 272, 2 * 640, 3)  # two phrases x two frames, unscaled
     assert main(["--checkpoint", str(tiny_minilm_checkpoint), "--clip", "moving"]) == 2
     assert main(["--checkpoint", str(tiny_minilm_checkpoint), "--columns", "99"]) == 2
     assert "no box" in capsys.readouterr().err
+
+
+def test_a_prior_model_reports_its_confidence(tiny_prior_checkpoint, tmp_path, capsys) -> None:
+    out = tmp_path / "d.json"
+    code = main(["--checkpoint", str(tiny_prior_checkpoint), "--backend", "torch",
+                 "--size", "64x96", "--phrase", "the boat", "--columns", "0",
+                 "--json", str(out), "--no-progress"])  # fmt: skip
+    assert code == 0 and "min_prior" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert all(0.0 <= row["prior_conf_p50"] <= 1.0 for row in report["phrases"])
+    assert 0.0 < report["min_prior"] < 1.0

