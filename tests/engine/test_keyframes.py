@@ -39,14 +39,15 @@ def test_warp_moves_a_blob_along_the_flow() -> None:
 
 
 def _count_calls(engine):
+    """Count the network runs: the session calls ``segment_prior`` (``segment`` wraps it)."""
     calls = []
-    original = engine.segment
+    original = engine.segment_prior
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    engine.segment = counting
+    engine.segment_prior = counting
     return calls
 
 
@@ -63,7 +64,7 @@ def test_every_third_frame_runs_the_network_and_a_phrase_change_forces_one(
         seg.set_phrase("the square moving left")  # a new referent: a keyframe at once
         results += [seg.step(f) for f in frames[5:]]
     finally:
-        del engine.segment
+        del engine.segment_prior
     assert [r.inferred for r in results] == [True, False, False, True, False, True, False, False]
     assert len(calls) == 3
     warped = results[1]
