@@ -13,6 +13,11 @@ Beside them, what a pointer that always picks the frame's centre would score (``
 floor any method must clear. ``--method prior`` scores the zero-shot grounding prior of
 :mod:`models.grounding` instead of a checkpoint (its mask: the pixels above half its maximum).
 
+Each referent also lists, by eye, the classes the shipped prior knows that name its object
+(``classes``: ImageNet-1k names, or ``person``; empty for trees, rocks, windows). The summary
+splits on it: ``named`` and ``unnamed`` say how much of a miss is missing knowledge rather than
+a wrong choice among things the prior can see.
+
 Printed per category and overall, written as JSON, and drawn as a grid of overlay PNGs (box in
 green, mask in the stream's colour, the most probable pixel as a cross) so a person can look.
 
@@ -64,6 +69,8 @@ class Referent:
     phrase: str
     category: str
     box: tuple[int, int, int, int]  # x0, y0, x1, y1; x1, y1 exclusive
+    #: the prior's classes that name the object (empty: none does; None: not annotated)
+    classes: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -81,8 +88,8 @@ def load_annotations(path: Path = ANNOTATIONS) -> tuple[dict, list[Referent]]:
     """``(clips, referents)`` from an annotation file, checked.
 
     Raises:
-        ValueError: a referent names an unknown clip or category, or its box is not inside
-            the clip's frame size.
+        ValueError: a referent names an unknown clip, category or class, or its box is not
+            inside the clip's frame size.
     """
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     clips = data["clips"]
@@ -99,10 +106,24 @@ def load_annotations(path: Path = ANNOTATIONS) -> tuple[dict, list[Referent]]:
             raise ValueError(f"{where}: box {r['box']} is not inside {w}x{h}")
         if int(r["frame"]) < 1:
             raise ValueError(f"{where}: frame must be >= 1 (the flow needs the frame before)")
-        out.append(
-            Referent(r["clip"], int(r["frame"]), r["phrase"], r["category"], (x0, y0, x1, y1))
-        )
+        classes = r.get("classes")
+        if classes is not None:
+            unknown = sorted(set(classes) - _known_classes())
+            if unknown:
+                raise ValueError(
+                    f"{where}: unknown classes {unknown} (ImageNet-1k names or person)"
+                )
+            classes = tuple(classes)
+        box = (x0, y0, x1, y1)
+        out.append(Referent(r["clip"], int(r["frame"]), r["phrase"], r["category"], box, classes))
     return clips, out
+
+
+def _known_classes() -> set[str]:
+    """The class names a referent's ``classes`` may use: ImageNet-1k's, and ``person``."""
+    from models.grounding import class_names
+
+    return {*class_names(), "person"}
 
 
 def clip_path(clip: dict) -> Path:
@@ -174,12 +195,19 @@ def segment(engine, frames: dict[int, np.ndarray], ref: Referent, **session_opti
 
 
 def summarise(rows: list[tuple[Referent, Score]]) -> dict[str, dict[str, float]]:
-    """Per category and ``overall``: referents, pointing hit rate, mean inside, mean box IoU."""
+    """Per category and ``overall``: referents, pointing hit rate, mean inside, mean box IoU.
+
+    Then ``named`` and ``unnamed``: the referents whose object a class the prior knows names, and
+    those no class names (a referent without ``classes`` joins neither).
+    """
     groups: dict[str, list[Score]] = defaultdict(list)
     for ref, s in rows:
         groups[ref.category].append(s)
         groups["overall"].append(s)
+        if ref.classes is not None:
+            groups["named" if ref.classes else "unnamed"].append(s)
     order = [c for c in CATEGORIES if c in groups] + ["overall"]
+    order += [c for c in ("named", "unnamed") if c in groups]
     return {
         c: {
             "referents": len(groups[c]),
@@ -289,6 +317,8 @@ def print_table(summary: dict[str, dict[str, float]]) -> None:
     head = ("category", "referents", "pointing %", "inside %", "box IoU %", "centre pointing %")
     print(f"{head[0]:<10}{head[1]:>10}{head[2]:>12}{head[3]:>10}{head[4]:>11}{head[5]:>19}")
     for c, m in summary.items():
+        if c == "named":
+            print("-- by whether a class the prior knows names the object (annotation's classes):")
         print(f"{c:<10}{m['referents']:>10}{100 * m['pointing']:>12.1f}{100 * m['inside']:>10.1f}"
               f"{100 * m['box_iou']:>11.1f}{100 * m['centre_pointing']:>19.1f}")  # fmt: skip
 

@@ -20,6 +20,10 @@ def test_annotations_cover_the_categories_inside_the_frames() -> None:
         x0, y0, x1, y1 = r.box
         assert (x1 - x0) * (y1 - y0) < w * h
     assert len({(r.clip, r.frame, r.phrase) for r in referents}) == len(referents)
+    by_phrase = {r.phrase: r.classes for r in referents}
+    assert all(c is not None for c in by_phrase.values())  # every referent says what names it
+    assert by_phrase["the tree"] == () and "person" in by_phrase["the man in the car"]
+    assert "Windsor tie" in by_phrase["the man's striped tie"]
 
 
 def test_bad_annotations_are_refused(tmp_path) -> None:
@@ -29,6 +33,7 @@ def test_bad_annotations_are_refused(tmp_path) -> None:
         ({"category": "tree"}, "category must be one of"),
         ({"clip": "vtest"}, "unknown clip"),
         ({"frame": 0}, "frame must be >= 1"),
+        ({"classes": ["person", "tree"]}, r"unknown classes \['tree'\]"),
     ]:
         bad = dict(data, referents=[dict(data["referents"][0], **change)])
         path = tmp_path / "bad.json"
@@ -48,6 +53,27 @@ def test_scores_on_hand_made_masks() -> None:
     assert not s.centre  # the centre pixel (10, 5) is outside
     empty = rf.score_referent(prob, np.zeros_like(mask), (8, 3, 14, 8))
     assert not empty.pointing and empty.inside == 0.0 and empty.box_iou == 0.0 and empty.centre
+
+
+def test_summary_splits_on_whether_a_known_class_names_the_object() -> None:
+    def ref(category, classes):
+        return rf.Referent("bikes", 1, "the thing", category, (0, 0, 2, 2), classes)
+
+    hit, miss = rf.Score(True, 1.0, 0.5, 0.1, False), rf.Score(False, 0.0, 0.0, 0.1, True)
+    rows = [
+        (ref("vehicle", ("minivan",)), hit),
+        (ref("object", ()), miss),
+        (ref("object", ("pole",)), miss),
+        (ref("object", None), hit),  # not annotated: in its category and overall only
+    ]
+    summary = rf.summarise(rows)
+    assert list(summary) == ["vehicle", "object", "overall", "named", "unnamed"]
+    assert summary["overall"]["referents"] == 4 and summary["object"]["pointing"] == 1 / 3
+    assert summary["named"]["referents"] == 2 and summary["named"]["pointing"] == 0.5
+    assert summary["unnamed"] == {
+        "referents": 1, "pointing": 0.0, "inside": 0.0, "box_iou": 0.0, "centre_pointing": 1.0
+    }  # fmt: skip
+    assert list(rf.summarise(rows[3:])) == ["object", "overall"]
 
 
 def test_runs_the_stream_session_on_the_real_clips(tiny_minilm_checkpoint) -> None:
