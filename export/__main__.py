@@ -9,6 +9,7 @@ Examples::
     python -m export --out DIR --triton REPO --backend python                  # from an export
     python -m export --checkpoint CKPT --out DIR --int8                        # + INT8 frame_net
     python -m export --out DIR --int8 --int8-sensitivity sens.json             # layer by layer
+    python -m export --out DIR --int8 --int8-float-scopes model.prior,model.prior_in  # prior float
     python -m export --checkpoint CKPT --out DIR --fp16 --tensorrt --triton REPO --backend tensorrt \
         --triton-precision fp16                                                # plans (CUDA host)
 
@@ -71,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --int8: also keep float every layer whose mask IoU vs FP32, quantised alone, "
         "is below IOU in the sensitivity sweep (measured first when not saved, at --int8-size "
         "capped at 160x160)",
+    )
+    parser.add_argument(
+        "--int8-float-scopes",
+        metavar="MODULES",
+        help="with --int8: also keep float every layer of these comma-separated modules, e.g. "
+        "model.prior,model.prior_in (the frozen prior and its inputs) or model.backbone",
     )
     parser.add_argument(
         "--min-size", type=int, default=64, help="smallest input side (multiple of 32)"
@@ -249,8 +256,10 @@ def _int8(args: argparse.Namespace, say) -> int:
                 f"#{r['index']} {r['op']} {r['synthetic']['mask_iou_mean']:.3f} / "
                 f"{r['real']['mask_iou_mean']:.3f}"
                 for r in sorted(sweep["rows"], key=worst)[:6]))  # fmt: skip
+        scopes = [s.strip() for s in (args.int8_float_scopes or "").split(",") if s.strip()]
         add_int8(args.out, size=args.int8_size, videos=videos, ends=(depth, tail),
-                 keep_below=args.int8_keep_below, sweep=sweep, progress=say)  # fmt: skip
+                 keep_below=args.int8_keep_below, sweep=sweep, float_scopes=scopes,
+                 progress=say)  # fmt: skip
     except (ExportError, ValueError, FileNotFoundError) as exc:
         print(f"error: --int8: {exc}", file=sys.stderr)
         return 2

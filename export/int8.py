@@ -18,7 +18,10 @@ mask IoU against FP32 on synthetic frames; ``--int8-sensitivity`` repeats it for
   keeps the text projections of ``words``/``sentence`` float;
 * optionally (``--int8-keep-below IOU``, :func:`sensitive_nodes`) every layer that, quantised
   alone, keeps less than ``IOU`` in the sweep. The sweep's frames are not the parity report's,
-  so the choice is judged on frames it was not made on.
+  so the choice is judged on frames it was not made on;
+* optionally (``--int8-float-scopes model.prior,...``, :func:`scope_nodes`) every layer of the
+  named modules, as the exporter records them in each node's ``pkg.torch.onnx.name_scopes``
+  (``model.backbone``, ``model.prior``: the frozen ImageNet head and person segmenter, ...).
 
 Calibration (:func:`calibration_feeds`): frame pairs of synthetic clips from the generator's
 **training** partition with their own phrases (shipped in ``export/data/calibration/``, written
@@ -55,6 +58,7 @@ __all__ = [
     "encode_phrase",
     "float_nodes",
     "read_sweep",
+    "scope_nodes",
     "sensitive_nodes",
     "sensitivity",
 ]
@@ -141,6 +145,42 @@ def float_nodes(model: Any, depth: int = _FLOAT_DEPTH, tail: int = _FLOAT_TAIL) 
         if node.op_type in QUANT_OPS
         and (rank(node.input[0]) + 1 <= depth or layers_after(node) < tail)
     ]
+
+
+def scope_nodes(model: Any, scopes: Sequence[str]) -> list[str]:
+    """Names of the :data:`QUANT_OPS` nodes inside the modules ``scopes`` names.
+
+    A node is inside ``model.prior`` when the module path the exporter recorded for it
+    (``pkg.torch.onnx.name_scopes``) holds ``model.prior`` or a submodule of it
+    (``model.prior.net._blocks.3``), not a sibling that shares the prefix (``model.prior_in``).
+
+    Raises:
+        ValueError: a scope holds no quantisable node (the message lists the modules there are).
+    """
+    import ast
+
+    def path(node: Any) -> list[str]:
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                try:
+                    return [str(s) for s in ast.literal_eval(prop.value)]
+                except (ValueError, SyntaxError):
+                    return []
+        return []
+
+    nodes = [(n.name, path(n)) for n in model.graph.node if n.op_type in QUANT_OPS]
+    out, empty = [], []
+    for scope in scopes:
+        inside = [name for name, p in nodes if any(s == scope or s.startswith(scope + ".")
+                                                   for s in p)]  # fmt: skip
+        if not inside:
+            empty.append(scope)
+        out += [name for name in inside if name not in set(out)]
+    if empty:
+        tops = sorted({".".join(s.split(".")[:2]) for _, p in nodes for s in p[1:2]})
+        raise ValueError(f"no quantisable layer inside {', '.join(empty)}; this frame_net's "
+                         f"modules: {', '.join(tops) or 'none recorded'}")  # fmt: skip
+    return out
 
 
 def _feeds(image: np.ndarray, flow: np.ndarray, state: Any, names: Sequence[str]) -> dict:
@@ -370,6 +410,7 @@ def add_int8(
     ends: tuple[int, int] = (_FLOAT_DEPTH, _FLOAT_TAIL),
     keep_below: float | None = None,
     sweep: dict[str, Any] | None = None,
+    float_scopes: Sequence[str] = (),
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Quantise an export's ``frame_net`` to INT8 and add it to the folder and its manifest.
@@ -384,6 +425,7 @@ def add_int8(
         keep_below: Also keep float every layer whose single-layer ``sweep`` IoU (synthetic or
             real) is below this (:func:`sensitive_nodes`).
         sweep: The :func:`sensitivity` sweep of this export (needed with ``keep_below``).
+        float_scopes: Also keep float every layer of these modules (:func:`scope_nodes`).
         progress: Called with one line per step.
 
     Returns:
@@ -391,8 +433,11 @@ def add_int8(
 
     Raises:
         ExportError: the export is missing or corrupt.
+        ValueError: a scope holds no quantisable layer.
     """
     import dataclasses
+
+    import onnx
 
     from engine.backends import create_engine
     from engine.manifest import graph_file, read_manifest, write_manifest
@@ -402,6 +447,10 @@ def add_int8(
     say = progress or (lambda line: logger.info("%s", line))
     folder = Path(folder)
     engine = create_engine("onnx", folder, input_size=size)
+    src = folder / graph_file("frame_net", "fp32")
+    scoped = []  # checked before the calibration's minutes
+    if float_scopes:
+        scoped = scope_nodes(onnx.load(str(src), load_external_data=False), float_scopes)
     videos = default_calibration_videos() if videos is None else list(videos)
     synthetic_calib = synthetic_pairs(clips=synthetic)
     pairs = synthetic_calib + real_pairs(videos)
@@ -414,12 +463,14 @@ def add_int8(
     state = encode_phrase(engine, REAL_PHRASES[0])
     real = [_feeds(i, f, state, names) for i, f in real_frame_inputs(engine.config, size=size,
                                                                      count=8)]  # fmt: skip
-    src = folder / graph_file("frame_net", "fp32")
     dst = folder / graph_file("frame_net", "int8")
     tmp = dst.with_suffix(".tmp")
     extra = [] if keep_below is None else sensitive_nodes(_checked_sweep(sweep, src), keep_below)
     if keep_below is not None:
         say(f"int8: {len(extra)} layers below {keep_below} in the sensitivity sweep stay float")
+    if float_scopes:
+        say(f"int8: {len(scoped)} layers of {', '.join(float_scopes)} stay float")
+        extra += [n for n in scoped if n not in set(extra)]
     kept = quantize(src, tmp, calib, ends=ends, extra_float=extra)
     ref, got = _session(src), _session(tmp)
     report = {
@@ -428,6 +479,7 @@ def add_int8(
         "kept_float": kept,
         "float_ends": list(ends),
         "keep_below": keep_below,
+        "float_scopes": list(float_scopes),
         "calibration": {
             "synthetic_pairs": n_synthetic,
             "synthetic_origin": "export/data/calibration (training partition)",

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 
 from engine.manifest import read_manifest
 from export.check import mask_iou, real_frame_inputs
-from export.int8 import QUANT_OPS, float_nodes
+from export.int8 import QUANT_OPS, float_nodes, scope_nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZE = (64, 64)
@@ -44,6 +44,36 @@ def test_float_nodes_keeps_the_first_two_layers_on_every_input_path():
     assert float_nodes(model, depth=1, tail=1) == ["stem", "pw2", "proj", "proj3"]
     assert float_nodes(model, depth=0, tail=2) == ["pw1", "pw2", "proj2", "proj3"]
     assert set(QUANT_OPS) == {"Conv", "MatMul", "Gemm"}
+
+
+def test_scope_nodes_picks_a_module_and_its_submodules_not_its_prefix_siblings(tiny_export):
+    def conv(name, src, dst, scopes):
+        node = helper.make_node("Conv", [src, f"{name}_w"], [dst], name=name)
+        prop = node.metadata_props.add()
+        prop.key, prop.value = "pkg.torch.onnx.name_scopes", repr(["", *scopes])
+        return node
+
+    nodes = [
+        conv("stem", "image", "a", ["model.backbone", "model.backbone._conv_stem"]),
+        conv("head", "a", "b", ["model.prior", "model.prior.net", "model.prior.net._conv_head"]),
+        conv("into", "b", "c", ["model.prior_in", "model.prior_in.3"]),
+        helper.make_node("Relu", ["c"], ["d"], name="act"),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("d", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    model = helper.make_model(graph)
+    assert scope_nodes(model, ["model.prior"]) == ["head"]
+    assert scope_nodes(model, ["model.prior.net", "model.prior_in"]) == ["head", "into"]
+    assert scope_nodes(model, ["model.prior", "model.prior"]) == ["head"]  # no repeats
+    with pytest.raises(ValueError, match=r"inside model\.gates; .*model\.backbone, model\.prior"):
+        scope_nodes(model, ["model.gates"])
+    # the real exporter records the scopes: the tiny export's backbone convolutions are found
+    exported = onnx.load(str(tiny_export / "frame_net.onnx"), load_external_data=False)
+    backbone = scope_nodes(exported, ["model.backbone"])
+    by_name = {n.name: n for n in exported.graph.node}
+    assert len(backbone) > 5 and all(by_name[n].op_type == "Conv" for n in backbone)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +136,11 @@ def test_int8_errors_are_clear(tiny_export, tiny_checkpoint):
                         "--int8-float-ends", "two"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)  # fmt: skip
     assert r.returncode == 2 and "--int8-float-ends must be D,T" in r.stderr
+    scopes = ["--int8-float-scopes", "model.backbone,model.nothing"]
+    r = subprocess.run([sys.executable, "-m", "export", "--out", str(tiny_export), "--int8",
+                        "--int8-size", "64x64", *scopes], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and "no quantisable layer inside model.nothing" in r.stderr
     assert "int8" not in read_manifest(tiny_export).precisions  # nothing changed
 
 
@@ -178,6 +213,7 @@ def test_keep_below_keeps_the_sweeps_sensitive_layers_float(tiny_export, tmp_pat
     shutil.copytree(tiny_export, folder)
     sweep_file = tmp_path / "sweep.json"
     cmd = [sys.executable, "-m", "export", "--out", str(folder), "--int8", "--int8-size", "64x64",
+           "--int8-float-scopes", "model.decoder",
            "--int8-keep-below", "0.999", "--int8-sensitivity", str(sweep_file)]  # fmt: skip
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
@@ -186,6 +222,9 @@ def test_keep_below_keeps_the_sweeps_sensitive_layers_float(tiny_export, tmp_pat
     below = sensitive_nodes(sweep, 0.999)
     report = read_manifest(folder).checks["int8"]
     assert report["keep_below"] == 0.999 and set(below) <= set(report["kept_float"])
+    decoder = scope_nodes(onnx.load(str(folder / "frame_net.onnx")), ["model.decoder"])
+    assert report["float_scopes"] == ["model.decoder"] and set(decoder) <= set(report["kept_float"])
+    assert "layers of model.decoder stay float" in r.stdout
     assert "pooled" in r.stdout and report["real"]["mask_iou_pooled"] >= 0.0
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "sensitivity sweep read from" in r.stdout  # not measured again
