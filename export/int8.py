@@ -450,7 +450,11 @@ def add_int8(
     src = folder / graph_file("frame_net", "fp32")
     scoped = []  # checked before the calibration's minutes
     if float_scopes:
-        scoped = scope_nodes(onnx.load(str(src), load_external_data=False), float_scopes)
+        try:
+            scoped = scope_nodes(onnx.load(str(src), load_external_data=False), float_scopes)
+        except ValueError:
+            engine.close()
+            raise
     videos = default_calibration_videos() if videos is None else list(videos)
     synthetic_calib = synthetic_pairs(clips=synthetic)
     pairs = synthetic_calib + real_pairs(videos)
