@@ -215,7 +215,8 @@ def _int8(args: argparse.Namespace, say) -> int:
     from pathlib import Path
 
     from engine.latency import json_safe
-    from export.int8 import add_int8, read_sweep, sensitivity
+    from engine.manifest import graph_file
+    from export.int8 import add_int8, read_sweep, scope_nodes, sensitivity
 
     videos = [Path(v) for v in args.calibration_video] if args.calibration_video else None
     try:
@@ -234,7 +235,13 @@ def _int8(args: argparse.Namespace, say) -> int:
         print(f"error: --int8-keep-below must be in (0, 1], got {args.int8_keep_below}",
               file=sys.stderr)  # fmt: skip
         return 2
+    scopes = [s.strip() for s in (args.int8_float_scopes or "").split(",") if s.strip()]
     try:
+        src = Path(args.out) / graph_file("frame_net", "fp32")
+        if scopes and src.is_file():  # refused before the sweep's minutes, not after
+            import onnx
+
+            scope_nodes(onnx.load(str(src), load_external_data=False), scopes)
         sweep = None
         if args.int8_keep_below is not None or args.int8_sensitivity:
             import json
@@ -256,7 +263,6 @@ def _int8(args: argparse.Namespace, say) -> int:
                 f"#{r['index']} {r['op']} {r['synthetic']['mask_iou_mean']:.3f} / "
                 f"{r['real']['mask_iou_mean']:.3f}"
                 for r in sorted(sweep["rows"], key=worst)[:6]))  # fmt: skip
-        scopes = [s.strip() for s in (args.int8_float_scopes or "").split(",") if s.strip()]
         add_int8(args.out, size=args.int8_size, videos=videos, ends=(depth, tail),
                  keep_below=args.int8_keep_below, sweep=sweep, float_scopes=scopes,
                  progress=say)  # fmt: skip

@@ -169,18 +169,19 @@ def scope_nodes(model: Any, scopes: Sequence[str]) -> list[str]:
         return []
 
     nodes = [(n.name, path(n)) for n in model.graph.node if n.op_type in QUANT_OPS]
-    out, empty = [], []
+    out: dict[str, None] = {}  # ordered, without repeats
+    empty = []
     for scope in scopes:
         inside = [name for name, p in nodes if any(s == scope or s.startswith(scope + ".")
                                                    for s in p)]  # fmt: skip
         if not inside:
             empty.append(scope)
-        out += [name for name in inside if name not in set(out)]
+        out.update(dict.fromkeys(inside))
     if empty:
         tops = sorted({".".join(s.split(".")[:2]) for _, p in nodes for s in p[1:2]})
         raise ValueError(f"no quantisable layer inside {', '.join(empty)}; this frame_net's "
                          f"modules: {', '.join(tops) or 'none recorded'}")  # fmt: skip
-    return out
+    return list(out)
 
 
 def _feeds(image: np.ndarray, flow: np.ndarray, state: Any, names: Sequence[str]) -> dict:
