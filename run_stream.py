@@ -383,12 +383,12 @@ def _open_sources(args, specs: list[str]):
     Returns:
         ``(sources, None)``, or ``([], (exit code, message))``.
     """
+    from engine.capture import open_source
     from engine.sources import (
         CameraUnavailableError,
         SourceNotFoundError,
         StreamUnavailableError,
         UnknownSourceError,
-        open_source,
     )
 
     codes = {UnknownSourceError: EXIT_UNKNOWN_SOURCE, SourceNotFoundError: EXIT_SOURCE_NOT_FOUND,
@@ -464,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. the model (checked before the sources so a missing model does not open a camera)
     try:
-        from engine.backends import create_engine
+        from export.engines import create_engine
     except ImportError as exc:
         return fail(EXIT_ENGINE, f"engine backends unavailable: {exc}")
     backend, device = _default_engine_and_device(args.engine, args.device)

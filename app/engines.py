@@ -160,7 +160,7 @@ class EngineRegistry:
         with self._locks[backend]:  # one load per backend; later callers get the loaded one
             engine = self._engines.get(backend)
             if engine is None:
-                from engine.backends import create_engine
+                from export.engines import create_engine
 
                 logger.info("loading %s engine from %s", backend, self.source)
                 try:

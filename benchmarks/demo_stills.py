@@ -121,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 on a bad argument, clip or checkpoint)."""
     args = _parser().parse_args(argv)
     from benchmarks.real_footage import score_referent
-    from engine.backends import create_engine
     from engine.demo import demo_clip
     from engine.session import DEFAULT_MIN_PRIOR, DEFAULT_MIN_SCORE
     from engine.sources import FileSource, SourceNotFoundError
+    from export.engines import create_engine
     from models.checkpoint import CheckpointError, read_checkpoint_config
 
     try:

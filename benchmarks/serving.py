@@ -126,10 +126,10 @@ def bench(
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every (stream count, mode) run; returns ``(rows, server description)``."""
-    from engine.backends import create_engine
     from engine.demo import demo_clip
     from engine.manifest import read_manifest
     from engine.triton_local import LocalTritonServer
+    from export.engines import create_engine
     from export.triton import write_repository
 
     clip = demo_clip("moving")
@@ -256,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-    from engine.loading import cached_export
     from engine.triton_local import TritonEnvMissingError, server_env
+    from export.engines import cached_export
     from models.checkpoint import read_checkpoint_config
 
     try:

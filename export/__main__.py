@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
     trt_host = None
     if args.tensorrt:  # a host that cannot build engines fails now, not after the export
-        from engine.backends.tensorrt_build import check_build_host
+        from export.tensorrt import check_build_host
 
         try:
             trt_host = check_build_host()
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             f"wrote {args.out} (precisions {', '.join(manifest.precisions)}, opset {manifest.opset})"
         )
         if trt_host is not None:
-            from engine.backends.tensorrt_build import build_export_engines
+            from export.tensorrt import build_export_engines
 
             trt, cc = trt_host
             serve_plans = args.triton and args.backend == "tensorrt"

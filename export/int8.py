@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from models.files import OPENCV_DOC_DATA
+
 __all__ = [
     "QUANT_OPS",
     "TARGET_IOU",
@@ -70,7 +72,6 @@ QUANT_OPS = ("Conv", "MatMul", "Gemm")
 #: Mask IoU against FP32 the INT8 graph should reach on every kind of frame.
 TARGET_IOU = 0.97
 #: Real clips no benchmark uses (Debian opencv-doc), searched in this order.
-OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 CALIBRATION_CLIPS = ("vtest.avi", "Megamind.avi", "tree.avi")
 #: Phrases for real calibration frames (people's words; only their embeddings matter here).
 REAL_PHRASES = (
@@ -440,10 +441,10 @@ def add_int8(
 
     import onnx
 
-    from engine.backends import create_engine
     from engine.manifest import graph_file, read_manifest, write_manifest
     from export.check import real_frame_inputs
-    from models.checkpoint import sha256_file
+    from export.engines import create_engine
+    from models.files import sha256_file
 
     say = progress or (lambda line: logger.info("%s", line))
     folder = Path(folder)
@@ -538,8 +539,8 @@ def sensitivity(folder: str | Path, *, size: tuple[int, int] = (160, 160), limit
     import onnx
     from tqdm import tqdm
 
-    from engine.backends import create_engine
     from engine.manifest import graph_file
+    from export.engines import create_engine
 
     videos = default_calibration_videos()
     if not videos:
@@ -564,14 +565,14 @@ def sensitivity(folder: str | Path, *, size: tuple[int, int] = (160, 160), limit
                          "synthetic": compare(ref, got, held_out),
                          "real": compare(ref, got, real)})  # fmt: skip
     engine.close()
-    from models.checkpoint import sha256_file
+    from models.files import sha256_file
 
     return {"format": SWEEP_FORMAT, "frame_net_sha256": sha256_file(src), "size": list(size),
             "rows": rows}  # fmt: skip
 
 
 def _checked_sweep(sweep: dict[str, Any] | None, src: Path) -> dict[str, Any]:
-    from models.checkpoint import sha256_file
+    from models.files import sha256_file
 
     if sweep is None or sweep.get("format") != SWEEP_FORMAT:
         raise ValueError("keep_below needs the export's sensitivity sweep (--int8-sensitivity)")

@@ -49,7 +49,7 @@ from engine.manifest import (
     write_manifest,
 )
 from export.fp16 import convert_to_fp16
-from models.checkpoint import sha256_file
+from models.files import sha256_file
 
 __all__ = [
     "DEFAULT_MAX_BATCH",

@@ -26,13 +26,13 @@ need ``model.safetensors``. torch is imported lazily by :func:`save_checkpoint` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.config import HINetConfig
+from models.files import CheckpointError, sha256_file
 from models.tokenizer import TOKENIZERS, PhraseTokenizer, load_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,19 +83,6 @@ _TOP_KEYS = {
 def tokenizer_file(config: HINetConfig) -> str:
     """The tokenizer file name of a model (``tokenizer.model`` or ``tokenizer.json``)."""
     return TOKENIZERS[config.text.encoder].file_name
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder is missing, incomplete, corrupt or does not match its config."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (the one file hash of the project)."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _list(names: list[str], n: int = 5) -> str:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.interaction import conv_bn_relu, init_weights
+from models.layers import conv_bn_relu, init_weights
 
 __all__ = ["Decoder", "upsample_to"]
 

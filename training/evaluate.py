@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from engine.backends import BACKENDS, create_engine
+from engine.backends import BACKENDS
 from engine.base import PRECISIONS, BackendUnavailable, Engine
 from engine.flow import FLOW_PRESETS
 from engine.latency import LatencyStats, json_safe, percentiles
@@ -48,6 +48,7 @@ from engine.pipeline import Stages
 from engine.preprocess import parse_size, sanitize_frame
 from engine.session import KeyframePolicy, Result, Segmenter
 from engine.sources import Frame
+from export.engines import create_engine
 from training.metrics import (
     DAVIS_PROTOCOLS,
     PRECISION_THRESHOLDS,

@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from engine.backends import create_engine
 from engine.base import Engine
+from export.engines import create_engine
 
 __all__ = ["FlowProbe", "TextProbe", "TwinProbe", "flow_probe", "main", "text_probe", "twin_probe"]
 

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 < args.keep <= 1.0:
         print(f"error: --keep must be in (0, 1], got {args.keep}", file=sys.stderr)
         return 2
-    from engine.backends import create_engine
+    from export.engines import create_engine
     from models.checkpoint import CheckpointError, read_checkpoint_config
 
     try:

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.preprocess import prepare_image
+from models.files import OPENCV_DOC_DATA
 from training.sample import VOID, Sample
 
 __all__ = [
@@ -66,7 +67,7 @@ logger = logging.getLogger(__name__)
 
 #: Debian ``opencv-doc``'s example data (Apache-2.0 AND BSD-3-Clause); no benchmark scores it
 #: (``benchmarks.real_not_found`` calibrates on two of its clips).
-OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
+OPENCV_DATA = OPENCV_DOC_DATA
 #: Videos and the frame step at which they are sampled.
 VIDEOS = {"vtest.avi": 8, "Megamind.avi": 6, "tree.avi": 20}
 #: Photos with nameable objects (people, animals, fruit, vehicles, buildings).

@@ -1,18 +1,21 @@
-"""Engine backends behind :class:`engine.base.Engine` and the one factory that builds them.
+"""Engine backends behind :class:`engine.base.Engine`, and the one loader of ready artefacts.
 
 ============  ===================================  ==============================================
-backend       runtime (imported lazily)            sources (:func:`engine.loading.resolve`)
+backend       runtime (imported lazily)            what it loads (:func:`engine.loading.resolve`)
 ============  ===================================  ==============================================
 ``torch``     torch (CPU / CUDA)                   checkpoint folder
-``onnx``      ONNX Runtime (cpu / cuda / tensorrt  export folder, or a checkpoint folder
-              execution providers)                 (exported once into the cache)
-``tensorrt``  TensorRT + pycuda                    TensorRT engine file, export folder or
-                                                   checkpoint folder (plans built once, cached)
+``onnx``      ONNX Runtime (cpu / cuda / tensorrt  export folder (``python -m export``)
+              execution providers)
+``tensorrt``  TensorRT + pycuda                    frame_net engine file with its sidecar
+                                                   (``python -m export --tensorrt``)
 ``triton``    tritonclient (a Triton server runs   Triton model repository (``python -m export
               the graphs)                          --triton``)
 ============  ===================================  ==============================================
 
-Only ``torch_backend`` imports torch; this package and the other backends run without it.
+:func:`load_engine` loads what is already built. To start from a checkpoint with any backend,
+use :func:`export.engines.create_engine`: it builds what the backend needs (once, cached) and
+then calls :func:`load_engine`. Only ``torch_backend`` imports torch; this package and the other
+backends run without it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from engine.base import Engine
 __all__ = [
     "BACKENDS",
     "available_backends",
-    "create_engine",
+    "backend_class",
+    "load_engine",
     "parse_device",
 ]
 
@@ -48,8 +52,6 @@ _TABLE = {
 }
 #: Backend names, in the order CLIs list them.
 BACKENDS = tuple(_TABLE)
-#: Options that go to the TensorRT plan build rather than to the engine.
-_TRT_BUILD_OPTIONS = {"cache_dir", "workspace_mb", "max_batch"}
 
 
 def parse_device(device: str) -> tuple[str, int]:
@@ -72,53 +74,57 @@ def available_backends() -> list[str]:
     return [b for b, t in _TABLE.items() if importlib.util.find_spec(t.runtime) is not None]
 
 
-def create_engine(
+def backend_class(backend: str) -> type[Engine]:
+    """The :class:`~engine.base.Engine` subclass of a backend (its module imported now).
+
+    Raises:
+        ValueError: unknown backend (lists the valid ones).
+    """
+    if backend not in _TABLE:
+        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    entry = _TABLE[backend]
+    return getattr(importlib.import_module(entry.module), entry.cls)
+
+
+def load_engine(
     backend: str,
     source: str | Path,
     *,
     device: str = "cpu",
     precision: str = "fp32",
-    input_size: tuple[int, int] = (320, 320),
+    input_size: tuple[int, int] | None = None,
     **options: Any,
 ) -> Engine:
-    """Build an engine: resolve the source for the backend, then construct it.
+    """Load an engine from an artefact the backend runs as it is (see the table above).
 
     Args:
         backend: One of :data:`BACKENDS`.
-        source: A checkpoint folder, an export folder or a TensorRT engine file (see the table
-            above).
+        source: A checkpoint folder (torch), an export folder (onnx), a frame_net engine file
+            (tensorrt) or a Triton repository (triton).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        precision: ``"fp32"`` or ``"fp16"``.
-        input_size: Network input ``(H, W)``, multiples of 32.
+        precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
+        input_size: Network input ``(H, W)``, multiples of 32 (default: the model's own,
+            :func:`engine.loading.model_input_size`).
         **options: Backend-specific keyword options:
             torch: ``cuda_graphs``, ``compile``;
             onnx: ``providers`` (``"cpu"``, ``"cuda"``, ``"tensorrt"`` or a list of them),
             ``intra_op_threads``, ``io_binding``;
-            tensorrt: ``cache_dir``, ``workspace_mb``, ``max_batch`` (the plan build);
             triton: ``url``, ``protocol`` (``"grpc"`` / ``"http"``), ``timeout_s``, ``retry_s``.
 
     Returns:
         An :class:`~engine.base.Engine`.
 
     Raises:
-        ValueError: unknown backend (lists the valid ones), bad source, size, precision or
-            option.
+        ValueError: unknown backend (lists the valid ones), a source the backend does not load
+            as it is (the message says how to build it), bad size, precision or option.
         BackendUnavailable: the backend's runtime is not installed.
     """
-    from engine.loading import resolve
+    from engine.loading import model_input_size, resolve
     from engine.preprocess import check_input_size
 
-    if backend not in _TABLE:
-        raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    input_size = check_input_size(input_size)
+    cls = backend_class(backend)
+    input_size = check_input_size(input_size or model_input_size(source))
     parse_device(device)
-    entry = _TABLE[backend]
-    cls = getattr(importlib.import_module(entry.module), entry.cls)
-    cls.check_request(device=device, precision=precision, **options)  # before any slow work
-    build = None
-    if backend == "tensorrt":
-        build = {k: options.pop(k) for k in list(options) if k in _TRT_BUILD_OPTIONS}
-        if "workspace_mb" in build:
-            build["workspace_bytes"] = int(build.pop("workspace_mb")) << 20
-    resolved = resolve(backend, source, precision=precision, input_size=input_size, build=build)
+    cls.check_request(device=device, precision=precision, **options)
+    resolved = resolve(backend, source, precision=precision, input_size=input_size)
     return cls.load(resolved, device=device, precision=precision, input_size=input_size, **options)

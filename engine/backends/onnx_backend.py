@@ -71,7 +71,7 @@ def _import_ort() -> Any:
 class OnnxEngine(Engine):
     """Runs the exported ``text_encoder`` and ``frame_net`` graphs with ONNX Runtime.
 
-    Build with :func:`engine.backends.create_engine`.
+    Build with :func:`export.engines.create_engine` (or load with :func:`engine.backends.load_engine`).
 
     Args:
         loaded: A verified export (:func:`engine.loading.load_export`).
@@ -160,7 +160,7 @@ class OnnxEngine(Engine):
         *,
         device: str = "cpu",
         precision: str = "fp32",
-        input_size: tuple[int, int] = (320, 320),
+        input_size: tuple[int, int],
         **options: Any,
     ) -> OnnxEngine:
         """Open the resolved, verified export (:func:`engine.loading.resolve`)."""

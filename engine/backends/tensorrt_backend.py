@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from engine.backends import parse_device
-from engine.backends.tensorrt_build import import_tensorrt
 from engine.base import (
     TEXT_INPUTS,
     BackendUnavailable,
@@ -30,9 +29,42 @@ from engine.base import (
 )
 from engine.manifest import ExportError
 
-__all__ = ["TensorRTEngine"]
+__all__ = ["TensorRTEngine", "import_tensorrt", "trt_major"]
 
 logger = logging.getLogger(__name__)
+
+_INSTALL_HINT = (
+    "TensorRT is not installed: pip install hinet-stream[gpu] on a CUDA host "
+    "(tensorrt and pycuda come from NVIDIA's package index / a CUDA toolkit build)"
+)
+
+
+def import_tensorrt() -> Any:
+    """Import and return the ``tensorrt`` module.
+
+    Raises:
+        BackendUnavailable: TensorRT is not installed (with the install hint).
+    """
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailable(_INSTALL_HINT) from exc
+    return trt
+
+
+def trt_major(trt: Any) -> int:
+    """Major version of a ``tensorrt`` module; only 10 and 11 are supported.
+
+    Raises:
+        BackendUnavailable: another major version.
+    """
+    try:
+        major = int(str(trt.__version__).split(".")[0])
+    except (AttributeError, ValueError) as exc:
+        raise BackendUnavailable(f"cannot read the TensorRT version: {exc}") from exc
+    if major not in (10, 11):
+        raise BackendUnavailable(f"TensorRT {trt.__version__} is not supported; need 10.x or 11.x")
+    return major
 
 
 def _import_pycuda() -> Any:
@@ -125,9 +157,10 @@ class _TrtGraph:
 
 
 class TensorRTEngine(Engine):
-    """Runs TensorRT engines built from an export folder (:mod:`engine.backends.tensorrt_build`).
+    """Runs TensorRT engines built from an export folder (:mod:`export.tensorrt`).
 
-    Build with :func:`engine.backends.create_engine`.
+    Load with :func:`engine.backends.load_engine`, or build and load with
+    :func:`export.engines.create_engine`.
 
     Args:
         config: Model config (from the export folder).
@@ -194,10 +227,10 @@ class TensorRTEngine(Engine):
             raise ValueError(
                 "the tensorrt backend uses CUDA device 0; select a GPU with CUDA_VISIBLE_DEVICES"
             )
-        unknown = sorted(set(options) - {"cache_dir", "workspace_mb", "max_batch"})
-        if unknown:
+        if options:
             raise ValueError(
-                f"unknown tensorrt options {unknown}; valid: cache_dir, max_batch, workspace_mb"
+                f"unknown tensorrt options {sorted(options)}; the plan build's (cache_dir, "
+                "max_batch, workspace_mb) go to export.engines.create_engine"
             )
         import_tensorrt()  # the install hint, before any export work
         _import_pycuda()
@@ -209,10 +242,10 @@ class TensorRTEngine(Engine):
         *,
         device: str = "cuda",
         precision: str = "fp32",
-        input_size: tuple[int, int] = (320, 320),
+        input_size: tuple[int, int],
         **options: Any,
     ) -> TensorRTEngine:
-        """Deserialize the resolved plans (:func:`engine.loading.resolve` builds them once)."""
+        """Deserialize the resolved plans (:func:`engine.loading.resolve`)."""
         return cls(
             config=resolved.export.config,
             tokenizer=resolved.export.tokenizer,

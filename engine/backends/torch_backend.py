@@ -110,7 +110,7 @@ class TorchEngine(Engine):
         *,
         device: str = "cpu",
         precision: str = "fp32",
-        input_size: tuple[int, int] = (320, 320),
+        input_size: tuple[int, int],
         **options: Any,
     ) -> TorchEngine:
         """Load the resolved checkpoint folder (:func:`engine.loading.resolve`)."""

@@ -165,7 +165,7 @@ class TritonEngine(Engine):
         *,
         device: str = "cpu",
         precision: str = "fp32",
-        input_size: tuple[int, int] = (320, 320),
+        input_size: tuple[int, int],
         **options: Any,
     ) -> TritonEngine:
         """Connect to the server for the resolved repository (:func:`engine.loading.resolve`)."""

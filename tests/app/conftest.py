@@ -15,7 +15,7 @@ def target_clip(tmp_path_factory) -> TargetClip:
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_checkpoint):
     """The torch engine the test server runs, in this process (for reference masks)."""
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     engine = create_engine("torch", tiny_checkpoint, device="cpu", input_size=NET_SIZE)
     yield engine

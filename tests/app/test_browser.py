@@ -229,7 +229,7 @@ def test_masks_equal_the_session_code(browser_run):
     masks = read_masks_zip(browser_run.masks)
     assert len(masks) == browser_run.clip.frames
     assert all(m.shape == browser_run.clip.masks.shape[1:] for m in masks)
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     model = browser_run.model
     with create_engine("torch", model.checkpoint, device="cpu", input_size=model.size) as engine:

@@ -14,7 +14,7 @@ from benchmarks import keyframes
 def tiny_engine(tiny_checkpoint):
     import torch
 
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     torch.set_num_threads(1)
     return create_engine("torch", tiny_checkpoint, input_size=(64, 64))

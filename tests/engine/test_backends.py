@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from tiny_model import MAX_SIDE
 
-from engine.backends import BACKENDS, create_engine, parse_device
+from engine.backends import BACKENDS, parse_device
 from engine.backends.onnx_backend import PROVIDERS
 from engine.base import BackendUnavailable, TextState
 from engine.loading import load_export, source_kind
 from engine.manifest import ExportError, read_manifest, write_manifest
 from export.check import compare_logits, real_frame_inputs
-from models.checkpoint import sha256_file
+from export.engines import create_engine
+from models.files import sha256_file
 
 SIZE = (128, 160)
 PHRASE = "the person riding a bike"
@@ -212,16 +213,16 @@ def test_fp16_needs_an_fp16_export(exported, tmp_path):
 def test_onnx_backend_from_a_checkpoint_uses_the_export_cache(
     exported, tmp_path, monkeypatch, frames, onnx_engine
 ):
-    from engine import loading
     from engine.manifest import checkpoint_sha256
+    from export.engines import EXPORT_LAYOUT, cached_export
 
     monkeypatch.setenv("HINET_STREAM_CACHE", str(tmp_path))
     ckpt = exported[0]
     assert source_kind(ckpt) == "checkpoint" and source_kind(exported[1]) == "export"
     # Seed the cache with the (identical) export so the test does not export a second time.
-    key = f"{checkpoint_sha256(ckpt)[:24]}-op18-fp32-l{loading.EXPORT_LAYOUT}"
+    key = f"{checkpoint_sha256(ckpt)[:24]}-op18-fp32-l{EXPORT_LAYOUT}"
     shutil.copytree(exported[1], tmp_path / "exports" / key)
-    assert loading.cached_export(ckpt) == tmp_path / "exports" / key
+    assert cached_export(ckpt) == tmp_path / "exports" / key
     with create_engine("onnx", ckpt, input_size=SIZE) as eng:
         assert eng.export_folder == tmp_path / "exports" / key
         image, flow = frames[0]
@@ -230,6 +231,33 @@ def test_onnx_backend_from_a_checkpoint_uses_the_export_cache(
             onnx_engine.segment(image, flow, onnx_engine.encode_text(PHRASE)),
             atol=1e-6,
         )
+
+
+def test_load_engine_loads_only_ready_artefacts(exported):
+    """engine/ loads; building (ONNX export, TensorRT plans) is export/'s, via create_engine."""
+    from engine.backends import load_engine
+    from engine.loading import resolve
+
+    ckpt, folder = exported
+    with pytest.raises(ValueError, match="is a checkpoint folder: export it first"):
+        load_engine("onnx", ckpt, input_size=SIZE)
+    with pytest.raises(ValueError, match="loads a frame_net engine file .* is an export folder"):
+        resolve("tensorrt", folder)
+    with load_engine("onnx", folder, input_size=SIZE, intra_op_threads=1) as eng:
+        assert eng.input_size == SIZE
+
+
+def test_an_engine_takes_the_models_input_size_unless_told(exported):
+    from models.checkpoint import read_checkpoint_config
+
+    ckpt, folder = exported
+    configured = tuple(read_checkpoint_config(ckpt)[0].input_size)
+    assert configured != SIZE
+    for backend, source in (("torch", ckpt), ("onnx", folder)):
+        with create_engine(backend, source) as eng:
+            assert eng.input_size == configured, backend
+        with create_engine(backend, source, input_size=SIZE) as eng:
+            assert eng.input_size == SIZE, backend
 
 
 def test_torch_backend_errors(exported):

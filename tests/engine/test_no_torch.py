@@ -30,8 +30,8 @@ except ImportError:
     pass
 
 import numpy as np
-from engine.backends import create_engine
-import engine.backends.onnx_backend, engine.backends.tensorrt_backend, engine.backends.tensorrt_build, engine.manifest  # noqa: F401
+from export.engines import create_engine
+import engine.backends.onnx_backend, engine.backends.tensorrt_backend, export.tensorrt, engine.manifest  # noqa: F401
 from export.check import real_frame_inputs
 
 folder, h, w = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -63,8 +63,8 @@ def test_onnx_backend_works_without_torch(tiny_export):
     assert out["torch_loaded"] is False
     assert out["shape"] == [1, 1, h, w]
     # Same numbers as the ONNX backend in this (torch-enabled) process.
-    from engine.backends import create_engine
     from export.check import real_frame_inputs
+    from export.engines import create_engine
 
     eng = create_engine("onnx", export_dir, input_size=(h, w))
     image, flow = real_frame_inputs(eng.config, size=(h, w), count=1, start=60)[0]

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import run_stream
+from engine.capture import open_source
 from engine.demo import demo_clip
 from engine.latency import (
     KEYS,
@@ -43,7 +44,7 @@ from engine.overlay import (
 )
 from engine.pipeline import Pipeline
 from engine.session import Result, Segmenter
-from engine.sources import FileSource, PacedSource, Source, open_source
+from engine.sources import FileSource, PacedSource, Source
 from engine.window import WindowDisplay
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from engine.sources import FileSource, Frame
 
 @pytest.fixture(scope="module")
 def prior_engine(tiny_prior_checkpoint):
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     engine = create_engine("torch", tiny_prior_checkpoint, input_size=(128, 160))
     yield engine

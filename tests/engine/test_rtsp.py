@@ -8,10 +8,11 @@ import time
 import numpy as np
 import pytest
 
+from engine.capture import open_source
+from engine.live import RTSP_CAPTURE_OPTIONS, LiveSource
 from engine.outputs import CallbackOutput
 from engine.pipeline import Pipeline
 from engine.session import Segmenter
-from engine.sources import RTSP_CAPTURE_OPTIONS, LiveSource, open_source
 
 pytestmark = pytest.mark.rtsp
 

@@ -11,21 +11,19 @@ import cv2
 import numpy as np
 import pytest
 
+from engine.capture import SOURCE_FORMS, open_source
+from engine.live import LiveSource, open_camera
 from engine.sources import (
-    SOURCE_FORMS,
     CameraUnavailableError,
     EndOfStream,
     FileSource,
     Frame,
     ImageFolderSource,
-    LiveSource,
     PacedSource,
     SourceError,
     SourceNotFoundError,
     StreamUnavailableError,
     UnknownSourceError,
-    open_camera,
-    open_source,
 )
 
 
@@ -130,6 +128,7 @@ def test_rtsp_options_do_not_leak_into_files(
 ) -> None:
     """FFmpeg's RTSP low-delay options are process-wide; a file opened later keeps every frame."""
     import engine.sources as sources
+    from engine.live import RTSP_CAPTURE_OPTIONS
 
     monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
     seen = []
@@ -142,7 +141,7 @@ def test_rtsp_options_do_not_leak_into_files(
     monkeypatch.setattr(sources.cv2, "VideoCapture", spy)
     with pytest.raises(StreamUnavailableError):
         open_source(f"rtsp://127.0.0.1:{free_port()}/x", open_timeout_ms=1000, reconnect=False)
-    assert seen == [sources.RTSP_CAPTURE_OPTIONS]
+    assert seen == [RTSP_CAPTURE_OPTIONS]
     assert os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS") is None
     with FileSource(video_file) as src:
         assert [frame_code(f.image) for f in src] == list(range(39))
@@ -178,7 +177,7 @@ def test_http_stream_is_a_live_source(video_file, frame_code) -> None:
 
 def test_busy_camera_message(monkeypatch, tmp_path) -> None:
     """A device node that exists but cannot be opened is reported as busy, not absent."""
-    monkeypatch.setattr("engine.sources.Path", _path_with_fake_dev(tmp_path))
+    monkeypatch.setattr("engine.live.Path", _path_with_fake_dev(tmp_path))
     (tmp_path / "video7").write_bytes(b"")
     with pytest.raises(CameraUnavailableError, match="busy"):
         open_camera(7)
@@ -329,7 +328,7 @@ def test_live_source_reopens_as_soon_as_the_server_is_reachable() -> None:
 def test_stream_probe_knows_the_url_port(free_port) -> None:
     import socket
 
-    from engine.sources import _tcp_probe
+    from engine.live import _tcp_probe
 
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -434,7 +433,7 @@ def test_demo_module_does_not_render() -> None:
     import sys
 
     code = (
-        "import sys; from engine.sources import open_source; open_source('demo').read(); "
+        "import sys; from engine.capture import open_source; open_source('demo').read(); "
         "print(any(m.startswith('training') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -51,7 +51,7 @@ def server(repo):
 
 
 def _engine(repo, server, **kw):
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     return create_engine("triton", repo, input_size=SIZE, **{"url": server.grpc_url, **kw})
 
@@ -95,7 +95,7 @@ def test_export_cli_writes_a_repository(tiny_export, tmp_path, capsys):
 
 
 def test_parity_with_the_local_onnx_engine_on_real_frames(repo, server, tiny_export):
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     tri = _engine(repo, server)
     local = create_engine("onnx", tiny_export, input_size=SIZE)
@@ -210,7 +210,7 @@ def test_server_killed_and_restarted_mid_stream_resumes(repo, caplog):
 
 
 def test_clear_errors_server_down_model_missing_shapes_disagree(repo, server, tmp_path):
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     with pytest.raises(BackendUnavailable, match="is not reachable"):
         create_engine("triton", repo, input_size=SIZE, url=f"127.0.0.1:{free_port()}")
@@ -232,7 +232,7 @@ def test_clear_errors_server_down_model_missing_shapes_disagree(repo, server, tm
 
 
 def test_missing_model_and_bad_repository(repo, tmp_path):
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     _env_or_skip()
     partial = tmp_path / "partial"

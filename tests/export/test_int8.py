@@ -103,7 +103,7 @@ def test_the_int8_step_adds_a_qdq_graph_and_its_parity_report(int8_export):
 
 
 def test_the_onnx_engine_runs_int8_close_to_fp32(int8_export):
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     fp32 = create_engine("onnx", int8_export, input_size=SIZE)
     int8 = create_engine("onnx", int8_export, precision="int8", input_size=SIZE)
@@ -120,7 +120,7 @@ def test_the_onnx_engine_runs_int8_close_to_fp32(int8_export):
 
 
 def test_int8_errors_are_clear(tiny_export, tiny_checkpoint):
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     with pytest.raises(
         ValueError, match="has no int8 graphs .*re-export with python -m export --int8"
@@ -183,7 +183,7 @@ def test_a_broken_calibration_index_is_an_export_error(tmp_path):
 
 def test_sensitive_nodes_and_the_sweep_file_checks(tiny_export, tmp_path):
     from export.int8 import SWEEP_FORMAT, read_sweep, sensitive_nodes
-    from models.checkpoint import sha256_file
+    from models.files import sha256_file
 
     def row(node, synthetic, real):
         return {"node": node, "synthetic": {"mask_iou_mean": synthetic},

@@ -233,7 +233,7 @@ def test_manifest_is_plain_json(exported):
 def test_minilm_text_encoder_exports_with_parity(tiny_minilm_checkpoint, tmp_path):
     """The pretrained text side in text_encoder.onnx: FP32 and FP16 pass the parity checks
     (torch vs ONNX Runtime on random and real inputs), and a plain English sentence encodes."""
-    from engine.backends import create_engine
+    from export.engines import create_engine
 
     out = tmp_path / "export"
     manifest = export_checkpoint(tiny_minilm_checkpoint, out, fp16=True, min_side=64, max_side=128)

@@ -18,7 +18,9 @@ from types import SimpleNamespace
 import onnx
 import pytest
 
-from engine.backends.tensorrt_build import (
+from engine.base import BackendUnavailable
+from engine.manifest import ExportError
+from export.tensorrt import (
     Profile,
     build_export_engines,
     build_serialized_engine,
@@ -29,8 +31,6 @@ from engine.backends.tensorrt_build import (
     text_profile,
     trt_major,
 )
-from engine.base import BackendUnavailable
-from engine.manifest import ExportError
 from models.config import build_config
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None

@@ -151,8 +151,8 @@ def test_simulated_prior_finds_the_category_and_varies() -> None:
 
 def test_onnx_graphs_carry_the_classes_with_parity(tiny_prior_checkpoint) -> None:
     pytest.importorskip("onnxruntime")
-    from engine.backends import create_engine
     from engine.base import frame_inputs, text_outputs
+    from export.engines import create_engine
 
     onnx = create_engine("onnx", tiny_prior_checkpoint, input_size=(128, 160))
     ref = create_engine("torch", tiny_prior_checkpoint, input_size=(128, 160))
@@ -228,7 +228,7 @@ def test_prior_skip_adds_the_gained_prior_map_to_the_logits(prior_model) -> None
 
 def test_prior_skip_exports_with_parity(prior_model, tiny_prior_checkpoint, tmp_path) -> None:
     pytest.importorskip("onnxruntime")
-    from engine.backends import create_engine
+    from export.engines import create_engine
     from models.checkpoint import save_checkpoint
 
     model, tokenizer = prior_model
@@ -255,8 +255,8 @@ def test_prior_skip_exports_with_parity(prior_model, tiny_prior_checkpoint, tmp_
 def test_frame_graph_reports_the_prior_confidence_with_parity(tiny_prior_checkpoint) -> None:
     """``prior_conf``: the confidence channel of the prior map, out of both backends alike."""
     pytest.importorskip("onnxruntime")
-    from engine.backends import create_engine
     from engine.base import frame_outputs
+    from export.engines import create_engine
 
     onnx = create_engine("onnx", tiny_prior_checkpoint, input_size=(128, 160))
     ref = create_engine("torch", tiny_prior_checkpoint, input_size=(128, 160))

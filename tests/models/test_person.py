@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from models.files import OPENCV_DOC_DATA as OPENCV_DATA
 from models.pretrained import PERSON_SEGMENTER, PretrainedFiles, PretrainedMissingError
 
-OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 MESSI = OPENCV_DATA / "messi5.jpg"  # a footballer mid-kick, a blurred crowd, grass below
 #: Boxes drawn by eye on messi5.jpg (548x342), x0, y0, x1, y1: the player's shirt, and grass
 #: with nobody on it.
@@ -140,8 +140,8 @@ def person_checkpoint(tmp_path_factory, segmenter_file) -> Path:
 
 def test_person_phrases_weigh_the_person_class_and_export_with_parity(person_checkpoint) -> None:
     pytest.importorskip("onnxruntime")
-    from engine.backends import create_engine
     from engine.preprocess import prepare_image
+    from export.engines import create_engine
     from models.checkpoint import read_checkpoint_config
 
     config, _, _ = read_checkpoint_config(person_checkpoint)

@@ -465,10 +465,10 @@ def test_evaluate_scores_exactly_the_masks_the_stream_draws(tmp_path):
     samples whose ground truth is the stream's mask: every sample scores IoU 1 exactly.
     (When evaluation resized logits and the stream resized probabilities, 495 of 54 103 mask
     pixels differed here.)"""
-    from engine.backends import create_engine
     from engine.demo import demo_clip
     from engine.session import Segmenter
     from engine.sources import FileSource
+    from export.engines import create_engine
 
     engine = create_engine("torch", SHIPPED, input_size=(160, 160))
     clip = demo_clip("moving")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.backends import create_engine
+from export.engines import create_engine
 from training import motion_probe
 
 

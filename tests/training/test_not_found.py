@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.backends import create_engine
 from engine.session import DEFAULT_MIN_SCORE
+from export.engines import create_engine
 from training.not_found import absent_phrase, calibrate, frame_scores
 from training.synthetic.generator import generate_clip
 from training.synthetic.spec import SyntheticSpec

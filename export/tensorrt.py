@@ -1,7 +1,8 @@
 """Build TensorRT engines (plans) from an export folder's ONNX graphs (TensorRT 10 and 11).
 
-The TensorRT backend builds the plans it loads (once, cached); ``python -m export --tensorrt``
-calls the same code ahead of time.
+``python -m export --tensorrt`` builds them ahead of time; :func:`export.engines.create_engine`
+builds them on first use (cached) when the TensorRT backend is given an export or checkpoint
+folder. The runtime (:mod:`engine.backends.tensorrt_backend`) only loads plans.
 
 The API differences that matter here (NVIDIA's 10.x -> 11.x migration guide):
 
@@ -20,8 +21,8 @@ compute capability + ONNX SHA-256 + profile + precision, since an engine only ru
 TensorRT version and GPU architecture that built it.
 
 ``tensorrt`` (and ``pycuda``, to read the compute capability) are imported lazily; without them
-:func:`import_tensorrt` raises :class:`~engine.base.BackendUnavailable`. This module imports
-no torch.
+:func:`~engine.backends.tensorrt_backend.import_tensorrt` raises
+:class:`~engine.base.BackendUnavailable`. This module imports no torch.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.backends.tensorrt_backend import import_tensorrt, trt_major
 from engine.base import PRIOR_TENSOR, BackendUnavailable, prior_classes
+from engine.loading import ENGINE_SIDECAR_FORMAT, cache_root, load_export
 from engine.manifest import ExportError, graph_file
-from models.checkpoint import sha256_file
+from models.files import sha256_file
 
 __all__ = [
     "Profile",
@@ -46,47 +49,11 @@ __all__ = [
     "engine_path",
     "frame_profile",
     "gpu_compute_capability",
-    "import_tensorrt",
     "onnx_for_precision",
     "text_profile",
-    "trt_major",
 ]
 
 logger = logging.getLogger(__name__)
-
-_INSTALL_HINT = (
-    "TensorRT is not installed: pip install hinet-stream[gpu] on a CUDA host "
-    "(tensorrt and pycuda come from NVIDIA's package index / a CUDA toolkit build)"
-)
-
-
-def import_tensorrt() -> Any:
-    """Import and return the ``tensorrt`` module.
-
-    Raises:
-        BackendUnavailable: TensorRT is not installed (with the install hint).
-    """
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailable(_INSTALL_HINT) from exc
-    return trt
-
-
-def trt_major(trt: Any) -> int:
-    """Major version of a ``tensorrt`` module; only 10 and 11 are supported.
-
-    Raises:
-        BackendUnavailable: another major version.
-    """
-    try:
-        major = int(str(trt.__version__).split(".")[0])
-    except (AttributeError, ValueError) as exc:
-        raise BackendUnavailable(f"cannot read the TensorRT version: {exc}") from exc
-    if major not in (10, 11):
-        raise BackendUnavailable(f"TensorRT {trt.__version__} is not supported; need 10.x or 11.x")
-    return major
-
 
 @dataclass(frozen=True)
 class Profile:
@@ -364,8 +331,6 @@ def build_export_engines(
     Returns:
         ``[text_encoder engine, frame_net engine]`` paths.
     """
-    from engine.loading import ENGINE_SIDECAR_FORMAT, cache_root, load_export
-
     trt = import_tensorrt() if trt is None else trt
     cc = gpu_compute_capability() if compute_capability is None else compute_capability
     loaded = load_export(export_dir, precision="fp32")
