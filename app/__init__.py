@@ -1,4 +1,4 @@
-"""The local Gradio page: ``python -m app [--checkpoint DIR] [--engine onnx|torch] [--port 7860]``.
+"""The local Gradio page: ``python -m app [--checkpoint DIR] [--backend onnx|torch] [--port 7860]``.
 
 Modules: :mod:`app.ui` (the page), :mod:`app.processing` (clips and live sessions over the
 stream's :class:`engine.session.Segmenter`), :mod:`app.engines` (engines shared between sessions),

@@ -1,4 +1,4 @@
-"""Start the local page: ``python -m app [--checkpoint DIR] [--engine onnx|torch] [--port 7860]``.
+"""Start the local page: ``python -m app [--checkpoint DIR] [--backend onnx|torch] [--port 7860]``.
 
 Binds 127.0.0.1 unless ``--host`` says otherwise; a public share link only with ``--share``.
 
@@ -34,56 +34,40 @@ def _positive(kind: type) -> object:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
-    from engine.backends import BACKENDS
-    from engine.base import PRECISIONS
-    from engine.preprocess import parse_size
-    from models.checkpoint import DEFAULT_CHECKPOINT
+    from engine.options import add_model_options, positive_int
 
     p = argparse.ArgumentParser(
         prog="python -m app",
         description="Local Gradio page: segment what a phrase refers to in a webcam or a video.",
     )
-    p.add_argument(
-        "--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-        help="checkpoint or export folder (default: the shipped model)",
-    )  # fmt: skip
-    p.add_argument(
-        "--engine", choices=BACKENDS, default="onnx",
-        help="default inference backend (the page offers the others that can run)",
-    )  # fmt: skip
-    p.add_argument(
-        "--engines",
-        help="comma-separated backends the page offers (default: --engine plus every other "
+    model = add_model_options(p, threads=False)
+    model.add_argument(
+        "--backends",
+        help="comma-separated backends the page offers (default: --backend plus every other "
         "backend that can run here)",
     )
-    p.add_argument(
+    model.add_argument(
         "--no-preload", action="store_true",
         help="load the other backends on first use instead of in the background at start",
     )  # fmt: skip
-    p.add_argument(
-        "--triton-url",
-        help="--engine triton: host:port of the Triton server (default 127.0.0.1:8001 for gRPC, "
-        ":8000 for HTTP); --checkpoint names the repository folder",
-    )
-    p.add_argument("--triton-protocol", choices=("grpc", "http"), default="grpc")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--size", type=parse_size, help="network input HxW (default: the model's)")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
-    p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    p.add_argument("--max-mb", type=_positive(float), default=200.0, help="largest upload (MB)")
-    p.add_argument(
+    page = p.add_argument_group("page")
+    page.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    page.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    page.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    page.add_argument("--max-mb", type=_positive(float), default=200.0, help="largest upload (MB)")
+    page.add_argument(
         "--max-seconds", type=_positive(float), default=60.0, help="longest upload (seconds)"
     )
-    p.add_argument("--max-frames", type=_positive(int), default=1800, help="most frames per upload")
-    p.add_argument(
+    page.add_argument(
+        "--max-frames", type=positive_int, default=1800, help="most frames per upload"
+    )
+    page.add_argument(
         "--stream-every", type=_positive(float), default=0.1, help="webcam frame interval (s)"
     )
-    p.add_argument(
-        "--stream-time-limit", type=_positive(int), default=300, help="webcam session limit (s)"
+    page.add_argument(
+        "--stream-time-limit", type=positive_int, default=300, help="webcam session limit (s)"
     )
-    p.add_argument("--no-examples", action="store_true", help="do not offer the example clips")
+    page.add_argument("--no-examples", action="store_true", help="do not offer the example clips")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -138,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from app.examples import default_examples
     from app.ui import LiveSettings, build_app
     from app.validation import MB, UploadLimits
+    from engine.options import ModelOptions
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("binding %s: the page is reachable from other machines", args.host)
@@ -145,20 +130,17 @@ def main(argv: list[str] | None = None) -> int:
         limits = UploadLimits(
             max_mb=args.max_mb, max_seconds=args.max_seconds, max_frames=args.max_frames
         )
-        backends = offered_backends(args.engine, args.checkpoint, device=args.device)
-        if args.engines:
-            wanted = [b.strip() for b in args.engines.split(",") if b.strip()]
+        model = ModelOptions.from_args(args)
+        backends = offered_backends(model.backend, model.checkpoint, device=model.resolved_device)
+        if args.backends:
+            wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
             bad = [b for b in wanted if b not in backends]
             if bad:
                 raise ValueError(
-                    f"--engines: {', '.join(bad)} cannot run here; valid: {', '.join(backends)}"
+                    f"--backends: {', '.join(bad)} cannot run here; valid: {', '.join(backends)}"
                 )
-            backends = (args.engine, *[b for b in wanted if b != args.engine])
-        registry = EngineRegistry(
-            args.checkpoint, backends=backends, device=args.device,
-            precision=args.precision, input_size=args.size,
-            options={"triton": {"url": args.triton_url, "protocol": args.triton_protocol}},
-        )  # fmt: skip
+            backends = (model.backend, *[b for b in wanted if b != model.backend])
+        registry = EngineRegistry(model, backends=backends)
         registry.get(registry.default)  # load now: the first request must not wait for it
         if not args.no_preload:
             registry.preload()

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from engine.base import Engine
+from engine.options import ModelOptions
 
 __all__ = ["EngineRegistry", "EngineUnavailableError", "SharedEngine", "offered_backends"]
 
@@ -76,7 +78,7 @@ def offered_backends(default: str, source: str | Path, *, device: str) -> tuple[
     from engine.loading import source_kind
 
     if default not in BACKENDS:
-        raise ValueError(f"unknown engine {default!r}; valid: {', '.join(BACKENDS)}")
+        raise ValueError(f"unknown backend {default!r}; valid: {', '.join(BACKENDS)}")
     kind = source_kind(source)
     usable = []
     for name in available_backends():
@@ -94,36 +96,21 @@ class EngineRegistry:
     """Loads each backend's engine once, on first use, and shares it.
 
     Args:
-        source: Checkpoint or export folder.
+        model: The model and how to run it (:class:`engine.options.ModelOptions`); its
+            ``backend`` is replaced by each offered backend in turn.
         backends: Backends offered, the default first.
-        device: ``"cpu"`` or ``"cuda[:N]"``.
-        precision: ``"fp32"`` or ``"fp16"``.
-        input_size: Network input ``(H, W)``; ``None`` uses the model config's.
-        options: Per-backend options for :func:`engine.backends.create_engine` (e.g.
-            ``{"triton": {"url": "127.0.0.1:8001", "protocol": "grpc"}}``).
     """
 
-    def __init__(
-        self,
-        source: str | Path,
-        *,
-        backends: Sequence[str],
-        device: str = "cpu",
-        precision: str = "fp32",
-        input_size: tuple[int, int] | None = None,
-        options: dict[str, dict] | None = None,
-    ) -> None:
+    def __init__(self, model: ModelOptions, *, backends: Sequence[str]) -> None:
         from models.checkpoint import read_checkpoint_config  # torch-free
 
         if not backends:
             raise ValueError("backends must name at least one engine backend")
-        self.source = Path(source)
+        self.model = model
+        self.source = Path(model.checkpoint)
         self.backends = tuple(backends)
-        self.device = device
-        self.precision = precision
-        self.options = {b: dict(o) for b, o in (options or {}).items()}
         self.config, self.tokenizer, self.meta = read_checkpoint_config(self.source)
-        self.input_size = tuple(input_size or self.config.input_size)
+        self.input_size = tuple(model.size or self.config.input_size)
         self._engines: dict[str, SharedEngine] = {}
         # One lock per backend: loading one backend never blocks the use of another.
         self._locks = {b: threading.Lock() for b in self.backends}
@@ -153,7 +140,7 @@ class EngineRegistry:
             EngineUnavailableError: loading failed (the message says why).
         """
         if backend not in self.backends:
-            raise ValueError(f"unknown engine {backend!r}; valid: {', '.join(self.backends)}")
+            raise ValueError(f"unknown backend {backend!r}; valid: {', '.join(self.backends)}")
         engine = self._engines.get(backend)
         if engine is not None:
             return engine
@@ -163,15 +150,9 @@ class EngineRegistry:
                 from export.engines import create_engine
 
                 logger.info("loading %s engine from %s", backend, self.source)
+                options = replace(self.model, backend=backend, size=self.input_size)
                 try:
-                    inner = create_engine(
-                        backend,
-                        self.source,
-                        device=self.device,
-                        precision=self.precision,
-                        input_size=self.input_size,  # type: ignore[arg-type]
-                        **self.options.get(backend, {}),
-                    )
+                    inner = create_engine(**options.engine_kwargs())
                 except (ImportError, RuntimeError, OSError, ValueError) as exc:
                     raise EngineUnavailableError(
                         f"the {backend} engine cannot be loaded: {exc}"

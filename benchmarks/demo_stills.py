@@ -95,33 +95,29 @@ def _stills(frames, results, phrases, columns, box, path: Path) -> None:
         raise OSError(f"cannot write {path}")
 
 
-def _parser() -> argparse.ArgumentParser:
-    from engine.preprocess import parse_size
-    from models.checkpoint import DEFAULT_CHECKPOINT
+def build_parser() -> argparse.ArgumentParser:
+    from engine.options import add_model_options, add_report_options
 
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.demo_stills",
         description="What the default model marks on the real demo clip, phrase by phrase.",
     )
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+    add_model_options(p, triton=False)
     p.add_argument("--clip", default="street", help="a real demo clip (it records a box)")
-    p.add_argument("--size", type=parse_size, help="network input HxW (default: the model's)")
-    p.add_argument("--backend", choices=("onnx", "torch"), default="onnx")
     p.add_argument("--phrase", action="append", dest="phrases",
                    help="phrases besides the clip's own (repeatable; default: "
                         f"{', '.join(PRESENT + ABSENT)})")  # fmt: skip
     p.add_argument("--columns", default="0,14,28", help="frames shown in the stills")
-    p.add_argument("--json", type=Path, help="write the result as JSON here")
-    p.add_argument("--png", type=Path, help="write the stills here")
-    p.add_argument("--no-progress", action="store_true")
+    add_report_options(p, png=True)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 on a bad argument, clip or checkpoint)."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     from benchmarks.real_footage import score_referent
     from engine.demo import demo_clip
+    from engine.options import ModelOptions
     from engine.session import DEFAULT_MIN_PRIOR, DEFAULT_MIN_SCORE
     from engine.sources import FileSource, SourceNotFoundError
     from export.engines import create_engine
@@ -129,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         clip = demo_clip(args.clip)
-        config = read_checkpoint_config(args.checkpoint)[0]
+        read_checkpoint_config(args.checkpoint)  # a bad model fails before the clip is read
     except (SourceNotFoundError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -146,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --columns must be frame numbers in 0..{len(frames) - 1}", file=sys.stderr)
         return 2
     phrases = [clip.phrase, *(args.phrases or [*PRESENT, *ABSENT])]
-    size = tuple(args.size or config.input_size)
-    engine = create_engine(args.backend, args.checkpoint, input_size=size)
+    engine = create_engine(**ModelOptions.from_args(args).engine_kwargs())
+    size = engine.input_size
     results = run_phrases(engine, frames, phrases, min_score=DEFAULT_MIN_SCORE,
                           progress=not args.no_progress)  # fmt: skip
 

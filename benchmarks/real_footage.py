@@ -23,9 +23,9 @@ green, mask in the stream's colour, the most probable pixel as a cross) so a per
 
     python -m benchmarks.real_footage --checkpoint models/weights/hinet_lite0 \
         --json benchmarks/results/real_footage_hinet_lite0.json \
-        --grid benchmarks/results/real_footage_hinet_lite0.png
+        --png benchmarks/results/real_footage_hinet_lite0.png
 
-The network is fully convolutional: ``--input-size 256x448`` runs it at a wider input than the
+The network is fully convolutional: ``--size 256x448`` runs it at a wider input than the
 one it was trained at (real clips are 16:9 or 4:3, and the prior's stride-32 grid needs pixels).
 """
 
@@ -43,7 +43,6 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.common import cpu_name, write_json
-from engine.preprocess import parse_size
 from models.files import package_file
 
 __all__ = [
@@ -319,29 +318,18 @@ def print_table(summary: dict[str, dict[str, float]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 on a bad argument, file or checkpoint)."""
+    from engine.options import add_model_options, add_report_options
+
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.real_footage", description=__doc__.splitlines()[0]
     )
-    p.add_argument("--checkpoint", type=Path, help="checkpoint folder (--method model)")
+    add_model_options(p, triton=False, prior=True)
     p.add_argument(
         "--method",
         choices=("model", "prior"),
         default="model",
-        help="model: the checkpoint through the stream's session; prior: the zero-shot "
-        "grounding prior (models.grounding), no checkpoint",
-    )
-    p.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
-    p.add_argument(
-        "--input-size",
-        type=parse_size,
-        help="network input HxW, multiples of 32 (default: the checkpoint's own; for --method "
-        "prior 256x448)",
-    )
-    p.add_argument(
-        "--prior",
-        choices=("on", "off"),
-        default="on",
-        help="off: run a grounding-prior checkpoint with its prior switched off (ablation)",
+        help="model: --checkpoint through the stream's session; prior: the zero-shot grounding "
+        "prior (models.grounding) alone, no checkpoint (its --size defaults to 256x448)",
     )
     p.add_argument(
         "--prior-variant",
@@ -354,26 +342,25 @@ def main(argv: list[str] | None = None) -> int:
         help="--method prior: add the person class (MediaPipe's person segmenter, models.person)",
     )
     p.add_argument("--annotations", type=Path, default=ANNOTATIONS, help="annotation JSON")
-    p.add_argument("--json", type=Path, help="write the per-referent and summary JSON here")
-    p.add_argument("--grid", type=Path, help="write the overlay grid PNG here")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_report_options(p, png=True)
     args = p.parse_args(argv)
 
+    from engine.options import ModelOptions
     from export.engines import create_engine
     from models.checkpoint import CheckpointError, read_checkpoint_config
 
-    if (args.method == "model") != (args.checkpoint is not None):
-        p.error("--method model needs --checkpoint; --method prior takes none")
+    model = args.method == "model"
     try:
         clips, referents = load_annotations(args.annotations)
         for clip in clips.values():
             clip_path(clip)
-        config = read_checkpoint_config(args.checkpoint)[0] if args.checkpoint else None
+        if model:
+            read_checkpoint_config(args.checkpoint)  # a bad model fails before any frame work
     except (OSError, ValueError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if config is None:
-        size = args.input_size or (256, 448)
+    if not model:
+        size = args.size or (256, 448)
         engine = _PriorEngine(variant=args.prior_variant, size=size, person=args.person)
         person = " + person" if args.person else ""
         what, input_size = (
@@ -381,10 +368,13 @@ def main(argv: list[str] | None = None) -> int:
             list(size),
         )
     else:
-        input_size = list(args.input_size or config.input_size)
-        engine = create_engine(args.backend, args.checkpoint, input_size=tuple(input_size))
-        engine.use_prior = args.prior == "on"
-        what = f"{args.checkpoint} ({args.backend}, cpu, {input_size[0]}x{input_size[1]})"
+        options = ModelOptions.from_args(args)
+        engine = create_engine(**options.engine_kwargs())
+        engine.use_prior = options.prior
+        input_size = list(engine.input_size)
+        what = (
+            f"{args.checkpoint} ({args.backend}, {engine.device}, {input_size[0]}x{input_size[1]})"
+        )
     rows, tiles, refused = run(engine, referents, clips, progress=not args.no_progress)
     summary = summarise(rows)
     print(
@@ -397,13 +387,13 @@ def main(argv: list[str] | None = None) -> int:
             args.json,
             {
                 "method": args.method,
-                "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+                "checkpoint": str(args.checkpoint) if model else None,
                 "backend": args.backend if args.checkpoint else "torch",
                 "device": "cpu",
                 "cpu": cpu_name(),
                 "input_size": input_size,
-                "prior_variant": args.prior_variant if config is None else None,
-                "person": bool(args.person) if config is None else None,
+                "prior_variant": None if model else args.prior_variant,
+                "person": None if model else bool(args.person),
                 "prior": args.prior,
                 "annotations": str(args.annotations),
                 "refused": refused,
@@ -412,10 +402,10 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         print(f"wrote {args.json}")
-    if args.grid:
-        args.grid.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(args.grid), grid(tiles), [cv2.IMWRITE_PNG_COMPRESSION, 9])
-        print(f"wrote {args.grid}")
+    if args.png:
+        args.png.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(args.png), grid(tiles), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        print(f"wrote {args.png}")
     return 0
 
 

@@ -20,7 +20,7 @@ as the share of phrases in view still found and of phrases not in view called no
 
     python -m benchmarks.real_not_found \
         --json benchmarks/results/real_not_found_hinet_lite0_prior_person_tune.json \
-        --plot benchmarks/results/real_not_found_hinet_lite0_prior_person_tune.png
+        --png benchmarks/results/real_not_found_hinet_lite0_prior_person_tune.png
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.common import cpu_name, write_json
-from engine.preprocess import parse_size
 
 __all__ = ["CASES", "Case", "load_cases", "main", "measure", "pick_min_prior", "rates"]
 
@@ -173,25 +172,21 @@ def _plot(values, cases: list[Case], min_prior: float, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 on a bad argument, file or checkpoint)."""
-    from models.checkpoint import DEFAULT_CHECKPOINT
+    from engine.options import add_model_options, add_report_options
 
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.real_not_found", description=__doc__.splitlines()[0]
     )
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help="a grounding-prior checkpoint folder (default: the shipped model)")  # fmt: skip
-    p.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
-    p.add_argument("--input-size", type=parse_size, help="network input HxW (default: its own)")
+    add_model_options(p, triton=False)
     p.add_argument("--keep", type=float, default=0.95,
                    help="share of calibration phrases in view kept found by the prior")  # fmt: skip
     p.add_argument("--cases", type=Path, default=CASES, help="case JSON")
-    p.add_argument("--json", type=Path, help="write the per-phrase values and summary here")
-    p.add_argument("--plot", type=Path, help="write a PNG histogram of prior_conf here")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_report_options(p, png=True)
     args = p.parse_args(argv)
     if not 0.0 < args.keep <= 1.0:
         p.error(f"--keep must be in (0, 1], got {args.keep}")
 
+    from engine.options import ModelOptions
     from engine.session import DEFAULT_MIN_PRIOR, DEFAULT_MIN_SCORE
     from export.engines import create_engine
     from models.checkpoint import CheckpointError, read_checkpoint_config
@@ -206,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.checkpoint} has no grounding prior (nothing to calibrate)",
               file=sys.stderr)  # fmt: skip
         return 2
-    size = tuple(args.input_size or config.input_size)
-    engine = create_engine(args.backend, args.checkpoint, input_size=size)
+    engine = create_engine(**ModelOptions.from_args(args).engine_kwargs())
+    size = engine.input_size
     values = measure(engine, files, cases, progress=not args.no_progress)
     present = np.array([c.present for c in cases])
     split = np.array([c.split for c in cases])
@@ -238,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                        "mask": bool(v[2])} for c, v in zip(cases, values)],
         })  # fmt: skip
         print(f"wrote {args.json}")
-    if args.plot:
-        _plot(values, cases, min_prior, args.plot)
-        print(f"wrote {args.plot}")
+    if args.png:
+        _plot(values, cases, min_prior, args.png)
+        print(f"wrote {args.png}")
     return 0
 
 

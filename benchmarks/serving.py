@@ -22,7 +22,7 @@ numbers show where the work goes, not what a GPU server gives (not measured on G
 
 Usage::
 
-    python -m benchmarks.serving [--checkpoint DIR | --export DIR] [--streams 1,2,4,8]
+    python -m benchmarks.serving [--checkpoint CHECKPOINT_OR_EXPORT] [--streams 1,2,4,8]
         [--seconds 8] [--pace 25] [--size HxW] [--json PATH] [--png PATH]
 """
 
@@ -238,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serving",
                                 description=__doc__.splitlines()[0])  # fmt: skip
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help="model to serve (exported once, cached)")  # fmt: skip
-    p.add_argument("--export", type=Path, help="an export folder instead of --checkpoint")
+                   help="model to serve: an export folder, or a checkpoint folder (exported once, "
+                        "cached; default: the shipped model)")  # fmt: skip
     p.add_argument("--streams", type=_counts, default=[1, 2, 4, 8], help="e.g. 1,2,4,8")
     p.add_argument("--seconds", type=float, default=8.0, help="per (streams, mode) run")
     p.add_argument("--pace", type=float, default=25.0, help="each camera's frames per second")
@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
+    from engine.loading import source_kind
     from engine.triton_local import TritonEnvMissingError, server_env
     from export.engines import cached_export
     from models.checkpoint import read_checkpoint_config
@@ -265,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     except TritonEnvMissingError as exc:
         print(f"serving benchmark: {exc}")
         return 2
-    export = args.export or cached_export(args.checkpoint)
+    kind = source_kind(args.checkpoint)
+    export = args.checkpoint if kind == "export" else cached_export(args.checkpoint)
     size = args.size or tuple(read_checkpoint_config(export)[0].input_size)
     rows, server = bench(export, counts=args.streams, size=size, seconds=args.seconds,
                          pace=args.pace, local_threads=args.local_threads,
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         },  # fmt: skip
         "precision": "fp32",
         "resolution": list(size),
-        "model": str(args.export or args.checkpoint),
+        "model": str(args.checkpoint),
         "source": f"demo clip paced at {args.pace:g} fps per stream, newest frame wins",
         "seconds_per_run": args.seconds,
         "local_threads": args.local_threads,

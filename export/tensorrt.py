@@ -55,6 +55,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Profile:
     """One optimisation profile: input name -> (min, opt, max) shapes.

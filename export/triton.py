@@ -9,8 +9,8 @@ Layout written (``REPO``)::
       config.json, <tokenizer>   # copied from the export: the client tokenises phrases itself
       export_manifest.json       # the export's manifest.json (graphs, io, parity report)
 
-``--backend onnxruntime`` (default) declares both models for Triton's ONNX Runtime backend;
-``--backend python`` wraps the same ONNX files in Triton's Python backend, which runs ONNX
+``--triton-backend onnxruntime`` (default) declares both models for Triton's ONNX Runtime backend;
+``--triton-backend python`` wraps the same ONNX files in Triton's Python backend, which runs ONNX
 Runtime inside the server (:mod:`export.triton_python_model`), for servers built without the
 ONNX Runtime backend. ``frame_net`` gets **dynamic batching** (preferred batch sizes, a short
 queue delay) so that frames of many streams meet in one batch; ``text_encoder`` runs once per
@@ -18,7 +18,7 @@ phrase and is not batched. Dims come from the export's manifest: the batch dim i
 (``max_batch_size``), named dynamic dims (height, width) become ``-1``, so any size inside the
 export's range is served.
 
-``--backend tensorrt`` serves TensorRT plans instead: the ``frame_net`` engine that
+``--triton-backend tensorrt`` serves TensorRT plans instead: the ``frame_net`` engine that
 ``python -m export --tensorrt`` built (its JSON sidecar names the text engine and the profile)
 and its text engine become ``<model>/1/model.plan`` (``backend: "tensorrt"``, GPU instances);
 the served side range and batch come from the plan's profile. A plan only runs on the GPU
@@ -149,7 +149,7 @@ def write_repository(
         instances: Instances per model.
         kind: ``KIND_CPU`` or ``KIND_GPU``.
         threads: ONNX Runtime threads per instance inside the server (0: its default).
-        frame_engine: ``--backend tensorrt``: the ``frame_net`` TensorRT engine built from this
+        frame_engine: ``--triton-backend tensorrt``: the ``frame_net`` TensorRT engine built from this
             export (``python -m export --tensorrt``); its sidecar gives the text engine, the
             precision and the profile (side range, largest batch).
 
@@ -166,7 +166,7 @@ def write_repository(
 
     if (backend == "tensorrt") != (frame_engine is not None):
         raise ValueError(
-            "--backend tensorrt serves TensorRT plans: give the frame_net engine "
+            "--triton-backend tensorrt serves TensorRT plans: give the frame_net engine "
             "(--trt-engine, or build with --tensorrt); other backends take none"
         )
     loaded = load_export(export_folder, precision="fp32" if frame_engine else precision)

@@ -1,6 +1,6 @@
 """Triton Python-backend model: one exported ONNX graph run with ONNX Runtime inside the server.
 
-``python -m export --triton REPO --backend python`` copies this file as ``<model>/1/model.py``
+``python -m export --triton REPO --triton-backend python`` copies this file as ``<model>/1/model.py``
 next to ``<model>/1/model.onnx``. It is for Triton servers built without the ONNX Runtime
 backend (``nvidia-pytriton``'s bundled ``tritonserver`` has only the Python backend). The
 dynamic batcher hands :meth:`TritonPythonModel.execute` several requests at once; requests whose

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from models.hinet import HINet
 
 __all__ = [
+    "BASELINE_CHECKPOINT",
     "CONFIG_FILE",
     "DEFAULT_CHECKPOINT",
     "FORMAT",
@@ -52,13 +53,18 @@ __all__ = [
     "sha256_file",
     "tokenizer_file",
     "trained_on",
+    "warm_start",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: The shipped default model: the grounding prior with the person class, trained on synthetic
-#: clips and real frames pseudo-labelled by the prior (``training.pseudo_real``).
+#: clips and real frames pseudo-labelled by the prior (``training.pseudo_real``). Every default
+#: model in the code, the CLIs and the benchmarks is this constant.
 DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "hinet_lite0_prior_person_tune"
+#: The one other shipped model: ``hinet_lite0``, trained on synthetic clips only (no prior), the
+#: baseline the ablations and the real-footage comparisons start from.
+BASELINE_CHECKPOINT = Path(__file__).parent / "weights" / "hinet_lite0"
 
 FORMAT = "hinet-stream-checkpoint"
 FORMAT_VERSION = 2
@@ -371,3 +377,48 @@ def trained_on(meta: dict[str, Any]) -> str:
     if data.get("kind") == "dataset":
         return f"This model was trained on the {data.get('name', 'a real')} dataset{how}."
     return "What this model was trained on is not recorded in its checkpoint."
+
+
+def warm_start(model: HINet, source: str | Path) -> list[str]:
+    """Copy ``source``'s tensors into ``model`` where name and shape match.
+
+    The text side (``text.*``) is copied only when both use the same text config (a model
+    with another text encoder or vocabulary starts its text side from scratch).
+
+    Returns:
+        The copied keys.
+
+    Raises:
+        ValueError: the checkpoint cannot be read.
+    """
+    path = Path(source)
+    if not path.is_absolute() and not path.exists():  # recipes name folders of the repository
+        path = Path(__file__).resolve().parents[1] / path
+    try:
+        donor, _, _ = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise ValueError(f"init_from {source}: {exc}") from exc
+    import torch
+
+    own, theirs = model.state_dict(), donor.state_dict()
+    same_text = donor.config.text == model.config.text
+    pinned = set(model.pretrained_keys())
+    copied = [
+        k
+        for k, v in theirs.items()
+        if (same_text or not k.startswith("text."))
+        and k not in pinned
+        and k in own
+        and own[k].shape == v.shape
+    ]
+    with torch.no_grad():
+        for k in copied:
+            own[k].copy_(theirs[k])
+    skipped = sorted(
+        k for k in own if k not in copied and k not in pinned and not k.startswith("text.")
+    )
+    logger.info(
+        "warm start from %s: %d tensors copied; %d non-text tensors keep their init%s",
+        source, len(copied), len(skipped), f" (e.g. {skipped[:3]})" if skipped else "",
+    )  # fmt: skip
+    return copied

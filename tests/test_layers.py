@@ -81,7 +81,9 @@ def _module_graph() -> dict[str, set[str]]:
             for name in names:
                 while name and name not in mods:
                     name = name.rpartition(".")[0]
-                parent_init = mods.get(name, path).name == "__init__.py" and m.startswith(name + ".")
+                parent_init = mods.get(name, path).name == "__init__.py" and m.startswith(
+                    name + "."
+                )
                 if name and name != m and not parent_init:
                     graph[m].add(name)
     return graph

@@ -9,13 +9,13 @@ masks a user sees. It returns an :class:`EvalReport` with the A2D / J-HMDB metri
 and overall, plus DAVIS J / F / J&F per object for DAVIS-style datasets (``davis17``,
 ``ytvos``). Metric definitions: :mod:`training.metrics`.
 
-CLI::
+CLI (the shipped model unless ``--checkpoint`` names another; ONNX Runtime unless ``--backend``)::
 
-    python -m training.evaluate --checkpoint models/weights/hinet_lite0 --dataset synthetic
-    python -m training.evaluate --export exports/hinet_lite0 --backend onnx --dataset a2d
-        --root /data/a2d_sentences --split test --json a2d.json   (one command line)
-    python -m training.evaluate --checkpoint models/weights/hinet_lite0 --dataset synthetic
-        --keyframes 2          (whole clips in order, the network on every 2nd frame)
+    python -m training.evaluate --dataset synthetic --size 160x160 --wording all
+    python -m training.evaluate --checkpoint exports/default --dataset a2d \
+        --root /data/a2d_sentences --split test --json a2d.json
+    python -m training.evaluate --dataset synthetic --keyframes 2
+        (whole clips in order, the network on every 2nd frame)
 
 By default every sample is scored on its own (its previous frame gives the flow). With
 ``--sequential`` (implied by ``--keyframes``) consecutive samples of one clip, object and
@@ -32,23 +32,29 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-from engine.backends import BACKENDS
-from engine.base import PRECISIONS, BackendUnavailable, Engine
-from engine.flow import FLOW_PRESETS
+from engine.base import BackendUnavailable, Engine
 from engine.latency import LatencyStats, json_safe, percentiles
+from engine.options import (
+    ModelOptions,
+    add_model_options,
+    add_report_options,
+    add_session_options,
+    positive_int,
+)
 from engine.pipeline import Stages
-from engine.preprocess import parse_size, sanitize_frame
+from engine.preprocess import sanitize_frame
 from engine.session import KeyframePolicy, Result, Segmenter
 from engine.sources import Frame
 from export.engines import create_engine
+from training.eval_samples import DATASETS, SampleView, load_samples
 from training.metrics import (
     DAVIS_PROTOCOLS,
     PRECISION_THRESHOLDS,
@@ -71,7 +77,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Dataset names accepted by the CLI.
-DATASETS = ("synthetic", "a2d", "jhmdb", "davis17", "ytvos")
 
 #: Datasets that are also scored with DAVIS J / F / J&F per object sequence.
 DAVIS_DATASETS = ("davis17", "ytvos")
@@ -329,23 +334,6 @@ def format_table(report: EvalReport) -> str:
 
 
 # -- CLI -----------------------------------------------------------------------------------------
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _keyframes(text: str) -> KeyframePolicy:
-    try:
-        return KeyframePolicy.parse(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
 def _dataset_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
@@ -353,36 +341,22 @@ def _dataset_option(text: str) -> tuple[str, Any]:
     return key.strip(), int(value) if value.strip().isdigit() else value.strip()
 
 
-#: Split evaluated when ``--split`` is not given, where it differs from the loader's default.
-EVAL_SPLITS = {"a2d": "test"}
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m training.evaluate`` argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m training.evaluate",
-        description="Evaluate a HINet checkpoint or export on a referring segmentation dataset.",
+        description="Evaluate a HINet model (any backend) on a referring segmentation dataset.",
     )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--checkpoint", type=Path, help="checkpoint folder (models.checkpoint)")
-    src.add_argument("--export", type=Path, help="export folder (export/)")
-    p.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        help="engine backend (default: torch for --checkpoint, onnx for --export)",
-    )
-    p.add_argument(
-        "--device", default="cpu", help="backend device: cpu, cuda, cuda:N (default cpu)"
-    )
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    p.add_argument("--dataset", choices=DATASETS, required=True)
-    p.add_argument("--root", type=Path, help="dataset root folder (required except synthetic)")
-    p.add_argument(
+    add_model_options(p, prior=True)
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, required=True)
+    data.add_argument("--root", type=Path, help="dataset root folder (required except synthetic)")
+    data.add_argument(
         "--split",
         help="dataset split (default: the evaluation split: synthetic both, a2d test, jhmdb "
         "test, davis17 val, ytvos the loader's default)",
     )
-    p.add_argument(
+    data.add_argument(
         "--option",
         action="append",
         default=[],
@@ -390,21 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="dataset loader option, repeatable, e.g. --option annotator=1 (davis17)",
     )
-    p.add_argument("--size", type=parse_size, help="network input HxW (default: model config)")
-    p.add_argument(
+    data.add_argument(
         "--limit",
-        type=_positive_int,
+        type=positive_int,
         help="evaluate N samples spread evenly over every split (a quick look)",
     )
-    p.add_argument("--threshold", type=float, default=0.5, help="mask probability threshold")
-    p.add_argument(
-        "--protocol",
-        choices=DAVIS_PROTOCOLS,
-        default="semi-supervised",
-        help="DAVIS protocol: drop first/last frames (semi-supervised) or keep all",
-    )
-    p.add_argument("--flow-preset", choices=tuple(FLOW_PRESETS), default="ultrafast")
-    p.add_argument(
+    data.add_argument(
         "--wording",
         choices=("grammar", "paraphrase", "both", "spatial", "all"),
         default="grammar",
@@ -413,159 +378,46 @@ def build_parser() -> argparse.ArgumentParser:
         "referent is the leftmost/rightmost/top/bottom object of its shape, "
         "<split>/spatial), or all three",
     )
-    p.add_argument(
+    data.add_argument(
         "--clips",
-        type=_positive_int,
+        type=positive_int,
         help="synthetic only: evaluate the first N test clips of each split",
     )
-    p.add_argument(
+    data.add_argument(
         "--by-size",
         action="store_true",
         help="synthetic only: report each split per referred-object size (<split>/small|big)",
     )
+    add_session_options(p, only=("threshold", "flow_preset", "keyframes"))
     p.add_argument(
-        "--prior",
-        choices=("on", "off"),
-        default="on",
-        help="off: a grounding-prior model runs with its prior switched off (the phrase names "
-        "no ImageNet class), for the ablation; no effect on other models",
+        "--protocol",
+        choices=DAVIS_PROTOCOLS,
+        default="semi-supervised",
+        help="DAVIS protocol: drop first/last frames (semi-supervised) or keep all",
     )
     p.add_argument(
         "--sequential",
         action="store_true",
         help="run each clip's consecutive frames as one stream (the segmenter keeps its state), "
-        "not every sample on its own",
+        "not every sample on its own (implied by --keyframes)",
     )
-    p.add_argument(
-        "--keyframes",
-        type=_keyframes,
-        default=KeyframePolicy(),
-        metavar="N|adaptive",
-        help="the network on every N-th frame or adaptively, the mask warped by the flow "
-        "between (implies --sequential; default 1: every frame)",
-    )
-    p.add_argument("--json", type=Path, help="write the report as JSON here")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_report_options(p)
     return p
 
 
 def _load_engine(args: argparse.Namespace) -> Engine:
-    """Build the engine for ``--checkpoint`` / ``--export`` (the runtime is imported lazily)."""
-    from models.checkpoint import read_checkpoint_config
-
-    backend = args.backend or ("torch" if args.checkpoint is not None else "onnx")
-    source = args.checkpoint if args.checkpoint is not None else args.export
-    size = args.size
-    if size is None:
-        size = tuple(read_checkpoint_config(source)[0].input_size)  # torch-free
-    engine = create_engine(
-        backend, source, input_size=size, device=args.device, precision=args.precision
-    )
-    engine.use_prior = args.prior == "on"
+    """The engine for ``--checkpoint`` on ``--backend`` (the runtime is imported lazily)."""
+    model = ModelOptions.from_args(args)
+    engine = create_engine(**model.engine_kwargs())
+    engine.use_prior = model.prior
     return engine
 
 
-class _BySize(Sequence):
-    """A synthetic dataset whose samples' split reads ``<split>/<small|big>``."""
-
-    def __init__(self, base: Any) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
-        seed, target, _ = self.base.locate(i)
-        size = self.base.clip(seed)[0].targets[target].size  # "small" / "big"
-        sample = self.base[i]
-        return replace(sample, split=f"{sample.split}/{size}")
-
-
-class _SampleView:
-    """Lazy concatenation of indexable datasets (sized for tqdm).
-
-    With ``limit``, ``limit`` samples spread evenly over the whole concatenation, so every
-    split (and every part of a split) is represented in proportion, in their order.
-    """
-
-    def __init__(self, parts: Sequence[Any], limit: int | None = None) -> None:
-        self._parts = list(parts)
-        total = sum(len(p) for p in self._parts)
-        if limit is None or limit >= total:
-            self._picks: list[int] | None = None
-            self._len = total
-        else:  # evenly spaced positions; distinct because limit < total
-            self._picks = [(2 * k + 1) * total // (2 * limit) for k in range(limit)]
-            self._len = limit
-
-    def __len__(self) -> int:
-        return self._len
-
-    def __iter__(self) -> Iterator[Sample]:
-        picks = None if self._picks is None else iter(self._picks)
-        want = None if picks is None else next(picks, None)
-        start = 0
-        for part in self._parts:
-            for i in range(len(part)):
-                if picks is None:
-                    yield part[i]
-                    continue
-                if want == start + i:
-                    yield part[i]
-                    want = next(picks, None)
-            start += len(part)
-
-
-def _load_samples(args: argparse.Namespace) -> _SampleView:
-    """Open ``--dataset`` (loaders imported lazily), limited to ``--limit`` samples."""
-    if args.dataset == "synthetic":
-        if args.root is not None or args.option:
-            raise ValueError(
-                "--root and --option are not used with --dataset synthetic (it is generated)"
-            )
-        from training.synthetic import SPLITS
-        from training.synthetic.dataset import SyntheticDataset
-        from training.synthetic.spatial import SpatialTestDataset
-        from training.synthetic.testset import TEST_SPEC, fixed_test_seeds
-
-        if args.split is not None and args.split not in SPLITS:
-            raise ValueError(f"unknown synthetic split {args.split!r}; valid: {', '.join(SPLITS)}")
-        splits = (args.split,) if args.split else SPLITS
-        wordings = {
-            "both": ("grammar", "paraphrase"),
-            "all": ("grammar", "paraphrase", "spatial"),
-        }.get(args.wording, (args.wording,))
-
-        def part(split: str, wording: str):
-            # Sample.flow stays None: the flow is computed as the runtime computes it.
-            seeds = fixed_test_seeds(split)
-            if args.clips is not None:
-                seeds = seeds[: args.clips]
-            base = SyntheticDataset(
-                split=split,
-                seeds=seeds,
-                spec=TEST_SPEC,
-                flow_preset=None,
-                wording="grammar" if wording == "spatial" else wording,
-            )
-            return SpatialTestDataset(base) if wording == "spatial" else base
-
-        parts = [part(s, w) for w in wordings for s in splits]
-        if args.by_size:
-            parts = [_BySize(p) for p in parts]
-        return _SampleView(parts, args.limit)
-    if args.by_size or args.clips is not None or args.wording != "grammar":
-        raise ValueError(
-            "--by-size, --clips and --wording need --dataset synthetic (the generator knows "
-            "object sizes, clips and attributes)"
-        )
-    if args.root is None:
-        raise ValueError(f"--root is required for --dataset {args.dataset}")
-    from training.datasets import open_dataset
-
-    split = args.split or EVAL_SPLITS.get(args.dataset)
-    dataset = open_dataset(args.dataset, args.root, split=split, **dict(args.option))
-    return _SampleView([dataset], args.limit)
+def _load_samples(args: argparse.Namespace) -> SampleView:
+    """The samples ``--dataset`` and its options name (:func:`training.eval_samples.load_samples`)."""
+    return load_samples(args.dataset, root=args.root, split=args.split, options=dict(args.option),
+                        wording=args.wording, clips=args.clips, by_size=args.by_size,
+                        limit=args.limit)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -585,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                 protocol=args.protocol,
                 progress=not args.no_progress,
                 meta={
-                    "source": str(args.checkpoint or args.export),
+                    "source": str(args.checkpoint),
                     "dataset": args.dataset,
                     "root": None if args.root is None else str(args.root),
                     "split": args.split,

@@ -32,7 +32,6 @@ import itertools
 import json
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -183,38 +182,37 @@ def text_probe(engine: Engine) -> TextProbe:
     )
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m training.motion_probe`` argument parser."""
+    from engine.options import add_model_options, add_report_options
+
     p = argparse.ArgumentParser(
         prog="python -m training.motion_probe",
         description="Probe whether a model follows the phrase's motion (twin and text probes).",
     )
-    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    add_model_options(p, triton=False)
     p.add_argument("--clips", type=int, default=40, help="motion test clips to probe (1-800)")
-    p.add_argument("--json", type=Path, help="write the result as JSON here")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_report_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 on a bad argument or checkpoint)."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if not 1 <= args.clips <= 800:
         print(f"error: --clips must be in 1..800, got {args.clips}", file=sys.stderr)
         return 2
-    from models.checkpoint import CheckpointError, read_checkpoint_config
+    from engine.options import ModelOptions
 
     try:
-        config = read_checkpoint_config(args.checkpoint)[0]
-    except CheckpointError as exc:
+        engine = create_engine(**ModelOptions.from_args(args).engine_kwargs())
+    except ValueError as exc:  # a bad checkpoint (CheckpointError), size or backend
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    engine = create_engine(args.backend, args.checkpoint, input_size=tuple(config.input_size))
+    config = engine.config
     twins = twin_probe(engine, clips=args.clips, progress=not args.no_progress)
     text = text_probe(engine)
-    flows = flow_probe(
-        size=tuple(config.input_size), clips=args.clips, progress=not args.no_progress
-    )
+    flows = flow_probe(size=engine.input_size, clips=args.clips, progress=not args.no_progress)
     report = {
         "checkpoint": str(args.checkpoint),
         "backend": args.backend,

@@ -19,7 +19,7 @@ CLI::
 
     python -m training.not_found --checkpoint models/weights/hinet_lite0 --clips 40 \
         --json benchmarks/results/not_found_hinet_lite0.json \
-        --plot benchmarks/results/not_found_hinet_lite0.png
+        --png benchmarks/results/not_found_hinet_lite0.png
 
 ``--size`` runs the network at another input size than the model's default; the synthetic
 clips are drawn for the size the models were trained at (160x160), so a model whose default
@@ -151,43 +151,39 @@ def _plot(present: np.ndarray, absent: np.ndarray, cal: Calibration, path: Path)
     plt.close(fig)
 
 
-def _parser() -> argparse.ArgumentParser:
-    from engine.preprocess import parse_size
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m training.not_found`` argument parser."""
+    from engine.options import add_model_options, add_report_options
 
     p = argparse.ArgumentParser(
         prog="python -m training.not_found",
         description='Measure frame scores for present and absent phrases; pick "not found".',
     )
-    p.add_argument("--checkpoint", type=Path, required=True, help="checkpoint folder")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="onnx")
-    p.add_argument("--size", type=parse_size, help="network input HxW (default: the model's)")
+    add_model_options(p, triton=False)
     p.add_argument("--clips", type=int, default=40, help="validation clips per split (1-500)")
     p.add_argument("--keep", type=float, default=0.95, help="share of present frames kept found")
-    p.add_argument("--json", type=Path, help="write the result as JSON here")
-    p.add_argument("--plot", type=Path, help="write a PNG histogram of both score sets here")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_report_options(p, png=True)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 on a bad argument or checkpoint)."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if not 1 <= args.clips <= 500:
         print(f"error: --clips must be in 1..500, got {args.clips}", file=sys.stderr)
         return 2
     if not 0.0 < args.keep <= 1.0:
         print(f"error: --keep must be in (0, 1], got {args.keep}", file=sys.stderr)
         return 2
+    from engine.options import ModelOptions
     from export.engines import create_engine
-    from models.checkpoint import CheckpointError, read_checkpoint_config
 
     try:
-        config = read_checkpoint_config(args.checkpoint)[0]
-    except CheckpointError as exc:
+        engine = create_engine(**ModelOptions.from_args(args).engine_kwargs())
+    except ValueError as exc:  # a bad checkpoint (CheckpointError), size or backend
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    size = tuple(args.size or config.input_size)
-    engine = create_engine(args.backend, args.checkpoint, input_size=size)
+    size = engine.input_size
     present, absent = frame_scores(engine, clips=args.clips, progress=not args.no_progress)
     cal = calibrate(present, absent, keep=args.keep)
     print(
@@ -213,9 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
-    if args.plot:
-        _plot(present, absent, cal, args.plot)
-        print(f"wrote {args.plot}")
+    if args.png:
+        _plot(present, absent, cal, args.png)
+        print(f"wrote {args.png}")
     return 0
 
 

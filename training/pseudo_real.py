@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="the .npz to write")
     parser.add_argument("--root", type=Path, default=OPENCV_DATA, help="opencv-doc example data")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grid", type=Path, help="also write a PNG grid of the labels")
+    parser.add_argument("--png", type=Path, help="also write a PNG grid of the labels")
     parser.add_argument(
         "--person", action="store_true", help="the teacher has the person class (models.person)"
     )
@@ -431,8 +431,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary))
-    if args.grid:
-        overlay_grid(PseudoRealDataset(args.out), args.grid)
+    if args.png:
+        overlay_grid(PseudoRealDataset(args.out), args.png)
     return 0
 
 

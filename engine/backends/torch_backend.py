@@ -42,6 +42,8 @@ class TorchEngine(Engine):
         device: ``"cpu"`` or ``"cuda[:N]"``.
         cuda_graphs: Capture and replay the frame network with CUDA graphs (CUDA only).
         compile: Wrap the frame network in ``torch.compile`` (CUDA only).
+        intra_op_threads: torch's intra-op CPU threads (process-wide: ``torch.set_num_threads``;
+            ``None`` keeps torch's default).
     """
 
     backend = "torch"
@@ -56,6 +58,7 @@ class TorchEngine(Engine):
         device: str = "cpu",
         cuda_graphs: bool = False,
         compile: bool = False,
+        intra_op_threads: int | None = None,
     ) -> None:
         super().__init__(
             config=model.config,
@@ -65,7 +68,9 @@ class TorchEngine(Engine):
             device=device,
         )
         self.check_request(device=device, precision=precision, cuda_graphs=cuda_graphs,
-                           compile=compile)  # fmt: skip
+                           compile=compile, intra_op_threads=intra_op_threads)  # fmt: skip
+        if intra_op_threads:
+            torch.set_num_threads(int(intra_op_threads))
         kind, index = parse_device(device)
         if kind == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(f"device {device!r} requested but torch sees no CUDA GPU")
@@ -94,9 +99,14 @@ class TorchEngine(Engine):
                 "int8 is a quantised ONNX graph: export it (python -m export --int8) and use the "
                 "onnx backend"
             )
+        threads = options.pop("intra_op_threads", None)
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"intra_op_threads must be a positive integer, got {threads!r}")
         unknown = sorted(set(options) - {"cuda_graphs", "compile"})
         if unknown:
-            raise ValueError(f"unknown torch options {unknown}; valid: compile, cuda_graphs")
+            raise ValueError(
+                f"unknown torch options {unknown}; valid: compile, cuda_graphs, intra_op_threads"
+            )
         if parse_device(device)[0] == "cpu" and (precision == "fp16" or any(options.values())):
             raise ValueError(
                 "fp16, cuda_graphs and compile need a CUDA device with the torch backend; "

@@ -29,7 +29,7 @@ def app_server(tiny_checkpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("app_server")
     server = AppServer(
         [
-            "--checkpoint", str(tiny_checkpoint), "--engine", "torch", "--engines", "torch",
+            "--checkpoint", str(tiny_checkpoint), "--backend", "torch", "--backends", "torch",
             "--size", f"{NET_SIZE[0]}x{NET_SIZE[1]}", "--max-frames", str(MAX_FRAMES),
             "--max-seconds", "30",
         ],

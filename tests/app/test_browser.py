@@ -90,7 +90,7 @@ def browser_server(model, tmp_path_factory):
     pytest.importorskip("gradio")
     root = tmp_path_factory.mktemp("browser_server")
     server = AppServer(
-        ["--checkpoint", str(model.checkpoint), "--engine", "torch", "--engines", "torch",
+        ["--checkpoint", str(model.checkpoint), "--backend", "torch", "--backends", "torch",
          "--size", f"{model.size[0]}x{model.size[1]}", "--no-examples"],
         log=root / "server.log",
         cache=root / "cache",

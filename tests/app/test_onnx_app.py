@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow  # needs the session's export (about a minute on 2
 def onnx_server(tiny_export, tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx_app")
     server = AppServer(
-        ["--checkpoint", str(tiny_export), "--engine", "onnx",
+        ["--checkpoint", str(tiny_export), "--backend", "onnx",
          "--size", f"{NET_SIZE[0]}x{NET_SIZE[1]}", "--no-examples"],
         log=root / "server.log",
         cache=root / "cache",

@@ -104,10 +104,10 @@ def test_cli_bad_checkpoint(tmp_path):
 
 
 def test_cli_bad_engine_list(tiny_checkpoint):
-    result = _run_app("--checkpoint", str(tiny_checkpoint), "--engine", "torch", "--engines",
+    result = _run_app("--checkpoint", str(tiny_checkpoint), "--backend", "torch", "--backends",
                       "torch,tensorrt", "--no-examples")  # fmt: skip
     assert result.returncode == 2
-    assert "--engines: tensorrt cannot run here; valid:" in result.stderr
+    assert "--backends: tensorrt cannot run here; valid:" in result.stderr
 
 
 def test_cli_port_in_use_fails_fast(tiny_checkpoint):
@@ -117,7 +117,7 @@ def test_cli_port_in_use_fails_fast(tiny_checkpoint):
     with socket.socket() as holder:  # a real listener on the port the page wants
         holder.bind(("127.0.0.1", port))
         holder.listen()
-        result = _run_app("--checkpoint", str(tiny_checkpoint), "--engine", "torch",
+        result = _run_app("--checkpoint", str(tiny_checkpoint), "--backend", "torch",
                           "--port", str(port), "--no-examples")  # fmt: skip
     assert result.returncode == 3
     assert f"port {port} is in use on 127.0.0.1" in result.stderr and "--port" in result.stderr

@@ -13,7 +13,7 @@ from benchmarks import gpu_suite
 def test_quick_cpu_mode_writes_the_report_and_the_plot(tiny_minilm_checkpoint, tmp_path, capsys):
     out = tmp_path / "suite.json"
     code = gpu_suite.main(["--checkpoint", str(tiny_minilm_checkpoint), "--device", "cpu",
-                           "--quick", "--out", str(out)])  # fmt: skip
+                           "--quick", "--json", str(out)])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
     assert report["device_name"].startswith("cpu") and "not measured on GPU" in report["note"]
@@ -36,7 +36,7 @@ def test_quick_cpu_mode_writes_the_report_and_the_plot(tiny_minilm_checkpoint, t
 def test_a_spent_budget_skips_rows_and_says_so(tiny_minilm_checkpoint, tmp_path):
     out = tmp_path / "suite.json"
     assert gpu_suite.main(["--checkpoint", str(tiny_minilm_checkpoint), "--device", "cpu",
-                           "--quick", "--budget-s", "0", "--out", str(out)]) == 0  # fmt: skip
+                           "--quick", "--budget-s", "0", "--json", str(out)]) == 0  # fmt: skip
     report = json.loads(out.read_text())
     assert report["rows"] == [] and report["stream"] is None
     assert any("budget spent" in s for s in report["skipped"])

@@ -25,7 +25,7 @@ def test_the_int8_benchmark_times_variants_side_by_side(tiny_export, tmp_path):
     main = _int8(tiny_export, tmp_path / "main")
     wide = _int8(tiny_export, tmp_path / "wide", "--int8-float-ends", "4,2")
     out = tmp_path / "int8.json"
-    cmd = [sys.executable, "-m", "benchmarks.int8", "--export", str(main), "--size", "64x64",
+    cmd = [sys.executable, "-m", "benchmarks.int8", "--checkpoint", str(main), "--size", "64x64",
            "--repeats", "10", "--threads", "1", "--json", str(out)]  # fmt: skip
     r = subprocess.run(cmd + ["--variant", f"ends4-2={wide}"], cwd=ROOT, capture_output=True,
                        text=True, timeout=600)  # fmt: skip

@@ -92,10 +92,9 @@ def test_runs_the_stream_session_on_the_real_clips(tiny_minilm_checkpoint) -> No
     assert rf.grid(tiles, columns=2).shape[1] == 448
 
 
-def test_cli_needs_a_checkpoint_for_the_model_and_none_for_the_prior(capsys) -> None:
-    with pytest.raises(SystemExit):
-        rf.main(["--method", "model"])
-    assert "--method model needs --checkpoint" in capsys.readouterr().err
+def test_cli_refuses_a_bad_checkpoint_before_any_frame_work(tmp_path, capsys) -> None:
+    assert rf.main(["--checkpoint", str(tmp_path), "--no-progress"]) == 2
+    assert "has no config.json" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(300)

@@ -29,7 +29,7 @@ def test_two_stream_counts_both_modes_json_and_png(tiny_export, tmp_path, capsys
     except TritonEnvMissingError as exc:
         pytest.skip(str(exc))
     out = tmp_path / "serving.json"
-    code = serving.main(["--export", str(tiny_export), "--streams", "1,2", "--seconds", "1.5",
+    code = serving.main(["--checkpoint", str(tiny_export), "--streams", "1,2", "--seconds", "1.5",
                          "--pace", "12", "--size", "128x160", "--json", str(out)])  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())

@@ -38,7 +38,7 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 240
 
 
 def tiny(checkpoint: Path) -> list[str]:
-    return ["--engine", "torch", "--checkpoint", str(checkpoint), "--size", "64x64",
+    return ["--backend", "torch", "--checkpoint", str(checkpoint), "--size", "64x64",
             "--threads", "1", "--no-display"]  # fmt: skip
 
 

@@ -573,7 +573,7 @@ def _in_tmp(tmp_path, monkeypatch) -> None:
 
 
 def test_cli_exit_codes(tiny_checkpoint, video_file, tmp_path, capsys, free_port) -> None:
-    common = ["--engine", "torch", "--checkpoint", str(tiny_checkpoint), "--no-display"]
+    common = ["--backend", "torch", "--checkpoint", str(tiny_checkpoint), "--no-display"]
     assert _cli(*common, "--source", "webcam") == run_stream.EXIT_UNKNOWN_SOURCE
     assert "accepted" in capsys.readouterr().err
     assert _cli(*common, "--source", "missing.mp4") == run_stream.EXIT_SOURCE_NOT_FOUND
@@ -582,14 +582,14 @@ def test_cli_exit_codes(tiny_checkpoint, video_file, tmp_path, capsys, free_port
     assert _cli(*common, "--source", url, "--phrase", "x") == run_stream.EXIT_STREAM
     assert "cannot open stream" in capsys.readouterr().err
     assert (
-        _cli("--checkpoint", str(tmp_path / "none"), "--engine", "torch") == run_stream.EXIT_MODEL
+        _cli("--checkpoint", str(tmp_path / "none"), "--backend", "torch") == run_stream.EXIT_MODEL
     )
     (tmp_path / "empty").mkdir()
     assert (
-        _cli("--checkpoint", str(tmp_path / "empty"), "--engine", "torch") == run_stream.EXIT_MODEL
+        _cli("--checkpoint", str(tmp_path / "empty"), "--backend", "torch") == run_stream.EXIT_MODEL
     )
     assert "neither" in capsys.readouterr().err
-    trt = ["--engine", "tensorrt", "--device", "cpu", "--checkpoint", str(tiny_checkpoint)]
+    trt = ["--backend", "tensorrt", "--device", "cpu", "--checkpoint", str(tiny_checkpoint)]
     assert _cli(*trt, "--no-display") == run_stream.EXIT_ENGINE
     assert "tensorrt" in capsys.readouterr().err
     assert _cli(*common, "--source", str(video_file), "--phrase", " ") == run_stream.EXIT_PHRASE
@@ -601,7 +601,7 @@ def test_cli_exit_codes(tiny_checkpoint, video_file, tmp_path, capsys, free_port
         with pytest.raises(SystemExit) as info:
             _cli(flag, "1.5")
         assert info.value.code == run_stream.EXIT_USAGE
-        assert f"{flag} must be in [0, 1)" in capsys.readouterr().err
+        assert f"argument {flag}: must be in [0, 1)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -614,7 +614,7 @@ def test_cli_exit_codes(tiny_checkpoint, video_file, tmp_path, capsys, free_port
     ],
 )
 def test_cli_rejects_bad_phrases(tiny_checkpoint, video_file, capsys, phrase, why) -> None:
-    code = _cli("--engine", "torch", "--checkpoint", str(tiny_checkpoint), "--no-display",
+    code = _cli("--backend", "torch", "--checkpoint", str(tiny_checkpoint), "--no-display",
                 "--source", str(video_file), "--phrase", phrase)  # fmt: skip
     assert code == run_stream.EXIT_PHRASE
     err = capsys.readouterr().err
@@ -624,7 +624,7 @@ def test_cli_rejects_bad_phrases(tiny_checkpoint, video_file, capsys, phrase, wh
 @pytest.mark.timeout(120)
 def test_cli_demo_uses_its_own_phrase(tiny_checkpoint, tmp_path) -> None:
     stats = tmp_path / "s.json"
-    code = _cli("--engine", "torch", "--checkpoint", str(tiny_checkpoint), "--size", "64x64",
+    code = _cli("--backend", "torch", "--checkpoint", str(tiny_checkpoint), "--size", "64x64",
                 "--no-display", "--max-frames", "6", "--pace", "0", "--stats-json", str(stats))  # fmt: skip
     assert code == run_stream.EXIT_OK
     data = json.loads(stats.read_text())
@@ -636,10 +636,18 @@ def test_cli_help_documents_exit_codes() -> None:
     text = run_stream.build_parser().format_help()
     for code in ("exit codes", "camera absent or busy", "stream URL", "model checkpoint"):
         assert code in text
-    for flag in ("--source", "--phrase", "--engine", "--device", "--precision", "--size",
+    for flag in ("--source", "--phrase", "--backend", "--device", "--precision", "--size",
                  "--flow-preset", "--output", "--no-display", "--max-frames", "--stats-json",
                  "--checkpoint", "--masks-dir"):  # fmt: skip
         assert flag in text
+
+
+def test_cli_names_the_new_spelling_of_a_renamed_flag(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        _cli("--engine", "torch")
+    assert info.value.code == run_stream.EXIT_USAGE
+    assert "--engine is now --backend" in capsys.readouterr().err
+    assert "--engine" not in run_stream.build_parser().format_help()
 
 
 @pytest.mark.timeout(180)
@@ -647,7 +655,7 @@ def test_cli_end_to_end_subprocess(tiny_checkpoint, video_file, tmp_path) -> Non
     stats = tmp_path / "stats.json"
     cmd = [
         sys.executable, str(ROOT / "run_stream.py"), "--source", str(video_file),
-        "--phrase", PHRASE_A, "--engine", "torch", "--checkpoint", str(tiny_checkpoint),
+        "--phrase", PHRASE_A, "--backend", "torch", "--checkpoint", str(tiny_checkpoint),
         "--size", "64x64", "--threads", "1", "--no-display", "--max-frames", "12",
         "--stats-json", str(stats), "--output", str(tmp_path / "out.mp4"),
         "--masks-dir", str(tmp_path / "masks"),

@@ -31,7 +31,7 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
 
 
 def tiny(checkpoint: Path) -> list[str]:
-    return ["--engine", "torch", "--checkpoint", str(checkpoint), "--size", "64x64",
+    return ["--backend", "torch", "--checkpoint", str(checkpoint), "--size", "64x64",
             "--threads", "1", "--no-display"]  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """The triton backend against a real Triton Inference Server on loopback (nvidia-pytriton's binary).
 
-The server runs the repository ``python -m export --triton --backend python`` writes for the tiny
+The server runs the repository ``python -m export --triton --triton-backend python`` writes for the tiny
 export, in its own environment ``.venv-triton`` (``scripts/setup.sh``); every test that starts
 one stops it by PID in teardown.
 """
@@ -12,6 +12,7 @@ import logging
 import shutil
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -83,7 +84,7 @@ def test_repository_layout_and_configs(repo, tiny_export):
 def test_export_cli_writes_a_repository(tiny_export, tmp_path, capsys):
     from export.__main__ import main
 
-    assert main(["--out", str(tiny_export), "--triton", str(tmp_path / "r"), "--backend",
+    assert main(["--out", str(tiny_export), "--triton", str(tmp_path / "r"), "--triton-backend",
                  "onnxruntime"]) == 0  # fmt: skip
     assert "wrote Triton repository" in capsys.readouterr().out
     assert 'backend: "onnxruntime"' in (tmp_path / "r" / "frame_net" / "config.pbtxt").read_text()
@@ -174,7 +175,7 @@ def test_run_stream_with_two_sources_against_the_server(repo, server, tmp_path):
     import run_stream
 
     out = tmp_path / "run"
-    code = run_stream.main(["--engine", "triton", "--checkpoint", str(repo), "--triton-url",
+    code = run_stream.main(["--backend", "triton", "--checkpoint", str(repo), "--triton-url",
                             server.grpc_url, "--size", "128x160", "--source", str(clip),
                             "--source", str(clip), "--phrase", "the small blue circle",
                             "--no-display", "--out-dir", str(out)])  # fmt: skip
@@ -290,9 +291,10 @@ def test_export_cli_tensorrt_repository_needs_plans(tiny_export, tmp_path, capsy
 
     frame = _fake_plans(tmp_path / "engines", tiny_export)
     with pytest.raises(SystemExit) as stop:
-        main(["--out", str(tiny_export), "--triton", str(tmp_path / "r"), "--backend", "tensorrt"])
+        main(["--out", str(tiny_export), "--triton", str(tmp_path / "r"), "--triton-backend",
+              "tensorrt"])  # fmt: skip
     assert stop.value.code == 2 and "--trt-engine" in capsys.readouterr().err
-    assert main(["--out", str(tiny_export), "--triton", str(tmp_path / "r"), "--backend",
+    assert main(["--out", str(tiny_export), "--triton", str(tmp_path / "r"), "--triton-backend",
                  "tensorrt", "--trt-engine", str(frame)]) == 0  # fmt: skip
     assert (tmp_path / "r" / "frame_net" / "1" / "model.plan").read_bytes() == b"frame plan"
 
@@ -300,12 +302,13 @@ def test_export_cli_tensorrt_repository_needs_plans(tiny_export, tmp_path, capsy
 def test_the_app_offers_and_loads_the_triton_engine(repo, server):
     from app.__main__ import build_parser
     from app.engines import EngineRegistry, offered_backends
+    from engine.options import ModelOptions
 
     assert offered_backends("triton", repo, device="cpu") == ("triton",)
-    args = build_parser().parse_args(["--engine", "triton", "--checkpoint", str(repo),
+    args = build_parser().parse_args(["--backend", "triton", "--checkpoint", str(repo),
                                       "--triton-url", server.grpc_url])  # fmt: skip
-    registry = EngineRegistry(args.checkpoint, backends=("triton",), input_size=SIZE,
-                              options={"triton": {"url": args.triton_url}})  # fmt: skip
+    model = replace(ModelOptions.from_args(args), size=SIZE)
+    registry = EngineRegistry(model, backends=("triton",))
     try:
         engine = registry.get("triton")
         state = engine.encode_text("the small blue circle")

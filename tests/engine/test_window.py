@@ -63,7 +63,7 @@ def test_window_types_a_phrase_then_quits(xserver, tiny_checkpoint, video_file, 
     stats = tmp_path / "stats.json"
     cmd = [
         sys.executable, str(ROOT / "run_stream.py"), "--source", str(video_file), "--loop",
-        "--phrase", "the red circle", "--engine", "torch", "--checkpoint", str(tiny_checkpoint),
+        "--phrase", "the red circle", "--backend", "torch", "--checkpoint", str(tiny_checkpoint),
         "--size", "64x64", "--threads", "1", "--pace", "25", "--stats-json", str(stats),
     ]  # fmt: skip
     env = {**os.environ, "DISPLAY": xserver, "QT_QPA_PLATFORM": "xcb"}

@@ -135,7 +135,7 @@ def test_int8_errors_are_clear(tiny_export, tiny_checkpoint):
     r = subprocess.run([sys.executable, "-m", "export", "--out", str(tiny_export), "--int8",
                         "--int8-float-ends", "two"], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)  # fmt: skip
-    assert r.returncode == 2 and "--int8-float-ends must be D,T" in r.stderr
+    assert r.returncode == 2 and "argument --int8-float-ends: must be D,T" in r.stderr
     scopes = ["--int8-float-scopes", "model.backbone,model.nothing"]
     r = subprocess.run([sys.executable, "-m", "export", "--out", str(tiny_export), "--int8",
                         "--int8-size", "64x64", *scopes], cwd=ROOT, capture_output=True,
@@ -230,4 +230,4 @@ def test_keep_below_keeps_the_sweeps_sensitive_layers_float(tiny_export, tmp_pat
     assert r.returncode == 0 and "sensitivity sweep read from" in r.stdout  # not measured again
     bad = subprocess.run(cmd[:-4] + ["--int8-keep-below", "1.5"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
-    assert bad.returncode == 2 and "--int8-keep-below must be in (0, 1]" in bad.stderr
+    assert bad.returncode == 2 and "argument --int8-keep-below: must be in (0, 1]" in bad.stderr

@@ -237,6 +237,13 @@ def test_default_checkpoint_path():
     assert DEFAULT_CHECKPOINT.parent.name == "weights"
 
 
+def test_two_checkpoints_ship_the_default_and_the_baseline():
+    from models.checkpoint import BASELINE_CHECKPOINT
+
+    shipped = sorted(p.name for p in DEFAULT_CHECKPOINT.parent.iterdir() if p.is_dir())
+    assert shipped == sorted([DEFAULT_CHECKPOINT.name, BASELINE_CHECKPOINT.name])
+
+
 def test_trained_on_says_what_the_default_learnt_from():
     from models.checkpoint import read_checkpoint_config, trained_on
 
@@ -252,20 +259,15 @@ def test_trained_on_says_what_the_default_learnt_from():
     ("folder", "encoder", "tokenizer"),
     [
         ("hinet_lite0", "minilm", "WordPieceTokenizer"),
-        ("hinet_lite0_spm", "transformer", "Tokenizer"),
-        ("hinet_lite0_prior", "minilm", "WordPieceTokenizer"),
-        ("hinet_lite0_prior_person", "minilm", "WordPieceTokenizer"),
         ("hinet_lite0_prior_person_tune", "minilm", "WordPieceTokenizer"),
     ],
 )
 def test_shipped_checkpoints_load_with_their_own_text_side(folder, encoder, tokenizer):
-    """The default (MiniLM), its SentencePiece predecessor and the grounding-prior model: the
-    config says which is which."""
+    """The default (grounding prior) and the synthetic-only baseline: the config says which."""
     from models.checkpoint import load_checkpoint
 
     path = DEFAULT_CHECKPOINT.parent / folder
-    if not (path / "model.safetensors").is_file():
-        pytest.skip(f"{path} not shipped in this tree")
+    assert (path / "model.safetensors").is_file(), f"{path} is not shipped"
     model, tok, meta = load_checkpoint(path)
     assert model.config.text.encoder == encoder and type(tok).__name__ == tokenizer
     ids, mask = tok.encode(tok.normalize("the red circle moving left"),

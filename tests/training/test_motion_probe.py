@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from export.engines import create_engine
+from models.checkpoint import BASELINE_CHECKPOINT
 from training import motion_probe
 
 
@@ -17,10 +17,7 @@ def engine(tiny_checkpoint):
     return create_engine("torch", tiny_checkpoint, input_size=(128, 128))
 
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "weights" / "hinet_lite0"
-needs_shipped = pytest.mark.skipif(
-    not (SHIPPED / "model.safetensors").is_file(), reason="no shipped model"
-)
+SHIPPED = BASELINE_CHECKPOINT  # the synthetic-only model: these checks are synthetic
 
 
 def test_twin_probe_counts_frames(engine):
@@ -29,7 +26,6 @@ def test_twin_probe_counts_frames(engine):
     assert result.frames == 2 * 7  # two referred twins, frames 1..7 of an 8-frame clip
 
 
-@needs_shipped
 def test_twin_probe_sees_the_shipped_gate_pick_the_referent():
     """With the shipped phrase-conditioned gate the named twin wins most frames (92.7 % on 40
     clips); an untrained or motion-blind model sits at chance (~50 %)."""
@@ -81,7 +77,6 @@ def test_text_probe_separates_identical_from_different_phrases(engine):
     assert result.colour_only_cosine == pytest.approx(colour, abs=1e-9)
 
 
-@needs_shipped
 def test_text_probe_keeps_directions_apart_in_the_shipped_encoder():
     """The first encoders collapsed "moving left" / "moving up" (cosine 0.99)."""
     shipped = create_engine("torch", SHIPPED, input_size=(160, 160))
@@ -91,7 +86,16 @@ def test_text_probe_keeps_directions_apart_in_the_shipped_encoder():
 
 def test_cli_writes_json(tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "probe.json"
-    argv = ["--checkpoint", str(tiny_checkpoint), "--clips", "1", "--json", str(out)]
+    argv = [
+        "--checkpoint",
+        str(tiny_checkpoint),
+        "--backend",
+        "torch",
+        "--clips",
+        "1",
+        "--json",
+        str(out),
+    ]
     assert motion_probe.main([*argv, "--no-progress"]) == 0
     report = json.loads(out.read_text())
     assert report["twin_probe"]["clips"] == 1
