@@ -208,7 +208,8 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--checkpoint",
@@ -233,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="JSON path (default results/engine_latency_{cpu,gpu}.json)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sizes = tuple(parse_size(s) for s in args.sizes)
     report = run(

@@ -319,8 +319,8 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     import torch
 
     p = argparse.ArgumentParser(
@@ -332,6 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="reduced mode: 160x160, batch 1-2, eager")
     p.add_argument("--budget-s", type=float, default=420.0, help="stop adding rows after this")
     p.add_argument("--json", type=Path, help="JSON path (default results/gpu_suite_<device>.json)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    import torch
+
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.device.startswith("cuda") and not torch.cuda.is_available():

@@ -56,8 +56,8 @@ def op_profile(model: Path, feeds: dict[str, np.ndarray], threads: int, runs: in
     return {op: round(us / total, 4) for op, us in ranked}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     from models.checkpoint import DEFAULT_CHECKPOINT
 
     p = argparse.ArgumentParser(
@@ -77,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also time the INT8 graph of another export folder of the same model (e.g. one made "
         "with --int8-keep-below), in the same alternating rounds; repeatable",
     )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    p = build_parser()
     args = p.parse_args(argv)
 
     from engine.manifest import graph_file, read_manifest

@@ -158,8 +158,8 @@ def pipeline_fps(engine, video: Path, policy: str, frames: int) -> float:
     return summary["frames"] / (time.perf_counter() - t0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     from engine.options import add_model_options
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.keyframes",
@@ -172,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="only the real-clip rows (see above), added to --json")  # fmt: skip
     p.add_argument("--real-frames", type=int, default=60, help="consecutive frames per real clip")
     p.add_argument("--json", type=Path, default=RESULTS / "keyframes_cpu.json")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
 
     from engine.demo import demo_clip
     from engine.options import ModelOptions

@@ -161,7 +161,8 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     return sizes
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="hinet_lite0", choices=preset_names())
     parser.add_argument("--repeats", type=int, default=20)
@@ -170,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sizes", nargs="+", default=[f"{h}x{w}" for h, w in DEFAULT_SIZES], help="HxW sizes"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     try:

@@ -316,8 +316,8 @@ def print_table(summary: dict[str, dict[str, float]]) -> None:
               f"{100 * m['box_iou']:>11.1f}{100 * m['centre_pointing']:>19.1f}")  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 on a bad argument, file or checkpoint)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     from engine.options import add_model_options, add_report_options
 
     p = argparse.ArgumentParser(
@@ -343,7 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--annotations", type=Path, default=ANNOTATIONS, help="annotation JSON")
     add_report_options(p, png=True)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on a bad argument, file or checkpoint)."""
+    args = build_parser().parse_args(argv)
 
     from engine.options import ModelOptions
     from export.engines import create_engine

@@ -170,8 +170,8 @@ def _plot(values, cases: list[Case], min_prior: float, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 on a bad argument, file or checkpoint)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     from engine.options import add_model_options, add_report_options
 
     p = argparse.ArgumentParser(
@@ -182,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of calibration phrases in view kept found by the prior")  # fmt: skip
     p.add_argument("--cases", type=Path, default=CASES, help="case JSON")
     add_report_options(p, png=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (2 on a bad argument, file or checkpoint)."""
+    p = build_parser()
     args = p.parse_args(argv)
     if not 0.0 < args.keep <= 1.0:
         p.error(f"--keep must be in (0, 1], got {args.keep}")

@@ -126,9 +126,9 @@ def bench(
     progress: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every (stream count, mode) run; returns ``(rows, server description)``."""
+    from benchmarks.triton_local import LocalTritonServer
     from engine.demo import demo_clip
     from engine.manifest import read_manifest
-    from engine.triton_local import LocalTritonServer
     from export.engines import create_engine
     from export.triton import write_repository
 
@@ -231,8 +231,8 @@ def plot(rows: list[dict[str, Any]], path: Path, *, pace: float, title: str) -> 
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     from models.checkpoint import DEFAULT_CHECKPOINT
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.serving",
@@ -250,14 +250,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queue-delay-us", type=int, default=2000, help="dynamic-batching delay")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     p.add_argument("--png", type=Path, help="default: the JSON path with .png")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    p = build_parser()
     args = p.parse_args(argv)
     if args.seconds <= 0 or args.pace <= 0:
         p.error("--seconds and --pace must be > 0")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
+    from benchmarks.triton_local import TritonEnvMissingError, server_env
     from engine.loading import source_kind
-    from engine.triton_local import TritonEnvMissingError, server_env
     from export.engines import cached_export
     from models.checkpoint import read_checkpoint_config
 

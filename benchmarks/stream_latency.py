@@ -309,8 +309,8 @@ def save_histogram(records: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """CLI entry point; returns the JSON record."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     from engine.options import add_model_options, positive_int
 
     p = argparse.ArgumentParser(
@@ -325,7 +325,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per combination")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     p.add_argument("--png", type=Path, default=DEFAULT_PNG)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """CLI entry point; returns the JSON record."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from engine.loading import model_input_size
 

@@ -111,7 +111,8 @@ def print_table(result: dict) -> None:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clips", type=int, default=20, help="timed clips per split and mode")
     p.add_argument("--warmup", type=int, default=2)
@@ -119,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--flow-preset", default="ultrafast")
     p.add_argument("--json", type=Path, default=RESULTS)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     result = run(
         size=parse_size(args.size, network=False),
         frames=args.frames,

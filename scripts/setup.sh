@@ -107,7 +107,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
 fi
 
 # A real Triton Inference Server for the serving tests and benchmarks/serving.py: the tritonserver
-# binary inside PyPI's nvidia-pytriton (Python backend only; engine/triton_local.py runs it). The
+# binary inside PyPI's nvidia-pytriton (Python backend only; benchmarks/triton_local.py runs it). The
 # package needs numpy<2, and its Python-backend stub links Debian's libpython3.11, so the server
 # gets its own environment made from /usr/bin/python3 (the project's .venv is untouched).
 TRITON_PKGS=("nvidia-pytriton==0.7.0" "onnxruntime==1.20.1" "numpy>=1.26,<2")

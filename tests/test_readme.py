@@ -1,10 +1,11 @@
 """The README contract: its two commands are what CI and a user run, and every command it shows
 is one the programs accept.
 
-Every ``python ...`` command in the README (code blocks and inline) is parsed with the parser of
-the program it runs (``build_parser()`` where the program has one), so a renamed or removed flag,
-a bad value or a moved module fails here. Programs without a ``build_parser`` must at least
-define every flag the README passes them.
+Every ``python ...`` command in the README and in ``docs/RESULTS.md`` (code blocks and inline;
+every measured figure there names the command that made it) is parsed with the parser of the
+program it runs (``build_parser()`` where the program has one), so a renamed or removed flag, a
+bad value or a moved module fails here. Programs without a ``build_parser`` must at least define
+every flag the documents pass them.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+RESULTS = (ROOT / "docs" / "RESULTS.md").read_text(encoding="utf-8")
 
 
-def _block_lines() -> list[str]:
-    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", README, flags=re.S)
-    return [line.strip() for b in blocks for line in b.splitlines() if line.strip()]
+def _block_lines(text: str = README) -> list[str]:
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", text, flags=re.S)
+    joined = [b.replace("\\\n", " ") for b in blocks]  # a command continued with a backslash
+    return [line.strip() for b in joined for line in b.splitlines() if line.strip()]
 
 
-def _commands() -> list[list[str]]:
-    """Every python command of the README as argv lists (``&&`` chains split, comments cut)."""
-    texts = [*_block_lines(), *re.findall(r"`((?:\.venv/bin/)?python [^`]+)`", README)]
+def _commands(text: str = README) -> list[list[str]]:
+    """Every python command of ``text`` as argv lists (``&&`` chains split, comments cut)."""
+    texts = [*_block_lines(text), *re.findall(r"`((?:\.venv/bin/)?python [^`]+)`", text)]
     out = []
     for text in texts:
         for part in text.split("&&"):
@@ -69,6 +72,7 @@ def test_readme_main_command_runs_the_stream_on_the_demo_with_the_shipped_model(
 
 
 COMMANDS = _commands()
+DOC_COMMANDS = _commands(README) + _commands(RESULTS)
 
 
 def test_the_readme_shows_commands():
@@ -76,7 +80,11 @@ def test_the_readme_shows_commands():
     assert {"run_stream", "pytest", "app", "export", "training.evaluate"} <= programs
 
 
-@pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(c)[:60] for c in COMMANDS])
+def test_the_readme_is_short():
+    assert len(README.splitlines()) <= 200, "the README is for a newcomer; details go to docs/"
+
+
+@pytest.mark.parametrize("argv", DOC_COMMANDS, ids=[" ".join(c)[:60] for c in DOC_COMMANDS])
 def test_every_readme_command_is_accepted(argv):
     name, args = _program(argv)
     if name == "pytest":

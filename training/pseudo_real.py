@@ -414,7 +414,8 @@ def overlay_grid(dataset: PseudoRealDataset, path: str | Path, *, count: int = 4
     cv2.imwrite(str(path), np.vstack(rows))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="the .npz to write")
     parser.add_argument("--root", type=Path, default=OPENCV_DATA, help="opencv-doc example data")
@@ -423,7 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--person", action="store_true", help="the teacher has the person class (models.person)"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         summary = build(args.out, root=args.root, seed=args.seed, person=args.person)

@@ -93,7 +93,7 @@ def test_cli_defaults_are_local():
 
     args = build_parser().parse_args([])
     assert args.host == "127.0.0.1" and args.port == 7860 and args.share is False
-    assert args.engine == "onnx"
+    assert args.backend == "onnx"
 
 
 def test_cli_bad_checkpoint(tmp_path):

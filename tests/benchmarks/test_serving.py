@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks import serving
-from engine.triton_local import TritonEnvMissingError, server_env
+from benchmarks.triton_local import TritonEnvMissingError, server_env
 
 pytest.importorskip("tritonclient.grpc")
 

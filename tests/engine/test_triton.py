@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from tiny_model import MAX_BATCH
 
+from benchmarks.triton_local import LocalTritonServer, TritonEnvMissingError, free_port, server_env
 from engine.base import BackendUnavailable
 from engine.manifest import ExportError
-from engine.triton_local import LocalTritonServer, TritonEnvMissingError, free_port, server_env
 from export.check import mask_iou, real_frame_inputs
 from export.triton import REPOSITORY_FILE, model_config, write_repository
 

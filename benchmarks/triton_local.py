@@ -14,6 +14,7 @@ The server binds 127.0.0.1 only, is started as a child process and stopped by PI
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shutil
@@ -216,9 +217,26 @@ class LocalTritonServer:
         self.close()
 
 
-if __name__ == "__main__":  # pragma: no cover - manual use: python -m engine.triton_local REPO
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface: serve a repository until Ctrl-C."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.triton_local",
+        description="Run the real tritonserver of PyPI's nvidia-pytriton on a model repository "
+        "(written by python -m export --triton ... --triton-backend python), on loopback.",
+    )
+    p.add_argument("repository", type=Path, help="the Triton model repository")
+    p.add_argument("--grpc-port", type=int, default=8001, help="(default 8001)")
+    p.add_argument("--http-port", type=int, default=8000, help="(default 8000)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - manual use
+    """Serve until Ctrl-C; returns the exit status."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    server = LocalTritonServer(sys.argv[1], http_port=8000, grpc_port=8001).start()
+    server = LocalTritonServer(
+        args.repository, http_port=args.http_port, grpc_port=args.grpc_port
+    ).start()
     print(f"tritonserver ready: gRPC {server.grpc_url}, HTTP {server.http_url}; Ctrl-C stops it")
     try:
         server.process.wait()
@@ -226,3 +244,8 @@ if __name__ == "__main__":  # pragma: no cover - manual use: python -m engine.tr
         pass
     finally:
         server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
