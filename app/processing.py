@@ -33,9 +33,10 @@ from engine.base import Engine
 from engine.latency import STAGES, LatencyStats, json_safe
 from engine.outputs import CallbackOutput, H264FileOutput, MaskZipOutput
 from engine.overlay import OverlayStyle
-from engine.pipeline import Pipeline, Stages
+from engine.pipeline import Pipeline
 from engine.session import KeyframePolicy, Result, Segmenter
 from engine.sources import FileSource, Frame
+from engine.stages import Stages
 
 __all__ = ["ClipResult", "LiveSession", "segment_clip"]
 

@@ -86,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from engine.manifest import graph_file, read_manifest
+    from export.calibration import encode_phrase
     from export.check import real_frame_inputs
     from export.engines import cached_export, create_engine
-    from export.int8 import add_int8, encode_phrase
+    from export.int8 import add_int8
 
     variants = {}
     for item in args.variant:

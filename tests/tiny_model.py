@@ -80,6 +80,28 @@ def build_tiny_prior_checkpoint(folder: Path) -> Path:
     return save_checkpoint(folder, model=model, tokenizer=tokenizer)
 
 
+def build_tiny_person_checkpoint(folder: Path) -> Path:
+    """Save a real tiny model of the shipped default's kind: :func:`build_tiny_prior_checkpoint`
+    plus the person class (MediaPipe's selfie segmenter, read from its package) and the prior
+    added to the output logits (``prior_skip``)."""
+    import dataclasses
+
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.config import PRESETS
+    from models.hinet import build_model
+    from models.pretrained import minilm_files
+    from models.tokenizer import WordPieceTokenizer
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(PRESETS["hinet_tiny_prior"], prior_person=True, prior_skip=True)
+    model = build_model(config).eval()
+    randomise_prior_paths(model, seed=1)
+    tokenizer = WordPieceTokenizer.load(minilm_files()["tokenizer"])
+    return save_checkpoint(folder, model=model, tokenizer=tokenizer)
+
+
 def randomise_prior_paths(model, *, seed: int, std: float = 0.5) -> None:
     """Give the zero-initialised prior injections and gate paths random weights, in place."""
     import torch

@@ -49,10 +49,10 @@ from engine.options import (
     add_session_options,
     positive_int,
 )
-from engine.pipeline import Stages
 from engine.preprocess import sanitize_frame
 from engine.session import KeyframePolicy, Result, Segmenter
 from engine.sources import Frame
+from engine.stages import Stages
 from export.engines import create_engine
 from training.eval_samples import DATASETS, SampleView, load_samples
 from training.metrics import (

@@ -318,24 +318,24 @@ def _live_run(engine, video_file, stage: str, delay: float) -> list[dict[str, fl
 def test_capture_stage_hands_on_the_newest_frame(engine, video_file) -> None:
     """With a slow flow stage, the frame it picks up was captured just now: a frame that waited
     in the capture queue was replaced by a newer one ("newest wins"), never queued behind."""
-    delay = 0.08
-    times = _live_run(engine, video_file, "flow", delay)
-    waits = [t["capture"] for t in times]  # capture -> flow start
+    times = _live_run(engine, video_file, "flow", 0.08)
+    waits = [t["flow_wait"] for t in times]  # capture -> flow start
+    work = [t["flow"] for t in times]  # the slow stage: >= 80 ms
     # Newest wins: the frame waited at most about one source period (5 ms) plus scheduling.
-    # Queued behind (a blocking put): it would wait a whole flow stage (80 ms) or more.
-    assert np.median(waits) < 0.5 * delay * 1e3, waits
+    # Queued behind (a blocking put): it would wait a whole flow stage or more. A ratio to the
+    # stage's own work, so a busy machine (which slows both) does not change the verdict.
+    assert np.median(waits) < 0.5 * np.median(work), (waits, work)
 
 
 @pytest.mark.timeout(120)
 def test_flow_stage_hands_on_the_newest_frame(engine, video_file) -> None:
     """With a slow inference stage, the frame it picks up left the flow stage just now."""
-    delay = 0.08
-    times = _live_run(engine, video_file, "inference", delay)
-    # inference = flow end -> inference end = waiting for the stage + its work (>= 80 ms).
-    # Newest wins: the prepared frame waits at most one flow step (a few ms) -> ~80-100 ms.
-    # Queued behind: it waits for the whole previous inference too -> ~160 ms or more.
-    stage = [t["inference"] for t in times]
-    assert np.median(stage) < 1.5 * delay * 1e3, stage
+    times = _live_run(engine, video_file, "inference", 0.08)
+    waits = [t["inference_wait"] for t in times]  # flow end -> inference start
+    work = [t["inference"] for t in times]  # the slow stage: >= 80 ms
+    # Newest wins: the prepared frame waits at most one flow step (a few ms).
+    # Queued behind: it waits for the whole previous inference too (>= 80 ms).
+    assert np.median(waits) < 0.5 * np.median(work), (waits, work)
 
 
 @pytest.mark.timeout(120)
@@ -378,15 +378,12 @@ def _soak(engine, frames: int, bound_mb: float) -> dict:
     return summary
 
 
-@pytest.mark.timeout(120)
-def test_soak_short_bounded_memory(engine) -> None:
-    _soak(engine, 600, bound_mb=30.0)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_soak_10k_frames_bounded_memory(engine) -> None:
-    _soak(engine, 10_000, bound_mb=30.0)
+def test_soak_10k_frames_bounded_memory(onnx_engine) -> None:
+    """10 000 frames of the real demo clip, unpaced, through every stage (ONNX Runtime: the
+    product's default backend, and 3x faster than torch eager on this tiny network)."""
+    _soak(onnx_engine, 10_000, bound_mb=30.0)
 
 
 # -- HUD, display keys ------------------------------------------------------------------------------------

