@@ -268,6 +268,36 @@ class _PriorEngine:
                       capture_time=0.0, phrase=ref.phrase)  # fmt: skip
 
 
+class _InstanceEngine:
+    """The instances alone, zero-shot: COCO-80 detections scored by the phrase's cues.
+
+    :mod:`engine.grounding` scores them; the chosen boxes are the map, peaking at the best
+    one's centre.
+    """
+
+    def __init__(self, *, threads: int = 0) -> None:
+        from engine.detector import Detector
+        from engine.flow import OpticalFlow
+
+        self.detector = Detector(threads=threads)
+        self.flow = OpticalFlow(preset="ultrafast", size=(320, 240))
+
+    def __call__(self, frames: dict[int, np.ndarray], ref: Referent):
+        from engine.grounding import choose, parse_phrase, referent_map, score_instances
+        from engine.session import Result
+
+        frame = frames[ref.frame]
+        cues = parse_phrase(ref.phrase)
+        dets = self.detector(frame)
+        flow = self.flow(self.flow.gray(frames[ref.frame - 1]), self.flow.gray(frame))
+        chosen = choose(score_instances(dets, cues, frame, flow), cues)
+        prob = referent_map(dets, chosen, frame.shape[:2])
+        mask = prob > 0
+        return Result(mask=mask, prob=prob, score=float(prob[mask].mean()) if mask.any() else 0.0,
+                      frame_index=1, capture_time=0.0, phrase=ref.phrase,
+                      found=bool(chosen))  # fmt: skip
+
+
 def run(engine, referents: list[Referent], clips: dict, *, progress: bool = True):
     """Score every referent.
 
@@ -283,7 +313,7 @@ def run(engine, referents: list[Referent], clips: dict, *, progress: bool = True
     refused = 0
     for ref in tqdm(referents, desc="real footage", unit="referent", disable=not progress):
         try:
-            if isinstance(engine, _PriorEngine):
+            if isinstance(engine, _PriorEngine | _InstanceEngine):
                 result = engine(frames[ref.clip], ref)
             else:
                 result = segment(engine, frames[ref.clip], ref)
@@ -326,10 +356,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(p, triton=False, prior=True)
     p.add_argument(
         "--method",
-        choices=("model", "prior"),
+        choices=("model", "prior", "instances"),
         default="model",
         help="model: --checkpoint through the stream's session; prior: the zero-shot grounding "
-        "prior (models.grounding) alone, no checkpoint (its --size defaults to 256x448)",
+        "prior (models.grounding) alone, no checkpoint (its --size defaults to 256x448); "
+        "instances: the COCO detector's instances scored by the phrase (engine.grounding) "
+        "alone, no checkpoint",
     )
     p.add_argument(
         "--prior-variant",
@@ -364,7 +396,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not model:
+    if args.method == "instances":
+        engine = _InstanceEngine(threads=args.threads or 0)
+        what, input_size = "COCO instances scored by the phrase (NanoDet-g, 416x416)", [416, 416]
+    elif not model:
         size = args.size or (256, 448)
         engine = _PriorEngine(variant=args.prior_variant, size=size, person=args.person)
         person = " + person" if args.person else ""

@@ -88,7 +88,9 @@ def test_the_readme_is_short():
 def test_every_readme_command_is_accepted(argv):
     name, args = _program(argv)
     if name == "pytest":
-        assert not args or all(not a.startswith("-") or a in ("-s", "-q", "-m", "-k", "-n") for a in args)
+        assert not args or all(
+            not a.startswith("-") or a in ("-s", "-q", "-m", "-k", "-n") for a in args
+        )
         return
     args = [a for a in args if a != "<model>"]  # placeholders in prose
     spec = importlib.util.find_spec(name)

