@@ -298,8 +298,9 @@ class _InstanceEngine:
                       found=bool(chosen))  # fmt: skip
 
 
-def run(engine, referents: list[Referent], clips: dict, *, progress: bool = True):
-    """Score every referent.
+def run(engine, referents: list[Referent], clips: dict, *, progress: bool = True,
+        detector=None):  # fmt: skip
+    """Score every referent (with ``detector``: the model's session with instance evidence).
 
     Returns:
         ``(rows, tiles, refused)``: each referent's :class:`Score` and overlay tile, and how
@@ -315,6 +316,11 @@ def run(engine, referents: list[Referent], clips: dict, *, progress: bool = True
         try:
             if isinstance(engine, _PriorEngine | _InstanceEngine):
                 result = engine(frames[ref.clip], ref)
+            elif detector is not None:
+                from engine.instances import InstanceEvidence
+
+                evidence = InstanceEvidence(detector, every=1)
+                result = segment(engine, frames[ref.clip], ref, instances=evidence)
             else:
                 result = segment(engine, frames[ref.clip], ref)
         except ValueError:  # the model refuses the phrase (too long): scored as an empty mask
@@ -373,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="--method prior: add the person class (MediaPipe's person segmenter, models.person)",
     )
+    p.add_argument(
+        "--instances",
+        action="store_true",
+        help="--method model: with instance evidence (the detector's instance the phrase means "
+        "steers the mask, engine.instances)",
+    )
     p.add_argument("--annotations", type=Path, default=ANNOTATIONS, help="annotation JSON")
     add_report_options(p, png=True)
     return p
@@ -415,7 +427,14 @@ def main(argv: list[str] | None = None) -> int:
         what = (
             f"{args.checkpoint} ({args.backend}, {engine.device}, {input_size[0]}x{input_size[1]})"
         )
-    rows, tiles, refused = run(engine, referents, clips, progress=not args.no_progress)
+    detector = None
+    if model and args.instances:
+        from engine.detector import Detector
+
+        detector = Detector(threads=args.threads or 0)
+        what += " + COCO instances (NanoDet-g)"
+    rows, tiles, refused = run(engine, referents, clips, progress=not args.no_progress,
+                               detector=detector)  # fmt: skip
     summary = summarise(rows)
     print(
         f"real footage: {len(rows)} referents, {what}; "

@@ -249,6 +249,9 @@ BASIC_COLOURS: dict[str, tuple[int, int, int]] = {
 _COLOUR_ALIASES = {"gray": "grey", "silver": "grey", "golden": "yellow", "gold": "yellow",
                    "navy": "blue", "violet": "purple", "beige": "brown", "tan": "brown",
                    "dark": "black", "crimson": "red", "scarlet": "red", "maroon": "red"}  # fmt: skip
+#: Instances count as candidates when the detector is at least this share as sure of them as
+#: of its best instance of the named class.
+CANDIDATE_SHARE = 0.5
 _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "last": -1}
 
 
@@ -465,7 +468,9 @@ def score_instances(
     if not len(dets) or not cues.names_a_class:
         return []
     cls = (dets.probs * cues.classes[None]).max(axis=1)  # the named class's probability
-    cand = np.flatnonzero(cls > 0)
+    # The candidates: instances the detector is at least half as sure of as of its best one of
+    # the named class (a doubtful box at the edge must not become "the one on the left").
+    cand = np.flatnonzero((cls > 0) & (cls >= CANDIDATE_SHARE * cls.max()))
     if cand.size == 0:
         return []
     parts: dict[str, np.ndarray] = {"class": cls[cand] / max(float(cls[cand].max()), 1e-6)}

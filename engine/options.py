@@ -184,6 +184,10 @@ class SessionOptions:
         smoothing: Temporal EMA weight of the previous frame, in [0, 1).
         keyframes: When the network runs (every frame, every N-th, adaptive).
         flow_preset: The optical flow's DIS preset.
+        instances: Instance evidence: the COCO-80 detector's instance the phrase means steers
+            the mask (:mod:`engine.instances`).
+        instances_every: Run the detector on every N-th frame (its boxes follow the flow
+            between).
     """
 
     threshold: float = 0.5
@@ -192,6 +196,8 @@ class SessionOptions:
     smoothing: float = 0.0
     keyframes: KeyframePolicy = field(default_factory=KeyframePolicy)
     flow_preset: str = "ultrafast"
+    instances: bool = False
+    instances_every: int = 5
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SessionOptions:
@@ -201,6 +207,11 @@ class SessionOptions:
     def segmenter(self, engine: Any, **overrides: Any) -> Segmenter:
         """A :class:`Segmenter` on ``engine`` with these settings (``overrides`` win)."""
         settings = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        every = settings.pop("instances_every")
+        if settings.pop("instances"):
+            from engine.instances import InstanceEvidence
+
+            settings["instances"] = InstanceEvidence(every=every)
         return Segmenter(engine, **{**settings, **overrides})
 
 
@@ -305,6 +316,18 @@ def add_session_options(
         "flow_preset": dict(
             choices=tuple(FLOW_PRESETS), default=d.flow_preset,
             help="the optical flow's DIS preset (default %(default)s)",
+        ),
+        "instances": dict(
+            action="store_true",
+            help="instance evidence: the COCO-80 detector (NanoDet-g) finds people, vehicles, "
+            "animals and everyday things, the phrase's words choose one (category, colour, "
+            "position, motion), and that instance steers the mask; its scores go to the HUD "
+            "and the results",
+        ),
+        "instances_every": dict(
+            type=positive_int, default=d.instances_every, metavar="N",
+            help="with --instances: run the detector on every N-th frame, its boxes carried by "
+            "the flow between (default %(default)s)",
         ),
     }  # fmt: skip
     for name in only or flags:

@@ -408,7 +408,8 @@ class ResultsFileOutput:
 
     Each line: frame index, capture time, phrase, score, peak, area, found, prior_conf (the
     grounding prior's confidence, ``null`` without one), inferred (the network ran on it, not a
-    keyframe warp), the stage timings, and the mask as COCO RLE. Read back with ``json.loads`` per line and
+    keyframe warp), instances (with instance evidence: the best instances of the phrase's class,
+    each with its box, score, the score's parts and whether it was chosen), the stage timings, and the mask as COCO RLE. Read back with ``json.loads`` per line and
     :func:`engine.rle.rle_decode` (or ``pycocotools.mask.decode``).
     """
 
@@ -430,6 +431,7 @@ class ResultsFileOutput:
             "found": result.found,
             "prior_conf": None if result.prior_conf is None else round(result.prior_conf, 4),
             "inferred": result.inferred,
+            "instances": list(result.instances),
             "timings_ms": {k: round(v, 3) for k, v in result.timings.items()},
             "mask": rle_encode(result.mask),
         }

@@ -126,7 +126,14 @@ def result_lines(result: object) -> list[str]:
         verdict += ")" if conf is None else f", prior {conf:.2f})"
     if not getattr(result, "inferred", True):  # between keyframes: the flow moved the mask
         verdict += "  [warped]"
-    return [f'phrase: "{phrase}"', verdict]
+    lines = [f'phrase: "{phrase}"', verdict]
+    chosen = [r for r in getattr(result, "instances", ()) if r.get("chosen")]
+    if chosen:  # why this instance: "person 3: class 0.92 . left 0.88 . red 0.71"
+        r = chosen[0]
+        parts = " . ".join(f"{k} {v:.2f}" for k, v in r["parts"].items())
+        more = f" (+{len(chosen) - 1})" if len(chosen) > 1 else ""
+        lines.append(f"{r['class']} {r['instance'] + 1}: {parts}{more}")
+    return lines
 
 
 def draw_hud_inplace(image: np.ndarray, lines: Sequence[str], *, scale: float = 0.0) -> None:
@@ -158,8 +165,8 @@ def draw_hud_inplace(image: np.ndarray, lines: Sequence[str], *, scale: float = 
 
 #: Frames smaller than this (width, height) get the HUD in a bar below the picture.
 HUD_INSIDE_MIN = (400, 300)
-#: Lines the bar below a small frame has room for (the pipeline's HUD has at most 8).
-HUD_BAR_LINES = 8
+#: Lines the bar below a small frame has room for (the pipeline's HUD has at most 9).
+HUD_BAR_LINES = 10
 
 
 def _font(h: int) -> tuple[float, int, int]:

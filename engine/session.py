@@ -27,6 +27,8 @@ import numpy as np
 
 from engine.base import Engine, TextState
 from engine.flow import OpticalFlow
+from engine.instances import InstanceEvidence, fuse
+from engine.keyframes import KeyframePolicy, warp_probabilities
 from engine.preprocess import postprocess, prepare_flow, prepare_image, sanitize_frame
 from engine.sources import Frame
 
@@ -71,6 +73,9 @@ class Result:
         prior_conf: The grounding prior's confidence in [0, 1] that the frame shows what the
             phrase names (the last keyframe's between keyframes); ``None`` for a model without
             the prior or with it switched off.
+        instances: With instance evidence (:class:`engine.instances.InstanceEvidence`), the
+            best-scored instances of the phrase's class (class, box, score and its parts,
+            ``chosen``); empty without it.
         inferred: Whether the network ran on this frame (a keyframe); ``False`` when its
             probabilities are the previous frame's warped by the optical flow
             (:class:`KeyframePolicy`).
@@ -92,6 +97,7 @@ class Result:
     found: bool = True
     inferred: bool = True
     prior_conf: float | None = None
+    instances: tuple[dict, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.mask, np.ndarray) or self.mask.ndim != 2 or self.mask.dtype != bool:
@@ -171,98 +177,6 @@ class SmoothingState:
     prior_conf: float | None = None
 
 
-@dataclass(frozen=True)
-class KeyframePolicy:
-    """When the network runs; between keyframes the last probabilities are warped by the flow.
-
-    The flow is computed on every frame anyway, so a frame between keyframes costs a remap
-    instead of the frame network. A phrase change, a stream reset and the first frame are
-    always keyframes.
-
-    Attributes:
-        every: Fixed policy: the network runs on every ``every``-th frame (1: every frame).
-        adaptive: Adaptive policy instead: run the network when the warp can no longer be
-            trusted: after ``max_interval`` frames, when the mean flow exceeds ``max_motion``
-            of the flow grid's width per frame (a fast camera pan: large flow is where DIS
-            errs), or when the warped mask's area leaves ``[1 / area_change, area_change]``
-            times the keyframe's.
-        max_interval: Adaptive: most frames between two keyframes.
-        max_motion: Adaptive: mean flow magnitude, as a share of the grid width per frame, that
-            forces one.
-        area_change: Adaptive: mask-area ratio to the keyframe's that forces one.
-    """
-
-    every: int = 1
-    adaptive: bool = False
-    max_interval: int = 4
-    max_motion: float = 0.05
-    area_change: float = 1.15
-
-    def __post_init__(self) -> None:
-        if self.every < 1 or self.max_interval < 1:
-            raise ValueError(f"every and max_interval must be >= 1, got {self.every}, "
-                             f"{self.max_interval}")  # fmt: skip
-        if self.max_motion <= 0 or self.area_change <= 1:
-            raise ValueError("max_motion must be > 0 and area_change > 1")
-
-    @classmethod
-    def parse(cls, text: str) -> KeyframePolicy:
-        """``"1"``, ``"3"`` (every 3rd frame) or ``"adaptive"``.
-
-        Raises:
-            ValueError: anything else (the message lists the forms).
-        """
-        value = str(text).strip().lower()
-        if value == "adaptive":
-            return cls(adaptive=True)
-        if value.isdigit() and int(value) >= 1:
-            return cls(every=int(value))
-        raise ValueError(f"keyframes must be a period >= 1 or 'adaptive', got {text!r}")
-
-    @property
-    def always(self) -> bool:
-        """Whether every frame is a keyframe (the network runs on all of them)."""
-        return self.every == 1 and not self.adaptive
-
-    def __str__(self) -> str:
-        return "adaptive" if self.adaptive else str(self.every)
-
-
-def warp_probabilities(prob_net: np.ndarray, flow_px: np.ndarray) -> np.ndarray:
-    """The previous frame's (H, W) probabilities moved along the (h, w, 2) pixel flow.
-
-    The flow is forward (previous -> current: a previous pixel ``s`` moves to ``s + f(s)``), so
-    each value is splatted to the grid point nearest to where its pixel went, the highest
-    winning where several land (a moving object covers the background it moves onto; sampling
-    the flow at the destination instead would read the background's flow there and leave the
-    object behind). Grid points nothing lands on (a stretch) take the value at ``x - f(x)``;
-    what moves out of the frame is dropped.
-    """
-    import cv2
-
-    h, w = prob_net.shape
-    fh, fw = flow_px.shape[:2]
-    flow = flow_px.astype(np.float32)
-    if (fh, fw) != (h, w):
-        flow = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
-        flow *= np.asarray([w / fw, h / fh], np.float32)
-    prob = prob_net.astype(np.float32)
-    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-    xi = np.rint(gx + flow[..., 0]).astype(np.int64).ravel()
-    yi = np.rint(gy + flow[..., 1]).astype(np.int64).ravel()
-    ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-    target = yi[ok] * w + xi[ok]
-    out = np.zeros(h * w, np.float32)
-    np.maximum.at(out, target, prob.ravel()[ok])
-    hit = np.zeros(h * w, bool)
-    hit[target] = True
-    if not hit.all():
-        back = cv2.remap(prob, gx - flow[..., 0], gy - flow[..., 1], cv2.INTER_LINEAR,
-                         borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)  # fmt: skip
-        out[~hit] = back.ravel()[~hit]
-    return out.reshape(h, w)
-
-
 class Segmenter:
     """Phrase-conditioned video segmentation, one frame at a time.
 
@@ -285,6 +199,8 @@ class Segmenter:
             naming a category the frame does not show ("the dog" on a street) is not found even
             where the network draws a confident mask. 0 disables it; ignored without the prior.
         keyframes: When the network runs (:class:`KeyframePolicy`; default: every frame).
+        instances: COCO-80 instance evidence: the instance the phrase means steers the mask
+            (:func:`engine.instances.fuse`); ``None``: HINet alone.
 
     Thread-safety: :meth:`prepare` may run in one thread and :meth:`infer` in another (they
     touch disjoint state); :meth:`set_phrase` may be called from any thread and takes effect
@@ -303,8 +219,10 @@ class Segmenter:
         min_score: float = DEFAULT_MIN_SCORE,
         min_prior: float = DEFAULT_MIN_PRIOR,
         keyframes: KeyframePolicy | None = None,
+        instances: InstanceEvidence | None = None,
     ) -> None:
         self.keyframes = keyframes or KeyframePolicy()
+        self.instances = instances
         if not 0.0 <= min_score < 1.0:
             raise ValueError(f"min_score must be in [0, 1), got {min_score}")
         self.min_score = float(min_score)
@@ -354,6 +272,8 @@ class Segmenter:
             self._text = state
             # A new referent: the old probabilities must not bleed into the new phrase's mask.
             self.smoothing_state = SmoothingState()
+            if self.instances is not None:
+                self.instances.set_phrase(state.phrase)
         return state
 
     # -- the stages ----------------------------------------------------------------------------
@@ -362,6 +282,8 @@ class Segmenter:
         self.flow_state = FlowState()
         with self._text_lock:
             self.smoothing_state = SmoothingState()
+            if self.instances is not None:
+                self.instances.reset()
 
     def _as_frame(self, frame: Frame | np.ndarray) -> Frame:
         if isinstance(frame, Frame):
@@ -441,16 +363,24 @@ class Segmenter:
                 smoothing=self.smoothing,
             )  # fmt: skip
             smooth.since_key, smooth.key_area = 0, float((smooth.ema > self.threshold).mean())
+        view = None
+        if self.instances is not None:
+            view = self.instances.update(prepared.frame.image, prepared.flow_px)
+            prob, mask = fuse(prob, mask, view)
         score = min(max(float(prob[mask].mean()) if mask.any() else 0.0, 0.0), 1.0)
         prior_conf = smooth.prior_conf
         in_view = prior_conf is None or prior_conf >= self.min_prior
+        found = bool(mask.any()) and score >= self.min_score and in_view
+        if view is not None and view.confident:  # a detected instance of the named class
+            found = bool(mask.any())
         return Result(
             mask=mask,
             prob=prob,
             score=score,
             peak=float(prob.max()),
-            found=bool(mask.any()) and score >= self.min_score and in_view,
+            found=found,
             prior_conf=prior_conf,
+            instances=tuple(view.as_rows()) if view is not None else (),
             frame_index=prepared.frame.index,
             capture_time=prepared.frame.timestamp,
             phrase=text.phrase,
