@@ -51,6 +51,7 @@ __all__ = [
     "default_device",
     "fraction",
     "positive_int",
+    "size_arg",
 ]
 
 #: The backend every program uses unless told otherwise: ONNX Runtime (4x torch eager on CPU).
@@ -85,7 +86,8 @@ def fraction(low_open: bool = False) -> Any:
     return parse
 
 
-def _size(text: str) -> tuple[int, int]:
+def size_arg(text: str) -> tuple[int, int]:
+    """An argparse type: ``HxW``, each side a multiple of 32 (:func:`engine.preprocess.parse_size`)."""
     try:
         return parse_size(text)
     except ValueError as exc:
@@ -253,7 +255,7 @@ def add_model_options(
         "--device", help="cpu, cuda or cuda:N (default: cuda when a GPU is visible, else cpu)"
     )
     g.add_argument("--precision", choices=PRECISIONS, default="fp32", help="(default: fp32)")
-    g.add_argument("--size", type=_size, help="network input HxW (default: the model's own)")
+    g.add_argument("--size", type=size_arg, help="network input HxW (default: the model's own)")
     if threads:
         g.add_argument(
             "--threads",

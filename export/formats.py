@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from engine.preprocess import parse_size
+from engine.options import size_arg
 
 __all__ = ["FORMATS", "OPTIONS", "Format", "build_parser", "formats_table"]
 
@@ -57,13 +57,6 @@ def _unit_interval(text: str) -> float:
     return value
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
 #: Every option flag of ``python -m export``: name -> argparse keyword arguments.
 OPTIONS: dict[str, dict[str, Any]] = {
     "--min-size": dict(type=int, default=64, help="smallest input side (multiple of 32)"),
@@ -72,7 +65,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "--opset": dict(type=int, default=18, help="ONNX opset (>= 18)"),
     "--no-check": dict(action="store_true", help="skip the ONNX Runtime parity checks"),
     "--int8-size": dict(
-        type=_size, default=(320, 320), help="INT8 calibration/parity HxW (default 320x320)"
+        type=size_arg, default=(320, 320), help="INT8 calibration/parity HxW (default 320x320)"
     ),
     "--int8-float-ends": dict(
         type=_ends, default=(2, 0), metavar="D,T",
@@ -105,7 +98,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
         help="also keep float every layer of these comma-separated modules, e.g. "
         "model.prior,model.prior_in (the frozen prior and its inputs) or model.backbone",
     ),
-    "--trt-size": dict(type=_size, default=(320, 320), help="TensorRT opt size HxW"),
+    "--trt-size": dict(type=size_arg, default=(320, 320), help="TensorRT opt size HxW"),
     "--triton-backend": dict(
         choices=("onnxruntime", "python", "tensorrt"), default="onnxruntime",
         help="Triton backend of both models (python: ONNX Runtime inside Triton's Python "
