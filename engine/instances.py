@@ -99,6 +99,7 @@ class InstanceEvidence:
         self.cues: Cues | None = None
         self._dets: Detections | None = None
         self._since = 0
+        self._stale = False
 
     def set_phrase(self, phrase: str) -> Cues:
         """Read the phrase's cues (the detections stay: they do not depend on the phrase)."""
@@ -106,8 +107,11 @@ class InstanceEvidence:
         return self.cues
 
     def reset(self) -> None:
-        """Forget the carried detections (a new stream, a reconnect)."""
-        self._dets, self._since = None, 0
+        """Forget the carried detections (a new stream, a reconnect) from the next frame on.
+
+        Safe from another thread than :meth:`update`'s: only a flag is set here.
+        """
+        self._stale = True
 
     def update(self, frame: np.ndarray, flow_px: np.ndarray | None) -> InstanceView | None:
         """This frame's view (``None`` until a phrase is set).
@@ -117,8 +121,11 @@ class InstanceEvidence:
             flow_px: (h, w, 2) pixel flow from the previous frame at its own grid (``None``:
                 none; the boxes stay where they were).
         """
-        if self.cues is None:
+        cues = self.cues  # set_phrase may swap it from another thread: one read per frame
+        if cues is None:
             return None
+        if self._stale:
+            self._dets, self._stale = None, False
         h, w = frame.shape[:2]
         detected = (
             self._dets is None or self._since + 1 >= self.every or (self._dets.frame_hw != (h, w))
@@ -127,8 +134,8 @@ class InstanceEvidence:
             self._dets, self._since = self.detector(frame), 0
         else:
             self._dets, self._since = _carried(self._dets, flow_px), self._since + 1
-        scores = score_instances(self._dets, self.cues, frame, flow_px)
-        return InstanceView(self._dets, scores, choose(scores, self.cues), detected, self.cues)
+        scores = score_instances(self._dets, cues, frame, flow_px)
+        return InstanceView(self._dets, scores, choose(scores, cues), detected, cues)
 
 
 def _carried(dets: Detections, flow_px: np.ndarray | None) -> Detections:
