@@ -363,12 +363,15 @@ def main(argv: list[str] | None = None) -> int:
         engine = open_engine(model)
         sources = open_sources(specs, loop=args.loop, pace=args.pace)
         names = stream_names(specs) if multi else [None]
+        from engine.detector import DetectorFilesError
         from engine.streams import build_streams
 
         try:
             group = build_streams(engine, sources, stream_phrases(args, sources), files,
                                   session=SessionOptions.from_args(args), names=names,
                                   hud=not args.no_hud, max_frames=args.max_frames)  # fmt: skip
+        except DetectorFilesError as exc:  # --instances: the detector's files are broken
+            raise RunError(EXIT_MODEL, f"instance detector unusable: {exc}") from exc
         except ValueError as exc:
             raise RunError(EXIT_PHRASE, f"phrase rejected: {exc}") from exc
     except RunError as exc:

@@ -312,13 +312,13 @@ def run(engine, referents: list[Referent], clips: dict, *, progress: bool = True
     frames = {name: read_frames(clip_path(clips[name]), idx) for name, idx in by_clip.items()}
     rows, tiles = [], []
     refused = 0
+    if detector is not None:
+        from engine.instances import InstanceEvidence
     for ref in tqdm(referents, desc="real footage", unit="referent", disable=not progress):
         try:
             if isinstance(engine, _PriorEngine | _InstanceEngine):
                 result = engine(frames[ref.clip], ref)
-            elif detector is not None:
-                from engine.instances import InstanceEvidence
-
+            elif detector is not None:  # a fresh session per referent, one detector for all
                 evidence = InstanceEvidence(detector, every=1)
                 result = segment(engine, frames[ref.clip], ref, instances=evidence)
             else:

@@ -161,6 +161,7 @@ class Detector:
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
         outs = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
+        self._names = list(outs)
         # Per stride: the (locations, 80) class output and the (locations, 44) distance output.
         self._heads = []
         for stride in _STRIDES:
@@ -180,8 +181,7 @@ class Detector:
     def __call__(self, frame: np.ndarray) -> Detections:
         """The instances in a (H, W, 3) uint8 BGR frame."""
         x, scale = self.preprocess(frame)
-        outs = dict(zip([o.name for o in self.session.get_outputs()],
-                        self.session.run(None, {self.input: x})))  # fmt: skip
+        outs = dict(zip(self._names, self.session.run(None, {self.input: x})))
         boxes, probs = [], []
         for stride, cls, dist in self._heads:
             p = outs[cls][0]  # (n, 80) probabilities

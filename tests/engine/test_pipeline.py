@@ -639,6 +639,23 @@ def test_cli_help_documents_exit_codes() -> None:
         assert flag in text
 
 
+def test_cli_broken_detector_files_are_a_model_error(
+    tiny_checkpoint, video_file, tmp_path, monkeypatch, capsys
+) -> None:
+    """--instances with the detector's files missing: exit 7 naming the detector, not a phrase
+    error, and no run folder left behind."""
+    import engine.detector as detector
+
+    monkeypatch.setattr(detector, "_DIR", tmp_path / "no_detector")
+    code = _cli("--backend", "torch", "--checkpoint", str(tiny_checkpoint), "--size", "64x64",
+                "--no-display", "--source", str(video_file), "--phrase", PHRASE_A, "--instances",
+                "--out-dir", str(tmp_path / "run"))  # fmt: skip
+    assert code == run_stream.EXIT_MODEL
+    err = capsys.readouterr().err
+    assert "instance detector unusable" in err and "missing" in err and "phrase" not in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_names_the_new_spelling_of_a_renamed_flag(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         _cli("--engine", "torch")
