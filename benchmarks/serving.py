@@ -62,6 +62,25 @@ def batch_histogram(stats: dict) -> dict[int, int]:
     return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in model["batch_stats"]}
 
 
+def settled_histogram(
+    read_stats, *, poll_s: float = 0.05, timeout_s: float = 3.0
+) -> dict[int, int]:
+    """:func:`batch_histogram` once two readings ``poll_s`` apart agree.
+
+    Triton records an execution's statistics just after sending its response, so a reading taken
+    right after the last answer can miss that execution (and the next run would count it).
+    """
+    reading = batch_histogram(read_stats())
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        time.sleep(poll_s)
+        again = batch_histogram(read_stats())
+        if again == reading:
+            return reading
+        reading = again
+    return reading
+
+
 def histogram_delta(before: dict[int, int], after: dict[int, int]) -> dict[int, int]:
     """Executions per batch size between two :func:`batch_histogram` readings."""
     return {b: n - before.get(b, 0) for b, n in sorted(after.items()) if n > before.get(b, 0)}
@@ -146,7 +165,7 @@ def bench(
             for n, mode in tqdm(plan, desc="serving benchmark", disable=not progress):
                 if mode == "triton":
                     engines = [remote] * n
-                    before = batch_histogram(remote.statistics())
+                    before = settled_histogram(remote.statistics)
                 else:
                     engines = [create_engine("onnx", export, input_size=size,
                                              intra_op_threads=local_threads)
@@ -157,7 +176,7 @@ def bench(
                                   seconds=seconds)  # fmt: skip
                 row["mode"] = mode
                 if mode == "triton":
-                    hist = histogram_delta(before, batch_histogram(remote.statistics()))
+                    hist = histogram_delta(before, settled_histogram(remote.statistics))
                     row["batch_histogram"] = hist
                     executions = sum(hist.values())
                     row["mean_batch"] = sum(b * c for b, c in hist.items()) / max(executions, 1)

@@ -22,6 +22,18 @@ def test_histogram_delta_counts_only_this_runs_executions():
     assert serving.histogram_delta({1: 5, 2: 3}, {**hist, 4: 1}) == {1: 2, 4: 1}
 
 
+def test_settled_histogram_waits_for_an_execution_recorded_after_its_answer():
+    def stats(count: int) -> dict:
+        return {
+            "model_stats": [{"batch_stats": [{"batch_size": 1, "compute_infer": {"count": count}}]}]
+        }
+
+    readings = iter([stats(2), stats(3)])  # the last warm-up request lands in the statistics late
+    last = stats(3)
+    hist = serving.settled_histogram(lambda: next(readings, last), poll_s=0.001)
+    assert hist == {1: 3}
+
+
 @pytest.mark.timeout(300)
 def test_two_stream_counts_both_modes_json_and_png(tiny_export, tmp_path, capsys):
     try:
