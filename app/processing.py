@@ -30,6 +30,7 @@ import numpy as np
 from app.plot import latency_plot
 from app.validation import UploadError, VideoInfo
 from engine.base import Engine
+from engine.instances import DEFAULT_EVERY, InstanceEvidence
 from engine.latency import STAGES, LatencyStats, json_safe
 from engine.outputs import CallbackOutput, H264FileOutput, MaskZipOutput
 from engine.overlay import OverlayStyle
@@ -203,6 +204,8 @@ class LiveSession:
         style: Overlay style.
         keyframes: When the network runs (:class:`engine.session.KeyframePolicy`; default:
             every frame).
+        instances: Instance evidence (the COCO detector in its own thread, as in the stream);
+            ``False``: the network alone.
     """
 
     def __init__(
@@ -212,8 +215,11 @@ class LiveSession:
         threshold: float,
         style: OverlayStyle | None = None,
         keyframes: KeyframePolicy | None = None,
+        instances: bool = True,
     ) -> None:
-        self.segmenter = Segmenter(engine, threshold=threshold, keyframes=keyframes)
+        evidence = InstanceEvidence(every=DEFAULT_EVERY, background=True) if instances else None
+        self.segmenter = Segmenter(engine, threshold=threshold, keyframes=keyframes,
+                                   instances=evidence)  # fmt: skip
         self.dropped = 0
         self.stages = Stages(
             self.segmenter,

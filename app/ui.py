@@ -39,6 +39,7 @@ from app.validation import (
     check_video,
     describe_phrase,
 )
+from engine.instances import DEFAULT_EVERY, InstanceEvidence
 from engine.latency import bottleneck_line
 from engine.outputs import FFmpegError
 from engine.session import Segmenter
@@ -183,7 +184,8 @@ def build_app(
             policy = check_keyframes(keyframes)
             info = check_video(video, limits=limits, workdir=workdir / "in")
             progress(0.0, desc="loading the engine")
-            segmenter = Segmenter(registry.get(backend), threshold=threshold, keyframes=policy)
+            segmenter = Segmenter(registry.get(backend), threshold=threshold, keyframes=policy,
+                                  instances=InstanceEvidence(every=DEFAULT_EVERY))  # fmt: skip
             segmenter.set_phrase(text)
             result = segment_clip(
                 info,

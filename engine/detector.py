@@ -91,6 +91,13 @@ class Detections:
     def __len__(self) -> int:
         return len(self.scores)
 
+    @classmethod
+    def empty(cls, frame_hw: tuple[int, int]) -> Detections:
+        """No instances in a ``frame_hw`` frame."""
+        return cls(boxes=np.zeros((0, 4), np.float32), scores=np.zeros(0, np.float32),
+                   classes=np.zeros(0, np.int64), probs=np.zeros((0, len(COCO_CLASSES)), np.float32),
+                   frame_hw=tuple(frame_hw))  # fmt: skip
+
     def names(self) -> list[str]:
         """The class name of each box."""
         return [COCO_CLASSES[int(c)] for c in self.classes]

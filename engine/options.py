@@ -37,6 +37,7 @@ from typing import Any
 from engine.backends import BACKENDS
 from engine.base import PRECISIONS
 from engine.flow import FLOW_PRESETS
+from engine.instances import DEFAULT_EVERY, InstanceEvidence
 from engine.preprocess import parse_size
 from engine.session import DEFAULT_MIN_PRIOR, DEFAULT_MIN_SCORE, KeyframePolicy, Segmenter
 from models.checkpoint import DEFAULT_CHECKPOINT
@@ -187,9 +188,10 @@ class SessionOptions:
         keyframes: When the network runs (every frame, every N-th, adaptive).
         flow_preset: The optical flow's DIS preset.
         instances: Instance evidence: the COCO-80 detector's instance the phrase means steers
-            the mask (:mod:`engine.instances`).
-        instances_every: Run the detector on every N-th frame (its boxes follow the flow
-            between).
+            the mask (:mod:`engine.instances`); the detector runs in its own thread, off the
+            frame's path.
+        instances_every: Ask the detector for every N-th frame (its boxes follow the flow
+            between, and while it works).
     """
 
     threshold: float = 0.5
@@ -198,8 +200,8 @@ class SessionOptions:
     smoothing: float = 0.0
     keyframes: KeyframePolicy = field(default_factory=KeyframePolicy)
     flow_preset: str = "ultrafast"
-    instances: bool = False
-    instances_every: int = 5
+    instances: bool = True
+    instances_every: int = DEFAULT_EVERY
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SessionOptions:
@@ -211,9 +213,7 @@ class SessionOptions:
         settings = {f: getattr(self, f) for f in self.__dataclass_fields__}
         every = settings.pop("instances_every")
         if settings.pop("instances"):
-            from engine.instances import InstanceEvidence
-
-            settings["instances"] = InstanceEvidence(every=every)
+            settings["instances"] = InstanceEvidence(every=every, background=True)
         return Segmenter(engine, **{**settings, **overrides})
 
 
@@ -320,16 +320,16 @@ def add_session_options(
             help="the optical flow's DIS preset (default %(default)s)",
         ),
         "instances": dict(
-            action="store_true",
-            help="instance evidence: the COCO-80 detector (NanoDet-g) finds people, vehicles, "
-            "animals and everyday things, the phrase's words choose one (category, colour, "
-            "position, motion), and that instance steers the mask; its scores go to the HUD "
-            "and the results",
+            action=argparse.BooleanOptionalAction, default=d.instances,
+            help="instance evidence (on by default): the COCO-80 detector (NanoDet-g, in its own "
+            "thread) finds people, vehicles, animals and everyday things, the phrase's words "
+            "choose one (category, colour, position, motion), and that instance steers the "
+            "mask; its scores go to the HUD and the results. --no-instances: HINet alone",
         ),
         "instances_every": dict(
             type=positive_int, default=d.instances_every, metavar="N",
-            help="with --instances: run the detector on every N-th frame, its boxes carried by "
-            "the flow between (default %(default)s)",
+            help="ask the detector for every N-th frame, its boxes carried by the flow between "
+            "(default %(default)s)",
         ),
     }  # fmt: skip
     for name in only or flags:

@@ -409,7 +409,9 @@ class ResultsFileOutput:
     Each line: frame index, capture time, phrase, score, peak, area, found, prior_conf (the
     grounding prior's confidence, ``null`` without one), inferred (the network ran on it, not a
     keyframe warp), instances (with instance evidence: the best instances of the phrase's class,
-    each with its box, score, the score's parts and whether it was chosen), the stage timings, and the mask as COCO RLE. Read back with ``json.loads`` per line and
+    each with its box, score, the score's parts and whether it was chosen), steered (the chosen
+    instance steered the mask), absent (why the evidence says it is not in view, or ``null``),
+    the stage timings, and the mask as COCO RLE. Read back with ``json.loads`` per line and
     :func:`engine.rle.rle_decode` (or ``pycocotools.mask.decode``).
     """
 
@@ -432,6 +434,8 @@ class ResultsFileOutput:
             "prior_conf": None if result.prior_conf is None else round(result.prior_conf, 4),
             "inferred": result.inferred,
             "instances": list(result.instances),
+            "steered": result.steered,
+            "absent": result.absent,
             "timings_ms": {k: round(v, 3) for k, v in result.timings.items()},
             "mask": rle_encode(result.mask),
         }

@@ -121,6 +121,8 @@ def result_lines(result: object) -> list[str]:
     if getattr(result, "found", True):
         verdict = f"score {result.score:.2f}  area {100 * result.area:.1f}%"  # type: ignore[attr-defined]
         verdict += "" if conf is None else f"  prior {conf:.2f}"
+    elif getattr(result, "absent", None):
+        verdict = f"not found: {result.absent}"  # type: ignore[attr-defined]
     else:
         verdict = f"not found (peak {result.peak:.2f}"  # type: ignore[attr-defined]
         verdict += ")" if conf is None else f", prior {conf:.2f})"

@@ -76,6 +76,9 @@ class Result:
         instances: With instance evidence (:class:`engine.instances.InstanceEvidence`), the
             best-scored instances of the phrase's class (class, box, score and its parts,
             ``chosen``); empty without it.
+        steered: The chosen instance steered the mask (:func:`engine.instances.fuse`).
+        absent: Why the evidence says the referent is not in view ("no dog in view": the phrase
+            names a COCO class and no instance of it is in view); ``None`` otherwise.
         inferred: Whether the network ran on this frame (a keyframe); ``False`` when its
             probabilities are the previous frame's warped by the optical flow
             (:class:`KeyframePolicy`).
@@ -98,6 +101,8 @@ class Result:
     inferred: bool = True
     prior_conf: float | None = None
     instances: tuple[dict, ...] = ()
+    steered: bool = False
+    absent: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.mask, np.ndarray) or self.mask.ndim != 2 or self.mask.dtype != bool:
@@ -302,7 +307,7 @@ class Segmenter:
         stale = (
             self.max_flow_gap is not None and frame.timestamp - state.prev_time > self.max_flow_gap
         )
-        if state.prev_gray is None or state.prev_gray.shape != gray.shape or stale:
+        if state.prev_gray is None or state.prev_gray.shape != gray.shape or stale or frame.cut:
             flow_px = None
         else:
             flow_px = self.flow(state.prev_gray, gray)  # (h, w, 2) px
@@ -350,6 +355,11 @@ class Segmenter:
         if text is None:
             raise PhraseNotSetError("no phrase set: call set_phrase(text) before step()/infer()")
         frame_hw = prepared.frame.image.shape[:2]
+        if prepared.frame.cut:  # a looped file starts again: nothing carries over the cut
+            with self._text_lock:
+                smooth = self.smoothing_state = SmoothingState()
+            if self.instances is not None:
+                self.instances.reset()
         warped = self._warped(prepared, smooth)
         if warped is not None:
             smooth.ema, prob, mask = postprocess(_logit(warped), frame_hw, threshold=self.threshold)
@@ -371,8 +381,12 @@ class Segmenter:
         prior_conf = smooth.prior_conf
         in_view = prior_conf is None or prior_conf >= self.min_prior
         found = bool(mask.any()) and score >= self.min_score and in_view
-        if view is not None and view.confident:  # a detected instance of the named class
+        steered = view is not None and view.confident
+        if steered:  # a detected instance of the named class
             found = bool(mask.any())
+        absent = view.absent if view is not None else None
+        if absent is not None:  # the phrase names a COCO class and no instance of it is here
+            found = False
         return Result(
             mask=mask,
             prob=prob,
@@ -381,6 +395,8 @@ class Segmenter:
             found=found,
             prior_conf=prior_conf,
             instances=tuple(view.as_rows()) if view is not None else (),
+            steered=steered,
+            absent=absent,
             frame_index=prepared.frame.index,
             capture_time=prepared.frame.timestamp,
             phrase=text.phrase,

@@ -112,11 +112,14 @@ class Frame:
         index: Sequence number assigned by the source, 0-based, strictly increasing. Gaps mean
             frames were dropped (live sources only).
         timestamp: ``time.monotonic()`` seconds when the frame was decoded.
+        cut: The frame does not follow the one before it (a looped file starting again): no
+            flow across it, and what was carried (instances, smoothing) is forgotten.
     """
 
     image: np.ndarray
     index: int
     timestamp: float
+    cut: bool = False
 
     def __post_init__(self) -> None:
         img = self.image
@@ -243,13 +246,15 @@ class FileSource(Source):
         if self._closed:
             raise EndOfStream(self.name)
         ok, image = self._cap.read()
+        cut = False
         if not ok and self.loop and self._index > 0:
             self._cap.release()
             self._cap = self._open()
             ok, image = self._cap.read()
+            cut = True
         if not ok:
             raise EndOfStream(self.name)
-        frame = Frame(sanitize_frame(image), self._index, time.monotonic())
+        frame = Frame(sanitize_frame(image), self._index, time.monotonic(), cut=cut)
         self._index += 1
         return frame
 
@@ -293,16 +298,17 @@ class ImageFolderSource(Source):
         """See :meth:`Source.read`."""
         if self._closed:
             raise EndOfStream(self.name)
+        cut = False
         if self._pos >= len(self.files):
             if not self.loop:
                 raise EndOfStream(self.name)
-            self._pos = 0
+            self._pos, cut = 0, True
         path = self.files[self._pos]
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise SourceError(f"cannot decode image {path}")
         self._pos += 1
-        frame = Frame(sanitize_frame(image), self._index, time.monotonic())
+        frame = Frame(sanitize_frame(image), self._index, time.monotonic(), cut=cut)
         self._index += 1
         return frame
 
@@ -381,7 +387,7 @@ class PacedSource(Source):
         served = time.monotonic()
         self._next += 1
         self._due = max(due, served - 1.0 / self._fps) + 1.0 / self._fps
-        return Frame(frame.image, frame.index, served)
+        return Frame(frame.image, frame.index, served, cut=frame.cut)
 
     def _read_inner(self) -> Frame | None:
         return self.inner.read(timeout=1.0)

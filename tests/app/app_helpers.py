@@ -96,9 +96,11 @@ def reference_masks(
     """The masks the app must return, computed in-process by the stream's session code."""
     import torch
 
+    from engine.instances import DEFAULT_EVERY, InstanceEvidence
     from engine.session import Segmenter
 
-    seg = Segmenter(engine, threshold=threshold)
+    # the app's clip processing: instance evidence on every 5th frame, in line (so it repeats)
+    seg = Segmenter(engine, threshold=threshold, instances=InstanceEvidence(every=DEFAULT_EVERY))
     seg.set_phrase(phrase)
     cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)
     masks = []

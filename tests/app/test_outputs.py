@@ -74,12 +74,12 @@ def test_demo_examples_are_the_shipped_clips(tmp_path):
     assert [(e.video, e.phrase) for e in examples] == [
         (c.path, c.phrase) for c in clips
     ]  # the same files and phrases as run_stream.py --source demo
-    sizes = {"real": (640, 272), "synthetic": (320, 240)}
+    sizes = {"people": (768, 576), "street": (640, 272), "moving": (320, 240), "shapes": (320, 240)}
     for example, clip in zip(examples, clips, strict=True):
         assert _fourcc(example.video) in ("avc1", "h264")  # plays in the browser
         info = check_video(example.video, limits=UploadLimits(), workdir=tmp_path / clip.name)
-        assert (info.width, info.height) == sizes[clip.kind] and count_frames(example.video) >= 20
-    assert clips[0].kind == "real"  # the page opens on real footage
+        assert (info.width, info.height) == sizes[clip.name] and count_frames(example.video) >= 20
+    assert clips[0].name == "people"  # the page opens on real footage with several people
 
 
 def _run_app(*args: str) -> subprocess.CompletedProcess:

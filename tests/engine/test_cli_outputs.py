@@ -130,7 +130,9 @@ def test_default_run_folder_has_h264_video_results_and_stats(tmp_path, tiny_chec
         assert row["area"] == pytest.approx(decoded.mean(), abs=1e-6)
         assert 0.0 <= row["score"] <= 1.0 and 0.0 <= row["peak"] <= 1.0
         # the raw mask is kept even when "not found" (found says what the stream showed)
-        assert row["found"] == bool(decoded.any() and row["score"] >= DEFAULT_MIN_SCORE)
+        # (or the instance the words chose steered it; or no instance of the class is in view)
+        shown = row["score"] >= DEFAULT_MIN_SCORE or row["steered"]
+        assert row["found"] == bool(decoded.any() and shown and row["absent"] is None)
         assert row["phrase"] and set(row["timings_ms"]) >= {"flow", "inference", "overlay"}
         assert row["inferred"] is True  # every frame is a keyframe by default
         assert row["prior_conf"] is None  # tiny_checkpoint has no grounding prior

