@@ -23,8 +23,10 @@ input beside the prior, is the real-scenes issue's third point: not done yet.)
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,10 +153,24 @@ class InstanceEvidence:
         self._stale = False
         self._seq = 0  # frames seen since the last reset
         self._flows: deque[tuple[int, np.ndarray | None]] = deque(maxlen=4 * self.every + 32)
+        #: Milliseconds of the detector's recent runs (either thread), for the stream's report.
+        self.detector_ms: deque[float] = deque(maxlen=512)
         self._worker: _DetectorThread | None = None
         if background:
-            self._worker = _DetectorThread(self.detector)
+            # the thread gets the detector and the times, never self (dropping self stops it)
+            self._worker = _DetectorThread(_timed(self.detector, self.detector_ms))
             weakref.finalize(self, self._worker.close)
+
+    def report(self) -> dict[str, float | int | bool]:
+        """The detector's cost for a stream's summary: runs, p50/p95 ms, every, background."""
+        ms = np.asarray(self.detector_ms, np.float64)
+        return {
+            "runs": int(ms.size),
+            "p50_ms": float(np.percentile(ms, 50)) if ms.size else float("nan"),
+            "p95_ms": float(np.percentile(ms, 95)) if ms.size else float("nan"),
+            "every": self.every,
+            "background": self.background,
+        }
 
     @property
     def background(self) -> bool:
@@ -203,7 +219,10 @@ class InstanceEvidence:
         if self._worker is None:
             detected = self._dets is None or self._since + 1 >= self.every
             if detected:
-                self._dets, self._since = self._renewed(self.detector(frame)), 0
+                self._dets, self._since = (
+                    self._renewed(_timed(self.detector, self.detector_ms)(frame)),
+                    0,
+                )
             else:
                 self._dets, self._since = _carried(self._dets, flow_px), self._since + 1
         else:
@@ -237,7 +256,10 @@ class InstanceEvidence:
         seq = self._seq
         self._flows.append((seq, flow_px))
         if self._dets is None:  # the stream's first frame (or the first after a reset) waits
-            self._dets, self._since = self._renewed(self.detector(frame)), 0
+            self._dets, self._since = (
+                self._renewed(_timed(self.detector, self.detector_ms)(frame)),
+                0,
+            )
             return True
         self._dets = _carried(self._dets, flow_px)
         self._since += 1
@@ -261,8 +283,8 @@ class _DetectorThread:
     It holds no reference to its :class:`InstanceEvidence`, so dropping that stops the thread.
     """
 
-    def __init__(self, detector: Detector) -> None:
-        self.detector = detector
+    def __init__(self, detect: Callable[[np.ndarray], Detections]) -> None:
+        self.detector = detect
         self._cv = threading.Condition()
         self._job: tuple[np.ndarray, int, int] | None = None
         self._answer: tuple[int, int, Detections] | BaseException | None = None
@@ -333,6 +355,18 @@ class _DetectorThread:
                 self._busy = False
                 if generation == self._generation or isinstance(answer, BaseException):
                     self._answer = answer
+
+
+def _timed(detector: Detector, times: deque[float]) -> Callable[[np.ndarray], Detections]:
+    """``detector`` as a function that also appends each run's milliseconds to ``times``."""
+
+    def run(frame: np.ndarray) -> Detections:
+        t0 = time.perf_counter()
+        dets = detector(frame)
+        times.append(1000.0 * (time.perf_counter() - t0))
+        return dets
+
+    return run
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

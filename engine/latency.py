@@ -249,5 +249,10 @@ def format_table(summary: dict[str, Any]) -> str:
         if key in summary:
             tail.append(f"{key} {summary[key]}")
     lines.append("  ".join(tail))
+    det = summary.get("detector")
+    if det and det.get("runs"):
+        where = "in its own thread" if det.get("background") else "in the inference stage"
+        lines.append(f"detector: {det['runs']} runs, p50 {det['p50_ms']:.1f} ms, p95 "
+                     f"{det['p95_ms']:.1f} ms, every {det['every']}th frame, {where}")  # fmt: skip
     lines.append(bottleneck_line(summary.get("bottleneck")))
     return "\n".join(lines)

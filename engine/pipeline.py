@@ -280,6 +280,11 @@ class Pipeline:
             phrase=self.segmenter.phrase,
             mode=self.mode,
             **({"stream": self.name} if self.name else {}),
+            **(
+                {"detector": self.segmenter.instances.report()}
+                if self.segmenter.instances is not None
+                else {}
+            ),  # fmt: skip
         )
 
     def latest_image(self) -> tuple[int, np.ndarray] | None:

@@ -60,6 +60,10 @@ def test_main_job_on_demo_with_shipped_model(tmp_path):
     assert clip.kind == "real" and summary["phrase"] == clip.phrase == "the person in red"
     for stage in ("flow", "inference", "end_to_end"):
         assert summary["stages_ms"][stage]["p50"] > 0
+    detector = summary["detector"]  # instance evidence is on by default, in its own thread
+    assert detector["background"] and detector["every"] == 5
+    assert detector["runs"] >= 2 and detector["p95_ms"] >= detector["p50_ms"] > 0
+    assert "detector: " in proc.stdout
 
     cap = cv2.VideoCapture(str(out))
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
