@@ -356,7 +356,10 @@ def trained_on(meta: dict[str, Any]) -> str:
     recipe = meta.get("recipe_config") or {}
     data = recipe.get("data") or {}
     steps = meta.get("step")
-    start = f" on top of {Path(recipe['init_from']).name}" if recipe.get("init_from") else ""
+    start = ""
+    if recipe.get("init_from"):
+        init = Path(recipe["init_from"])  # a run's best/ or last/: name the run
+        start = f" on top of {init.parent.name if init.name in ('best', 'last') else init.name}"
     how = f" (recipe {meta['recipe']}, {steps} steps{start})" if meta.get("recipe") else ""
     if data.get("kind") == "synthetic" and data.get("pseudo_real"):
         share = data["pseudo_real"].get("share")

@@ -7,8 +7,8 @@ probabilities). Trained on synthetic data alone, HINet points at the named objec
 footage far less often than that prior does by itself: its synthetic-trained visual path marks
 bright, saturated regions, and it never saw what the real prior map looks like. This module
 turns real frames of clips **that no benchmark uses** (Debian ``opencv-doc``'s
-``examples/data/``: ``vtest.avi``, ``Megamind.avi``, ``tree.avi`` and the photos listed in
-:data:`STILLS`) into training samples whose labels come from that prior:
+``examples/data/``: ``Megamind.avi``, ``Megamind_bugy.avi``, ``tree.avi`` and the photos listed
+in :data:`STILLS`; never ``vtest.avi``, which a held-out check scores: ``../shared/docs/REAL_WORLD.md``) into training samples whose labels come from that prior:
 
 1. **the teacher map**: the prior of the network's own head (Lite0) averaged over two scales and
    a horizontal flip (a steadier map than one pass; the flip and scale averaging is chosen by
@@ -30,7 +30,7 @@ turns real frames of clips **that no benchmark uses** (Debian ``opencv-doc``'s
 
 The labels are the prior's, so this teaches the network to *use* the real prior on real frames,
 not new categories; what the prior cannot see (people by clothing, small parts) stays unseen.
-Build once (``python -m training.pseudo_real --out runs/pseudo_real_v1.npz``); a recipe names
+Build once (``python -m training.pseudo_real --out runs/pseudo_real_v2.npz``); a recipe names
 the file under ``data.pseudo_real`` and :func:`training.recipe.build_data` mixes it in.
 """
 
@@ -69,7 +69,7 @@ logger = logging.getLogger(__name__)
 #: (``benchmarks.real_not_found`` calibrates on two of its clips).
 OPENCV_DATA = OPENCV_DOC_DATA
 #: Videos and the frame step at which they are sampled.
-VIDEOS = {"vtest.avi": 8, "Megamind.avi": 6, "tree.avi": 20}
+VIDEOS = {"Megamind.avi": 6, "Megamind_bugy.avi": 9, "tree.avi": 20}
 #: Photos with nameable objects (people, animals, fruit, vehicles, buildings).
 STILLS = (
     "baboon.jpg", "fruits.jpg", "messi5.jpg", "squirrel_cls.jpg", "HappyFish.jpg",
