@@ -43,7 +43,8 @@ EXIT_INTERRUPTED = 130
 EPILOG = f"""\
 sources:
   demo, demo:NAME      a clip shipped with the project (default; its phrase is the default
-                       --phrase; played at --pace 25 like a camera, every frame processed)
+                       --phrase; played at its own frame rate like a camera, every frame
+                       processed)
   0, 1, ...            a webcam by index
   rtsp://..., http(s)://...   a network stream (reconnects with backoff if it dies)
   PATH                 a video file (every frame processed) or a folder of images
@@ -70,7 +71,8 @@ what the shipped model knows:
   {{trained_on}}
 """
 
-#: Frames per second the demo clip is played at when --pace is not given.
+#: Frames per second a demo clip is played at when --pace is not given and the clip does not say
+#: (otherwise: its own rate, like the camera that filmed it).
 DEMO_PACE = 25.0
 
 
@@ -128,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--pace",
         type=_non_negative,
-        help=f"play a file, folder or the demo at this many fps like a camera, every frame "
-        f"processed (default: {DEMO_PACE:g} for the demo, as fast as possible for files; 0: as "
+        help="play a file, folder or the demo at this many fps like a camera, every frame "
+        "processed (default: the demo clip's own rate, as fast as possible for files; 0: as "
         "fast as possible)",
     )
     run.add_argument(
@@ -222,6 +224,7 @@ def open_sources(specs: list[str], *, loop: bool, pace: float | None) -> list:
     from engine.capture import open_source
     from engine.sources import (
         CameraUnavailableError,
+        PacedSource,
         SourceNotFoundError,
         StreamUnavailableError,
         UnknownSourceError,
@@ -232,9 +235,12 @@ def open_sources(specs: list[str], *, loop: bool, pace: float | None) -> list:
     sources = []
     for spec in specs:
         is_demo = spec.strip().lower().split(":", 1)[0] == "demo"
-        rate = DEMO_PACE if pace is None and is_demo else pace
         try:
-            sources.append(open_source(spec, loop=loop, pace=rate or None))
+            if is_demo and pace is None:  # the clip's own rate, like the camera that filmed it
+                src = open_source(spec, loop=loop)
+                sources.append(PacedSource(src, src.fps or DEMO_PACE))
+            else:
+                sources.append(open_source(spec, loop=loop, pace=pace or None))
         except tuple(codes) as exc:
             for src in sources:
                 src.close()

@@ -271,7 +271,7 @@ def build_app(
     with gr.Blocks(title="HINet-stream", delete_cache=(3600, 3600)) as demo:
         gr.Markdown(
             "# HINet-stream\nType what to segment (a referring expression such as "
-            '*"the cyclist"*, *"the person on the left"*), then stream your webcam or upload a video.\n\n'
+            '*"the person in red"*, *"the car on the left"*), then stream your webcam or upload a video.\n\n'
             f"{registry.trained_on}"
         )
         with gr.Row():

@@ -151,15 +151,16 @@ def rates(values: np.ndarray, present: np.ndarray, *, min_score: float, min_prio
 
     ``score``, ``prior`` and ``both`` are the network's own rules (the score, the prior's
     confidence, and both); ``session`` is the stream's whole rule with instance evidence: a
-    chosen instance that steered the mask is found, a class no instance shows is not, the rest
-    goes by ``both`` (equal to ``both`` without instances).
+    chosen instance that steered the mask is found, a class that no instance shows and the prior
+    doubts is not, the rest goes by ``both`` (equal to ``both`` without instances).
     """
     score, conf, nonempty = values[:, 0], values[:, 1], values[:, 2] > 0
     steered, absent = values[:, 3] > 0, values[:, 4] > 0
     by_score = nonempty & (score >= min_score)
     by_prior = ~(conf < min_prior)  # NaN (no prior) passes
     both = by_score & by_prior
-    session = ((nonempty & steered) | both) & ~absent
+    prior_sure = ~np.isnan(conf) & (np.nan_to_num(conf) >= min_prior)
+    session = ((nonempty & steered) | both) & ~(absent & ~prior_sure)
     out = {}
     for name, found in (("score", by_score), ("prior", by_prior), ("both", both),
                         ("session", session)):  # fmt: skip

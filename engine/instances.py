@@ -105,7 +105,8 @@ class InstanceView:
         if not self.cues.names_a_class:
             return None
         dets = self.detections
-        if len(dets) and float((dets.probs * self.cues.classes).max()) >= ABSENT_BELOW:
+        named = self.cues.classes > 0  # any class the head noun names ("van": truck or car)
+        if len(dets) and float(dets.probs[:, named].max()) >= ABSENT_BELOW:
             return None
         name = COCO_CLASSES[int(np.argmax(self.cues.classes))]
         return f"no {name} in view"
@@ -194,18 +195,22 @@ class InstanceEvidence:
         """
         self._stale = True
 
-    def update(self, frame: np.ndarray, flow_px: np.ndarray | None) -> InstanceView | None:
+    def update(
+        self, frame: np.ndarray, flow_px: np.ndarray | None, cues: Cues | None = None
+    ) -> InstanceView | None:
         """This frame's view (``None`` until a phrase is set).
 
         Args:
             frame: (H, W, 3) uint8 BGR.
             flow_px: (h, w, 2) pixel flow from the previous frame at its own grid (``None``:
                 none; the boxes stay where they were).
+            cues: The phrase's cues as the caller read them with its phrase (one frame, one
+                phrase); default: the last :meth:`set_phrase`'s.
 
         Raises:
             Exception: whatever the detector raised (in the background: on the next frame).
         """
-        cues = self.cues  # set_phrase may swap it from another thread: one read per frame
+        cues = cues or self.cues  # set_phrase may swap it from another thread: one read per frame
         if cues is None:
             return None
         if self._stale:
@@ -274,6 +279,8 @@ class InstanceEvidence:
                 self._dets, arrived = self._renewed(dets), True
         if self._since >= self.every and self._worker.ask(frame, seq):
             self._since = 0
+            while self._flows and self._flows[0][0] <= seq:  # no answer needs these any more
+                self._flows.popleft()
         return arrived
 
 
@@ -297,8 +304,8 @@ class _DetectorThread:
     def ask(self, frame: np.ndarray, seq: int) -> bool:
         """Ask for ``frame``'s detections; ``False`` (nothing asked) while busy."""
         with self._cv:
-            if self._closed or self._busy or self._job is not None:
-                return False
+            if self._closed or self._busy or self._job is not None or self._answer is not None:
+                return False  # one question at a time, and the last answer taken first
             self._job = (frame.copy(), seq, self._generation)
             self._cv.notify()
             return True
@@ -321,7 +328,9 @@ class _DetectorThread:
         """Drop the question and answer in flight (their frames are from before a reset)."""
         with self._cv:
             self._generation += 1
-            self._job, self._answer = None, None
+            self._job = None
+            if not isinstance(self._answer, BaseException):  # a failure is still reported
+                self._answer = None
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop the thread; a detection in progress finishes first.
@@ -353,6 +362,8 @@ class _DetectorThread:
                 answer = exc
             with self._cv:
                 self._busy = False
+                if isinstance(self._answer, BaseException):
+                    continue  # a failure not yet reported stays: nothing may hide it
                 if generation == self._generation or isinstance(answer, BaseException):
                     self._answer = answer
 

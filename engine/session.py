@@ -79,7 +79,8 @@ class Result:
             ``chosen``); empty without it.
         steered: The chosen instance steered the mask (:func:`engine.instances.fuse`).
         absent: Why the evidence says the referent is not in view ("no dog in view": the phrase
-            names a COCO class and no instance of it is in view); ``None`` otherwise.
+            names a COCO class, no instance of it is in view, and the grounding prior, where
+            the model has one, is not sure of it either); ``None`` otherwise.
         inferred: Whether the network ran on this frame (a keyframe); ``False`` when its
             probabilities are the previous frame's warped by the optical flow
             (:class:`KeyframePolicy`).
@@ -353,6 +354,7 @@ class Segmenter:
         with self._text_lock:
             text = self._text
             smooth = self.smoothing_state
+            cues = self.instances.cues if self.instances is not None else None  # text's own
         if text is None:
             raise PhraseNotSetError("no phrase set: call set_phrase(text) before step()/infer()")
         frame_hw = prepared.frame.image.shape[:2]
@@ -376,7 +378,7 @@ class Segmenter:
             smooth.since_key, smooth.key_area = 0, float((smooth.ema > self.threshold).mean())
         view = None
         if self.instances is not None:
-            view = self.instances.update(prepared.frame.image, prepared.flow_px)
+            view = self.instances.update(prepared.frame.image, prepared.flow_px, cues)
             prob, mask = fuse(prob, mask, view)
         score = min(max(float(prob[mask].mean()) if mask.any() else 0.0, 0.0), 1.0)
         prior_conf = smooth.prior_conf
@@ -385,8 +387,12 @@ class Segmenter:
         steered = view is not None and view.confident
         if steered:  # a detected instance of the named class
             found = bool(mask.any())
-        absent = view.absent if view is not None else None
-        if absent is not None:  # the phrase names a COCO class and no instance of it is here
+        # Not in view: no instance of the named COCO class, and no class evidence either (the
+        # prior, where the model has one, doubts it too): the detector misses small things and
+        # parts ("the tie", "the car window") that the prior still sees.
+        prior_sure = prior_conf is not None and prior_conf >= self.min_prior
+        absent = view.absent if view is not None and not prior_sure else None
+        if absent is not None:
             found = False
         return Result(
             mask=mask,

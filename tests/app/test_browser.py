@@ -1,8 +1,8 @@
 """End to end in a real headless Chromium (Debian's /usr/bin/chromium) driven by playwright.
 
-One browser session per module (:func:`browser_run`): type a phrase, upload the page's first
-example, the real demo clip (street footage, "the cyclist", with the box where he is in every
-frame), wait for the result, download the returned video and masks the
+One browser session per module (:func:`browser_run`): type a phrase, upload the real street demo
+clip (``demo:street``, "the cyclist", with the box where he is in every frame; the page's first
+example, ``demo:people``, is checked through the API in ``test_api.py``), wait for the result, download the returned video and masks the
 way the page links them, then stream the (fake) webcam for a few seconds. The tests below check
 what came back.
 

@@ -25,14 +25,17 @@ def test_pick_min_prior_keeps_the_share_asked_for():
 
 def test_rates_of_the_rules():
     # columns: score, prior_conf, mask not empty, steered, absent
-    values = np.array([[0.9, 0.8, 1, 0, 0], [0.9, 0.1, 1, 1, 0], [0.2, 0.9, 1, 0, 0],
-                       [0.9, 0.9, 0, 0, 0], [0.9, 0.9, 1, 0, 1]])  # fmt: skip
+    # (a tie the detector misses but the prior is sure of; a phrase no instance shows, on a
+    # model without the prior)
+    values = np.array([[0.9, 0.8, 1, 0, 1], [0.9, 0.1, 1, 1, 0], [0.2, 0.9, 1, 0, 0],
+                       [0.9, 0.9, 0, 0, 0], [0.9, np.nan, 1, 0, 1]])  # fmt: skip
     present = np.array([True, True, False, False, False])
     r = rates(values, present, min_score=0.5, min_prior=0.5)
     assert r["score"] == {"present_found": 1.0, "absent_not_found": pytest.approx(2 / 3)}
     assert r["prior"] == {"present_found": 0.5, "absent_not_found": 0.0}
     assert r["both"] == {"present_found": 0.5, "absent_not_found": pytest.approx(2 / 3)}
-    # the steered instance is found despite the prior; the absent class is not found
+    # the steered instance is found despite the prior; a class no instance shows is not found
+    # unless the prior is sure of it
     assert r["session"] == {"present_found": 1.0, "absent_not_found": 1.0}
 
 

@@ -263,3 +263,46 @@ def test_a_class_no_instance_shows_is_not_found_and_says_why(engine, walkers, de
     assert result.found and result.absent is None and result.steered
     seg.set_phrase("the lamp post")  # no COCO class: the instances cannot say it is absent
     assert seg.step(walkers[1]).absent is None
+
+
+def test_a_van_seen_as_a_doubtful_car_is_not_absent():
+    """ "Van" names truck (1.0) and car (0.7): a car at 0.3 is a doubtful van, not "no van"."""
+    probs = np.zeros((1, len(COCO_CLASSES)), np.float32)
+    probs[0, COCO_CLASSES.index("car")] = 0.3
+    dets = Detections(boxes=np.array([[20, 10, 40, 50]], np.float32), scores=probs.max(1),
+                      classes=probs.argmax(1), probs=probs, frame_hw=(100, 200))  # fmt: skip
+    cues = parse_phrase("the grey van")
+    view = InstanceView(dets, score_instances(dets, cues, np.zeros((100, 200, 3), np.uint8)), [],
+                        True, cues)  # fmt: skip
+    assert view.absent is None
+    probs[0, COCO_CLASSES.index("car")] = 0.2
+    assert view.absent == "no truck in view"
+
+
+def test_a_background_failure_is_not_hidden_by_a_later_answer(walkers, detector):
+    """Only the first detection fails; the frames after it still get the error, once asked."""
+    calls = []
+
+    def flaky(frame):
+        calls.append(threading.current_thread().name)
+        if len(calls) == 2:
+            raise RuntimeError("onnxruntime: one bad run")
+        return detector(frame)
+
+    evidence = InstanceEvidence(flaky, every=1, background=True)
+    evidence.set_phrase("the person")
+    evidence.update(walkers[0], None)  # the first frame: in line
+    with pytest.raises(RuntimeError, match="one bad run"):
+        _until(evidence, walkers[0], None, lambda v: False, timeout_s=10)
+    evidence.close()
+
+
+def test_the_flows_kept_for_late_answers_stay_few(walkers, detector):
+    evidence = InstanceEvidence(detector, every=2, background=True)
+    evidence.set_phrase("the person")
+    flow = np.zeros((72, 96, 2), np.float32)
+    for _ in range(40):  # a 20 fps camera: the detector answers every few frames
+        evidence.update(walkers[0], flow)
+        time.sleep(0.05)
+    assert evidence.detector_ms and len(evidence._flows) <= 12  # only those since the last ask
+    evidence.close()
