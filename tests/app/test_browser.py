@@ -188,8 +188,11 @@ def browser_run(browser_server, model, tmp_path_factory) -> BrowserRun:
                 fps = re.search(r"([0-9.]+) fps", live_stats)
                 if fps and float(fps.group(1)) > 0 and "inference" in live_stats:
                     src = page.locator("#webcam-out img").first.get_attribute("src")
-                    live_frame = _image_from_src(page, src, out / "live.img")
-                    break
+                    try:
+                        live_frame = _image_from_src(page, src, out / "live.img")
+                        break
+                    except sync_api.Error:  # a streamed frame is transient: the next one will do
+                        pass
                 time.sleep(0.5)
             page.screenshot(path=str(out / "live.png"))
         finally:
