@@ -156,10 +156,11 @@ class InstanceEvidence:
         self._flows: deque[tuple[int, np.ndarray | None]] = deque(maxlen=4 * self.every + 32)
         #: Milliseconds of the detector's recent runs (either thread), for the stream's report.
         self.detector_ms: deque[float] = deque(maxlen=512)
+        # the detector, timed; the thread gets this function, never self (dropping self stops it)
+        self._detect = _timed(self.detector, self.detector_ms)
         self._worker: _DetectorThread | None = None
         if background:
-            # the thread gets the detector and the times, never self (dropping self stops it)
-            self._worker = _DetectorThread(_timed(self.detector, self.detector_ms))
+            self._worker = _DetectorThread(self._detect)
             weakref.finalize(self, self._worker.close)
 
     def report(self) -> dict[str, float | int | bool]:
@@ -214,7 +215,7 @@ class InstanceEvidence:
         if cues is None:
             return None
         if self._stale:
-            self._dets, self._stale, self._seq = None, False, self._seq + 1
+            self._dets, self._stale = None, False
             self._flows.clear()
             if self._worker is not None:
                 self._worker.forget()
@@ -224,10 +225,7 @@ class InstanceEvidence:
         if self._worker is None:
             detected = self._dets is None or self._since + 1 >= self.every
             if detected:
-                self._dets, self._since = (
-                    self._renewed(_timed(self.detector, self.detector_ms)(frame)),
-                    0,
-                )
+                self._dets, self._since = self._renewed(self._detect(frame)), 0
             else:
                 self._dets, self._since = _carried(self._dets, flow_px), self._since + 1
         else:
@@ -261,10 +259,7 @@ class InstanceEvidence:
         seq = self._seq
         self._flows.append((seq, flow_px))
         if self._dets is None:  # the stream's first frame (or the first after a reset) waits
-            self._dets, self._since = (
-                self._renewed(_timed(self.detector, self.detector_ms)(frame)),
-                0,
-            )
+            self._dets, self._since = self._renewed(self._detect(frame)), 0
             return True
         self._dets = _carried(self._dets, flow_px)
         self._since += 1
