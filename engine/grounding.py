@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from engine.detector import COCO_CLASSES, Detections
-from engine.phrase_cues import BASIC_COLOURS, Cues, parse_phrase
+from engine.phrase_cues import BASIC_COLOURS, REGIONS, Cues, parse_phrase
 
 __all__ = [
     "CANDIDATE_SHARE",
@@ -62,28 +62,70 @@ class InstanceScore:
                 "parts": {k: round(v, 4) for k, v in self.parts.items()}}  # fmt: skip
 
 
-_PROTOS = None
+#: A pixel counts as chromatic from this CIELAB chroma on (fully from twice it): below it,
+#: lightness alone names it black, grey or white (the xkcd survey's greys reach chroma 18).
+CHROMA = 8.0
+#: CIELAB hue angles (degrees) where each chromatic term starts, going round: the boundaries
+#: that best separate, term by neighbouring term, the chromatic colours of the xkcd colour
+#: survey whose names end in the term (CC0, ``matplotlib.colors.XKCD_COLORS``; the survey's
+#: median hues are red 35, orange 57, yellow 101, green 135, blue 274, purple 321). Brown and
+#: pink are lightness ranges of these hues (:func:`colour_memberships`).
+HUES = (("red", -1.2), ("orange", 46.7), ("yellow", 77.9), ("green", 106.1),
+        ("blue", 165.0), ("purple", 310.3), ("red", 358.8))  # fmt: skip
+#: Other instances of the landmark's class count from this detector confidence on.
+LANDMARK_CONFIDENCE = 0.4
 
 
-def _colour_shares(frame: np.ndarray, box: np.ndarray) -> dict[str, float]:
-    """Share of the box's central pixels nearest each basic colour (CIELAB)."""
-    global _PROTOS
-    if _PROTOS is None:
-        rgb = np.array(list(BASIC_COLOURS.values()), np.uint8)[None, :, ::-1]  # BGR
-        _PROTOS = cv2.cvtColor(rgb, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
+def colour_memberships(bgr: np.ndarray) -> dict[str, np.ndarray]:
+    """Each basic colour term's membership in [0, 1] of every pixel of (N, 3) uint8 BGR.
+
+    Read from CIELAB lightness L*, chroma C* and hue h: pixels under :data:`CHROMA` are black,
+    grey or white by L*; the chromatic ones take their hue's term (:data:`HUES`); dark orange
+    and yellow hues are brown, light red and purple ones pink (the survey's browns have median
+    L* 45 against orange's 58, its pinks 63 against red's 46), and the very dark ones black.
+    The memberships of a pixel sum to 1.
+    """
+    lab = cv2.cvtColor(bgr.reshape(-1, 1, 3).astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)
+    L, A, B = lab[:, 0, 0], lab[:, 0, 1], lab[:, 0, 2]
+    hue = np.degrees(np.arctan2(B, A))
+    hue = np.where(hue < HUES[0][1], hue + 360.0, hue)
+    chromatic = np.clip((np.hypot(A, B) - CHROMA) / CHROMA, 0.0, 1.0) * np.clip(
+        (L - 8.0) / 10.0, 0.0, 1.0
+    )
+    achromatic = 1.0 - chromatic
+    out = {name: np.zeros(len(L), np.float32) for name in BASIC_COLOURS}
+    out["black"] += achromatic * np.clip((40.0 - L) / 15.0, 0.0, 1.0)
+    out["white"] += achromatic * np.clip((L - 70.0) / 15.0, 0.0, 1.0)
+    out["grey"] += achromatic - out["black"] - out["white"]
+    starts = np.array([h for _, h in HUES] + [HUES[0][1] + 360.0])
+    index = np.clip(np.searchsorted(starts, hue, side="right") - 1, 0, len(HUES) - 1)
+    term = np.array([n for n, _ in HUES])[index]
+    brown = np.isin(term, ["orange", "yellow"]) * np.clip((58.0 - L) / 12.0, 0.0, 1.0)
+    pink = np.isin(term, ["red", "purple"]) * np.clip((L - 52.0) / 12.0, 0.0, 1.0)
+    for name in ("red", "orange", "yellow", "green", "blue", "purple"):
+        out[name] += chromatic * (term == name) * (1.0 - brown) * (1.0 - pink)
+    out["brown"] += chromatic * brown
+    out["pink"] += chromatic * pink
+    return out
+
+
+def _colour_shares(frame: np.ndarray, box: np.ndarray, region: str, person: bool
+                   ) -> dict[str, float]:  # fmt: skip
+    """Mean membership of each basic colour over the box's central pixels.
+
+    For a person, over the part of the box the garment covers (:data:`~engine.phrase_cues.REGIONS`).
+    """
     x0, y0, x1, y1 = box
     w, h = x1 - x0, y1 - y0
-    crop = frame[int(y0 + 0.15 * h) : int(np.ceil(y1 - 0.15 * h)),
-                 int(x0 + 0.2 * w) : int(np.ceil(x1 - 0.2 * w))]  # fmt: skip
+    top, bottom = REGIONS[region if person else "whole"]
+    crop = frame[max(0, int(y0 + top * h)) : int(np.ceil(y0 + bottom * h)),
+                 max(0, int(x0 + 0.2 * w)) : int(np.ceil(x1 - 0.2 * w))]  # fmt: skip
     if crop.size == 0:
         return dict.fromkeys(BASIC_COLOURS, 0.0)
     if crop.shape[0] * crop.shape[1] > 4096:  # enough pixels to count colours
         f = np.sqrt(4096 / (crop.shape[0] * crop.shape[1]))
         crop = cv2.resize(crop, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
-    labs = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB).reshape(-1, 3).astype(np.float32)
-    nearest = np.argmin(((labs[:, None, :] - _PROTOS[None]) ** 2).sum(-1), axis=1)
-    counts = np.bincount(nearest, minlength=len(BASIC_COLOURS)) / len(nearest)
-    return dict(zip(BASIC_COLOURS, counts.tolist()))
+    return {k: float(v.mean()) for k, v in colour_memberships(crop.reshape(-1, 3)).items()}
 
 
 def _flow_in(flow: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
@@ -97,13 +139,51 @@ def _flow_in(flow: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int]) -> np
     return (np.median(inner, axis=0) - scene) / np.array([sx, sy])
 
 
-def _ranked(values: np.ndarray, rank: int, descending: bool) -> np.ndarray:
-    """1 for the ``rank``-th of ``values`` in the wanted order, falling off for the others."""
-    order = np.argsort(-values if descending else values, kind="stable")
-    pos = np.empty(len(values), np.int64)
-    pos[order] = np.arange(len(values))
-    want = (len(values) - 1 if rank < 0 else rank - 1) if len(values) else 0
-    return np.exp(-np.abs(pos - want) * 1.2).astype(np.float32)
+def _ranked(values: np.ndarray, weights: np.ndarray, rank: int, descending: bool) -> np.ndarray:
+    """How well each instance is the ``rank``-th of ``values`` in the wanted order (-1: last).
+
+    1 for the ``rank``-th, falling by ``exp(-1.2)`` a place ("the man on the left" need not be
+    the very leftmost), in expectation over which other instances are real, each with its
+    ``weights`` (a doubtful box ahead only partly pushes an instance back).
+    """
+    if rank < 0:
+        descending, rank = not descending, 1
+    want = rank - 1
+    out = np.empty(len(values), np.float32)
+    for i, v in enumerate(values):
+        ahead = weights[(values > v) if descending else (values < v)]
+        # Poisson-binomial: dist[k] = chance that k of those ahead are real.
+        dist = np.zeros(len(ahead) + 1)
+        dist[0] = 1.0
+        for p in ahead:
+            dist[1:] = dist[1:] * (1 - p) + dist[:-1] * p
+            dist[0] *= 1 - p
+        out[i] = float((dist * np.exp(-np.abs(np.arange(len(dist)) - want) * 1.2)).sum())
+    return out
+
+
+def _related(kind: str, boxes: np.ndarray, marks: np.ndarray, weights: np.ndarray,
+             same: np.ndarray) -> np.ndarray:  # fmt: skip
+    """How well each of ``boxes`` stands in relation ``kind`` to one of the landmarks ``marks``.
+
+    Each landmark is real with its ``weights``; ``same[i, j]``: box i is landmark j, which
+    does not count.
+    """
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    lx, ly = (marks[:, 0] + marks[:, 2]) / 2, (marks[:, 1] + marks[:, 3]) / 2
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    mw, mh = marks[:, 2] - marks[:, 0], marks[:, 3] - marks[:, 1]
+    sx = (bw[:, None] + mw[None]) / 2 + 1e-3
+    sy = (bh[:, None] + mh[None]) / 2 + 1e-3
+    dx, dy = (lx[None] - cx[:, None]) / sx, (ly[None] - cy[:, None]) / sy  # > 0: box left/above
+    gap = np.hypot(np.maximum(np.abs(dx) - 1, 0), np.maximum(np.abs(dy) - 1, 0))
+    near = np.exp(-gap)
+    sig = lambda t: 1 / (1 + np.exp(-4 * t))  # noqa: E731
+    feet = (marks[None, :, 3] - boxes[:, None, 3]) / sy  # > 0: the box stands further back
+    side = {"left": sig(dx), "right": sig(-dx), "above": sig(dy), "below": sig(-dy),
+            "behind": sig(feet), "front": sig(-feet), "near": np.ones_like(dx)}[kind]  # fmt: skip
+    score = side * near * weights[None] * ~same
+    return score.max(axis=1)
 
 
 def score_instances(
@@ -132,30 +212,43 @@ def score_instances(
     cand = np.flatnonzero((cls > 0) & (cls >= CANDIDATE_SHARE * cls.max()))
     if cand.size == 0:
         return []
-    parts: dict[str, np.ndarray] = {"class": cls[cand] / max(float(cls[cand].max()), 1e-6)}
+    real = cls[cand] / max(float(cls[cand].max()), 1e-6)
+    parts: dict[str, np.ndarray] = {"class": real}
     boxes = dets.boxes[cand]
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    # Place among the instances that are likely the named class (the others do not count).
-    if cues.side is not None:
-        h, w = dets.frame_hw
-        rank = cues.rank
-        if cues.side in ("left", "right"):
-            place = _ranked(cx, rank, descending=cues.side == "right")
-        elif cues.side in ("top", "bottom"):
-            place = _ranked(cy, rank, descending=cues.side == "bottom")
-        elif cues.side == "front":  # nearer the camera: lower in the frame, larger
-            place = _ranked(boxes[:, 3] + 0.25 * np.sqrt(area), rank, descending=True)
-        elif cues.side == "back":
-            place = _ranked(boxes[:, 3] + 0.25 * np.sqrt(area), rank, descending=False)
+    h, w = dets.frame_hw
+    # Place among the instances that are likely the named class (the doubtful count less).
+    for side, rank in cues.places:
+        if side in ("left", "right"):
+            place = _ranked(cx, real, rank, descending=side == "right")
+        elif side in ("top", "bottom"):
+            place = _ranked(cy, real, rank, descending=side == "bottom")
+        elif side in ("front", "back"):  # nearer the camera: lower in the frame, larger
+            place = _ranked(boxes[:, 3] + 0.25 * np.sqrt(area), real, rank,
+                            descending=side == "front")  # fmt: skip
         else:  # middle
-            d = np.hypot((cx - w / 2) / w, (cy - h / 2) / h)
-            place = _ranked(d, rank, descending=False)
-        parts[cues.side] = place
+            place = _ranked(np.hypot((cx - w / 2) / w, (cy - h / 2) / h), real, rank,
+                            descending=False)  # fmt: skip
+        parts[side] = place
+    rel = cues.relation
+    if rel is not None and rel.classes.any():
+        lcls = (dets.probs * rel.classes[None]).max(axis=1)
+        marks = np.flatnonzero(lcls >= LANDMARK_CONFIDENCE)
+        if marks.size:
+            same = cand[:, None] == marks[None]
+            related = _related(rel.kind, boxes, dets.boxes[marks],
+                               lcls[marks] / lcls[marks].max(), same)  # fmt: skip
+            label = {"left": "left of", "right": "right of", "front": "in front of"}.get(
+                rel.kind, rel.kind
+            )
+            parts[f"{label} {rel.landmark}"] = np.clip(related, 0.05, 1.0)
     if cues.size is not None:
-        parts[cues.size] = _ranked(area, 1, descending=cues.size == "big")
-    for colour in cues.colours:
-        share = np.array([_colour_shares(frame, b)[colour] for b in boxes], np.float32)
+        parts[cues.size] = _ranked(area, real, 1, descending=cues.size == "big")
+    person = dets.classes[cand] == COCO_CLASSES.index("person")
+    for colour, region in zip(cues.colours, cues.colour_regions or ("whole",) * len(cues.colours)):
+        share = np.array([_colour_shares(frame, b, region, bool(p))[colour]
+                          for b, p in zip(boxes, person)], np.float32)  # fmt: skip
         parts[colour] = np.clip(share / max(float(share.max()), 0.05), 0.05, 1.0)
     if cues.motion is not None and flow is not None:
         v = np.array([_flow_in(flow, b, dets.frame_hw) for b in boxes], np.float32)
@@ -171,7 +264,8 @@ def score_instances(
         else:
             speed = np.hypot(v[:, 0], v[:, 1]) / scale
             m = np.exp(-speed) if cues.motion == "still" else 1 - np.exp(-speed)
-        parts[cues.motion] = np.clip(m, 0.02, 1.0).astype(np.float32)
+        name = f"moving {cues.motion}" if cues.motion in ("left", "right") else cues.motion
+        parts[name] = np.clip(m, 0.02, 1.0).astype(np.float32)
     total = np.prod(np.stack(list(parts.values())), axis=0)
     out = [
         InstanceScore(index=int(i), name=COCO_CLASSES[int(dets.classes[i])],

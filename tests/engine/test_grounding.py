@@ -14,25 +14,70 @@ C = {n: i for i, n in enumerate(COCO_CLASSES)}
 @pytest.mark.parametrize(
     ("phrase", "head", "cls", "expect"),
     [
-        ("the man on the far right", "man", "person", {"side": "right"}),
+        ("the man on the far right", "man", "person", {"places": (("right", 1),)}),
         ("the white van", "van", "truck", {"colours": ("white",)}),
-        ("the person in the blue jacket", "person", "person", {"colours": ("blue",)}),
+        ("the person in the blue jacket", "person", "person",
+         {"colours": ("blue",), "colour_regions": ("upper",)}),
         ("the smaller dog", "dog", "dog", {"size": "small"}),
         ("the people crossing the road", "people", "person", {"plural": True}),
         ("all the cups", "cups", "cup", {"plural": True}),
-        ("the second car from the left", "car", "car", {"side": "left", "rank": 2}),
-        ("the woman walking to the left", "woman", "person", {"side": None, "motion": "left"}),
+        ("the second car from the left", "car", "car", {"places": (("left", 2),)}),
+        ("the woman walking to the left", "woman", "person", {"places": (), "motion": "left"}),
         ("the man on the left walking to the right", "man", "person",
-         {"side": "left", "motion": "right"}),
-        ("the car parked on the right", "car", "car", {"side": "right", "motion": "still"}),
-        ("the kitten in front", "kitten", "cat", {"side": "front"}),
+         {"places": (("left", 1),), "motion": "right"}),
+        ("the man walking right on the far left", "man", "person",
+         {"places": (("left", 1),), "motion": "right"}),
+        ("the car parked on the right", "car", "car", {"places": (("right", 1),), "motion": "still"}),
+        ("the kitten in front", "kitten", "cat", {"places": (("front", 1),)}),
+        ("the woman in red at the top right", "woman", "person",
+         {"places": (("right", 1), ("top", 1)), "colours": ("red",)}),
+        ("the woman in the red top on the left", "woman", "person",
+         {"places": (("left", 1),), "colour_regions": ("upper",)}),
+        ("the man in the black coat furthest to the left", "man", "person",
+         {"places": (("left", 1),)}),
+        ("the tiny person far away", "person", "person",
+         {"places": (("back", 1),), "size": "small", "motion": None}),
+        ("the boy nearest the camera", "boy", "person", {"places": (("front", 1),)}),
+        ("the nearest car", "car", "car", {"places": (("front", 1),)}),
+        ("the man nearest the grass", "man", "person", {"places": ()}),
+        ("the rightmost of the three men", "men", "person", {"places": (("right", 1),)}),
+        ("the man in navy, rightmost of the three", "man", "person",
+         {"places": (("right", 1),), "plural": False, "colours": ("blue",)}),
+        ("the dark grey car in the distance", "car", "car",
+         {"colours": ("grey",), "places": (("back", 1),)}),
+        ("the girl in blue jeans and a white hat", "girl", "person",
+         {"colours": ("blue", "white"), "colour_regions": ("lower", "head")}),
+        ("the man crossing from left to right", "man", "person", {"motion": "right", "places": ()}),
     ],
 )  # fmt: skip
 def test_cues(phrase, head, cls, expect):
     cues = parse_phrase(phrase)
     assert cues.head == head and int(np.argmax(cues.classes)) == C[cls]
     for key, value in expect.items():
-        assert getattr(cues, key) == value, (phrase, key)
+        assert getattr(cues, key) == value, (phrase, key, getattr(cues, key))
+
+
+@pytest.mark.parametrize(
+    ("phrase", "kind", "landmark", "coco", "colours", "places"),
+    [
+        ("the dark car half hidden behind the black car", "behind", "car", True, ("black",), ()),
+        ("the dog to the left of the red car", "left", "car", True, (), ()),
+        ("the man walking left just right of the lamp post", "right", "post", False, (), ()),
+        ("the cup next to the laptop on the right", "near", "laptop", True, (), (("right", 1),)),
+        ("the man left of centre", None, None, None, (), (("left", 1),)),
+        ("the van seen from behind on the left", None, None, None, (), (("left", 1),)),
+        ("the car right beside him on the right", "near", "him", False, (), (("right", 1),)),
+    ],
+)  # fmt: skip
+def test_relations_to_other_things(phrase, kind, landmark, coco, colours, places):
+    """A landmark's own words (its colour, its side) are not the referent's."""
+    cues = parse_phrase(phrase)
+    if kind is None:
+        assert cues.relation is None
+    else:
+        rel = cues.relation
+        assert (rel.kind, rel.landmark, bool(rel.classes.any())) == (kind, landmark, coco)
+    assert cues.colours == colours and cues.places == places, cues
 
 
 @pytest.mark.parametrize("phrase", ["the tree", "the cyclist's helmet", "the rock on the left"])
@@ -98,3 +143,62 @@ def test_the_referent_map_peaks_at_the_chosen_instance():
     y, x = np.unravel_index(np.argmax(m), m.shape)
     assert 45 <= x <= 55 and 20 <= y <= 50
     assert m[:, :40].max() == 0 and m[m > 0].min() >= 0.5 and m.max() > 0.9
+
+
+def test_colour_naming_agrees_with_the_xkcd_colour_survey():
+    """The survey's colours whose names end in a basic term get that term (CC0, matplotlib)."""
+    import matplotlib.colors as mc
+
+    from engine.grounding import colour_memberships
+    from engine.phrase_cues import BASIC_COLOURS
+
+    names, rgb = [], []
+    for key, value in mc.XKCD_COLORS.items():
+        last = key.split(":")[1].split()[-1].replace("gray", "grey")
+        if last in BASIC_COLOURS:
+            names.append(last)
+            rgb.append(np.array(mc.to_rgb(value)) * 255)
+    bgr = np.array(rgb)[:, ::-1].round().astype(np.uint8)
+    member = colour_memberships(bgr)
+    assert np.allclose(sum(member.values()), 1.0, atol=1e-5)
+    said = np.array(list(member))[np.argmax(np.stack(list(member.values()), 1), axis=1)]
+    names = np.array(names)
+    assert (said == names).mean() >= 0.8
+    for term in ("red", "yellow", "green", "blue"):
+        assert (said[names == term] == term).mean() >= 0.8, term
+
+
+def test_garment_colours_are_read_from_their_part_of_a_person():
+    frame = _frame()
+    frame[40:70, 10:30], frame[70:100, 10:30] = (30, 30, 200), (200, 60, 40)  # red top, blue legs
+    frame[40:70, 90:110], frame[70:100, 90:110] = (200, 60, 40), (30, 30, 200)  # the reverse
+    dets = _dets([("person", (10, 40, 30, 100)), ("person", (90, 40, 110, 100))])
+    for phrase, want in (("the man in the red jacket", 0), ("the man in red trousers", 1),
+                         ("the woman in the blue top", 1), ("the boy in blue jeans", 0)):  # fmt: skip
+        cues = parse_phrase(phrase)
+        assert choose(score_instances(dets, cues, frame), cues)[0].index == want, phrase
+
+
+def test_a_doubtful_box_at_the_edge_does_not_become_the_one_on_the_left():
+    dets = _dets([("person", (2, 40, 12, 60)), ("person", (40, 40, 60, 100)),
+                  ("person", (120, 40, 140, 100))])  # fmt: skip
+    dets.probs[0] *= 0.55  # the detector is barely sure of the small box at the edge
+    cues = parse_phrase("the man on the left")
+    scores = score_instances(dets, cues, _frame())
+    assert scores[0].index == 1
+    assert {s.index: s.parts["left"] for s in scores}[0] == 1.0  # it is leftmost; just doubtful
+
+
+def test_a_relation_to_another_detected_thing_chooses():
+    dets = _dets([("person", (10, 40, 30, 100)), ("car", (60, 50, 120, 100)),
+                  ("person", (150, 40, 170, 100))])  # fmt: skip
+    frame = _frame()
+    for phrase, want in (("the person left of the car", 0), ("the man to the right of the car", 2)):
+        cues = parse_phrase(phrase)
+        best = choose(score_instances(dets, cues, frame), cues)[0]
+        assert best.index == want and any(k.endswith("of car") for k in best.parts), phrase
+    cues = parse_phrase("the person behind the car")
+    assert "behind car" in score_instances(dets, cues, frame)[0].parts
+    # A landmark the detector cannot see leaves the choice to the other words.
+    cues = parse_phrase("the man on the right, left of the lamp post")
+    assert choose(score_instances(dets, cues, frame), cues)[0].index == 2
