@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -65,7 +66,7 @@ exit codes:
   {EXIT_ENGINE}    inference engine unavailable (runtime not installed, no GPU, ...)
   {EXIT_PHRASE}    phrase rejected (empty, too long, control characters, mixed scripts)
   {EXIT_OUTPUT}   an output path cannot be written (checked before the model loads)
-  {EXIT_INTERRUPTED}  interrupted by Ctrl-C (the summary is still written)
+  {EXIT_INTERRUPTED}  interrupted by Ctrl-C or SIGTERM (the summary is still written)
 
 what the shipped model knows:
   {{trained_on}}
@@ -337,8 +338,29 @@ def write_report(summary: dict, files: list, total_stats: Path | None, run_info:
         print(f"wrote {', '.join(shown)}", file=sys.stderr)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns the process exit code (see the --help epilog)."""
+    """Run the CLI; returns the process exit code (see the --help epilog).
+
+    SIGTERM (``docker stop``, systemd, a supervisor) ends a run as Ctrl-C does: the streams
+    stop, their files are closed and the summary is written.
+    """
+    own = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if own else None
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before the streams ran: nothing to summarise
+        print("run_stream: interrupted before the stream started", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        if own:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not {"-v", "--verbose"} & set(argv):
         _quiet_native_logs()  # before OpenCV is imported

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -171,3 +172,34 @@ def test_no_save_writes_nothing_unless_asked(tmp_path, tiny_checkpoint):
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
         "only", "only/stats.json"
     ]  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_ends_a_run_like_ctrl_c(tmp_path, tiny_checkpoint):
+    """``docker stop`` / systemd send SIGTERM: files closed, stats.json and the summary written."""
+    args = [*tiny(tiny_checkpoint), "--loop", "--pace", "10", "--out-dir", str(tmp_path / "run")]
+    env = {k: v for k, v in os.environ.items() if k not in NATIVE_LOG_VARS}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "run_stream.py"), *args], cwd=tmp_path,
+                            env={**env, "DISPLAY": ""}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        results = tmp_path / "run" / "overlay.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and len(results.read_text().splitlines()) >= 5:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    stats = json.loads((tmp_path / "run" / "stats.json").read_text())
+    assert stats["interrupted"] is True and stats["frames"] >= 5
+    rows = results.read_text().splitlines()
+    assert all(json.loads(line)["frame"] >= 0 for line in rows)  # every line whole
+    assert _codec(tmp_path / "run" / "overlay.mp4")[1] >= 5  # the video is closed and readable
+    assert "bottleneck:" in out
