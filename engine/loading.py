@@ -151,14 +151,21 @@ def _check_io(manifest: Manifest, config: Any, folder: Path) -> None:
 
 
 def load_export(
-    folder: str | Path, *, precision: str = "fp32", input_size: tuple[int, int] | None = None
+    folder: str | Path,
+    *,
+    precision: str = "fp32",
+    input_size: tuple[int, int] | None = None,
+    int8_below_target: bool = False,
 ) -> LoadedExport:
     """Verify and load an export folder (torch-free).
 
     Args:
         folder: Export folder written by ``python -m export``.
-        precision: ``"fp32"`` or ``"fp16"`` (needs an export made with ``--fp16``).
+        precision: ``"fp32"``, ``"fp16"`` (an export made with ``--fp16``) or ``"int8"`` (one
+            made with ``--int8``; refused when its recorded parity misses the bar:
+            :func:`check_int8_parity`).
         input_size: Optional ``(H, W)`` to check against the exported size range.
+        int8_below_target: Load an INT8 graph under the bar anyway (to measure it).
 
     Returns:
         A :class:`LoadedExport`.
@@ -183,6 +190,8 @@ def load_export(
     except CheckpointError as exc:
         raise ExportError(f"export {folder}: {exc}") from exc
     _check_io(manifest, config, folder)
+    if precision == "int8" and not int8_below_target:
+        check_int8_parity(folder, manifest.checks.get("int8"))
     if input_size is not None:
         h, w = input_size
         lo, hi = manifest.min_side, manifest.max_side
@@ -199,6 +208,37 @@ def load_export(
         # INT8 quantises the frame network only: the text runs once per phrase, in FP32
         text_path=folder / graph_file("text_encoder", "fp32" if precision == "int8" else precision),
         frame_path=folder / graph_file("frame_net", precision),
+    )
+
+
+class Int8RefusedError(ExportError):
+    """An INT8 graph whose recorded mask IoU against FP32 misses the bar."""
+
+
+def check_int8_parity(folder: str | Path, report: dict | None) -> None:
+    """Refuse an INT8 frame network whose recorded parity with FP32 misses its target.
+
+    ``python -m export --int8`` records the INT8 graph's mask IoU against FP32 on synthetic
+    and real frames in the manifest (``checks["int8"]``, with ``meets_target``); a graph under
+    the bar draws visibly other masks than the model it came from, so no entry point (the
+    CLI, the page, ``training.evaluate``, Triton's repository) runs it.
+
+    Raises:
+        Int8RefusedError: no report, or one under the target (the message says what to use).
+    """
+    if report is None:
+        raise Int8RefusedError(
+            f"{folder}: its INT8 graph has no parity report; re-run python -m export --int8"
+        )
+    if report.get("meets_target"):
+        return
+    real, synthetic = report.get("real", {}), report.get("synthetic", {})
+    raise Int8RefusedError(
+        f"{folder}: INT8 refused: its masks match FP32's with IoU "
+        f"{real.get('mask_iou_mean', float('nan')):.3f} on real frames and "
+        f"{synthetic.get('mask_iou_mean', float('nan')):.3f} on synthetic ones, under the "
+        f"{report.get('target_mask_iou', float('nan')):.2f} bar (manifest checks.int8); use "
+        "--precision fp32 (fp16 on a GPU); python -m benchmarks.int8 measures it anyway"
     )
 
 
@@ -286,6 +326,7 @@ def resolve(
     *,
     precision: str = "fp32",
     input_size: tuple[int, int] | None = None,
+    int8_below_target: bool = False,
 ) -> Resolved:
     """Check that ``source`` is an artefact ``backend`` loads, and read what it needs.
 
@@ -295,6 +336,7 @@ def resolve(
             a TensorRT frame_net engine file (tensorrt), a Triton repository (triton).
         precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
         input_size: Network input ``(H, W)``, checked against an export's size range.
+        int8_below_target: Load an INT8 graph whose recorded parity misses the bar.
 
     Returns:
         A :class:`Resolved`.
@@ -328,9 +370,9 @@ def resolve(
             raise ValueError(f"{path} is a TensorRT engine: use backend 'tensorrt' for it")
         if kind == "checkpoint":
             raise ValueError(f"{path} is a checkpoint folder: {_BUILD_HINT}")
-        return Resolved(
-            backend, kind, export=load_export(path, precision=precision, input_size=input_size)
-        )
+        loaded = load_export(path, precision=precision, input_size=input_size,
+                             int8_below_target=int8_below_target)  # fmt: skip
+        return Resolved(backend, kind, export=loaded)
     if backend != "tensorrt":
         raise ValueError(f"unknown backend {backend!r}; valid: torch, onnx, tensorrt, triton")
     if kind != "tensorrt_engine":
@@ -345,4 +387,6 @@ def resolve(
     if not text_engine.is_file():
         raise ExportError(f"{path}: its text engine {text_engine} is missing")
     loaded = load_export(side["export"], precision="fp32", input_size=input_size)
+    if precision == "int8" and not int8_below_target:  # built from the export's QDQ graph
+        check_int8_parity(loaded.folder, loaded.manifest.checks.get("int8"))
     return Resolved(backend, kind, export=loaded, text_engine=text_engine, frame_engine=path)

@@ -190,6 +190,7 @@ def create_engine(
     build = {k: options.pop(k) for k in TENSORRT_BUILD_OPTIONS if k in options}
     if build and backend != "tensorrt":
         raise ValueError(f"{', '.join(build)}: TensorRT build options, for backend 'tensorrt'")
+    below_target = bool(options.pop("int8_below_target", False))
     cls.check_request(device=device, precision=precision, **options)  # before any slow work
     artefact = Path(source)
     if backend in ("onnx", "tensorrt") and kind == "checkpoint":
@@ -202,6 +203,5 @@ def create_engine(
         _, artefact = build_export_engines(
             artefact, precision=precision, opt_size=input_size, **build
         )
-    return load_engine(
-        backend, artefact, device=device, precision=precision, input_size=input_size, **options
-    )
+    return load_engine(backend, artefact, device=device, precision=precision,
+                       input_size=input_size, int8_below_target=below_target, **options)  # fmt: skip

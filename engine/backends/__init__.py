@@ -109,7 +109,9 @@ def load_engine(
             torch: ``cuda_graphs``, ``compile``;
             onnx: ``providers`` (``"cpu"``, ``"cuda"``, ``"tensorrt"`` or a list of them),
             ``intra_op_threads``, ``io_binding``;
-            triton: ``url``, ``protocol`` (``"grpc"`` / ``"http"``), ``timeout_s``, ``retry_s``.
+            triton: ``url``, ``protocol`` (``"grpc"`` / ``"http"``), ``timeout_s``, ``retry_s``;
+            any: ``int8_below_target=True`` loads an INT8 graph whose recorded real-frame parity
+            is under the bar (for measuring it, :mod:`benchmarks.int8`; refused otherwise).
 
     Returns:
         An :class:`~engine.base.Engine`.
@@ -125,6 +127,8 @@ def load_engine(
     cls = backend_class(backend)
     input_size = check_input_size(input_size or model_input_size(source))
     parse_device(device)
+    below_target = bool(options.pop("int8_below_target", False))
     cls.check_request(device=device, precision=precision, **options)
-    resolved = resolve(backend, source, precision=precision, input_size=input_size)
+    resolved = resolve(backend, source, precision=precision, input_size=input_size,
+                       int8_below_target=below_target)  # fmt: skip
     return cls.load(resolved, device=device, precision=precision, input_size=input_size, **options)

@@ -106,7 +106,9 @@ def test_the_onnx_engine_runs_int8_close_to_fp32(int8_export):
     from export.engines import create_engine
 
     fp32 = create_engine("onnx", int8_export, input_size=SIZE)
-    int8 = create_engine("onnx", int8_export, precision="int8", input_size=SIZE)
+    int8 = create_engine(
+        "onnx", int8_export, precision="int8", input_size=SIZE, int8_below_target=True
+    )  # measured, whatever its recorded parity
     assert int8.precision == "int8"
     a, b = fp32.encode_text("the red circle"), int8.encode_text("the red circle")
     np.testing.assert_array_equal(a.words, b.words)  # the text encoder stays fp32
@@ -117,6 +119,43 @@ def test_the_onnx_engine_runs_int8_close_to_fp32(int8_export):
         assert mask_iou(got > 0, want > 0) > 0.5
     fp32.close()
     int8.close()
+
+
+def _with_parity(folder: Path, meets: bool) -> Path:
+    """A copy of the INT8 export whose recorded parity does (not) meet the bar."""
+    import dataclasses
+
+    from engine.manifest import write_manifest
+
+    manifest = read_manifest(folder)
+    report = {**manifest.checks["int8"], "meets_target": meets}
+    report["real"] = {**report["real"], "mask_iou_mean": 0.99 if meets else 0.547}
+    write_manifest(
+        folder, dataclasses.replace(manifest, checks={**manifest.checks, "int8": report})
+    )
+    return folder
+
+
+def test_an_int8_graph_under_the_bar_is_refused_everywhere(int8_export, tmp_path, tiny_checkpoint):
+    """The CLI, the engine factory and the page's loader refuse it with one line that says why."""
+    from engine.loading import Int8RefusedError
+    from export.engines import create_engine
+
+    below = _with_parity(shutil.copytree(int8_export, tmp_path / "below"), meets=False)
+    with pytest.raises(Int8RefusedError, match=r"INT8 refused: .*IoU 0\.547 on real frames.*"
+                       r"under the 0\.97 bar.*use --precision fp32"):  # fmt: skip
+        create_engine("onnx", below, precision="int8", input_size=SIZE)
+    create_engine("onnx", below, input_size=SIZE).close()  # its FP32 graph still runs
+    r = subprocess.run([sys.executable, "run_stream.py", "--backend", "onnx", "--checkpoint",
+                        str(below), "--precision", "int8", "--size", "64x64", "--no-display",
+                        "--max-frames", "2", "--out-dir", str(tmp_path / "run")], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and "INT8 refused" in lines[-1] and "--precision fp32" in lines[-1]
+    above = _with_parity(shutil.copytree(int8_export, tmp_path / "above"), meets=True)
+    engine = create_engine("onnx", above, precision="int8", input_size=SIZE)
+    assert engine.precision == "int8"
+    engine.close()
 
 
 def test_int8_errors_are_clear(tiny_export, tiny_checkpoint):
