@@ -237,6 +237,11 @@ class LiveSession:
         """The engine this session runs on."""
         return self.segmenter.engine
 
+    def close(self) -> None:
+        """Stop the instance evidence's detector thread (the page's session ended)."""
+        if self.segmenter.instances is not None:
+            self.segmenter.instances.close()
+
     @property
     def stats(self) -> LatencyStats:
         """The session's stage statistics."""

@@ -118,6 +118,12 @@ def clip_markdown(summary: dict[str, Any]) -> str:
     return "\n".join([head, "", stages_markdown(summary)])
 
 
+def _close_session(session: LiveSession | None) -> None:
+    """Gradio deletes a closed tab's state: stop its session's detector thread."""
+    if session is not None:
+        session.close()
+
+
 def _stats_markdown(session: LiveSession) -> str:
     result = session.last_result
     found = "" if result is None else (
@@ -234,6 +240,8 @@ def build_app(
                 or session.keyframes != policy
             ):
                 previous = session.segmenter.phrase if session is not None else None
+                if session is not None:
+                    session.close()  # its detector thread; the new session has its own
                 session = LiveSession(engine, threshold=threshold, keyframes=policy)
                 if previous:
                     session.set_phrase(previous)
@@ -337,7 +345,7 @@ def build_app(
                         summary_out = gr.Markdown(elem_id="summary")
                         summary_file = gr.File(label="Summary (JSON)", elem_id="summary-json")
             with gr.Tab("Webcam (live)", id="webcam"):
-                session = gr.State(None)
+                session = gr.State(None, delete_callback=_close_session)
                 with gr.Row():
                     cam = gr.Image(
                         sources=["webcam"], streaming=True, label="Webcam", elem_id="webcam-in"

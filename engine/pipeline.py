@@ -239,6 +239,8 @@ class Pipeline:
     def stop(self) -> None:
         """Stop every thread, join them (bounded), close outputs and the source. Idempotent.
 
+        The session's instance evidence is closed too (its detector thread, if it has one).
+
         Raises:
             Exception: a stage's exception (after everything was shut down).
         """
@@ -260,6 +262,8 @@ class Pipeline:
                     except Exception as exc:
                         logger.exception("closing output %r failed", out)
                         self._set_error(exc)
+            if not writer_alive and self.segmenter.instances is not None:
+                self.segmenter.instances.close()  # its detector thread, if it has one
             reader_alive = any(
                 t.is_alive() for t in self._threads if _stage(t) in ("capture", "stages")
             )

@@ -103,3 +103,16 @@ def test_live_session_drops_frames_while_busy(shared):
     with pytest.raises(ValueError):
         session.set_phrase("")
     assert session.segmenter.phrase == "the red circle"  # a rejected phrase changes nothing
+
+
+def test_closing_a_live_session_stops_its_detector_thread(shared):
+    """The page closes a session when Gradio deletes its state (a closed tab) or replaces it."""
+    from app.ui import _close_session
+
+    session = LiveSession(shared, threshold=0.5)
+    thread = session.segmenter.instances._worker._thread
+    assert thread.is_alive()
+    _close_session(session)
+    thread.join(5)
+    assert not thread.is_alive()
+    _close_session(None)  # a tab that never started the webcam

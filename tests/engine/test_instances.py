@@ -306,3 +306,22 @@ def test_the_flows_kept_for_late_answers_stay_few(walkers, detector):
         time.sleep(0.05)
     assert evidence.detector_ms and len(evidence._flows) <= 12  # only those since the last ask
     evidence.close()
+
+
+def test_a_finished_stream_stops_its_detector_thread(engine, detector, tmp_path):
+    """The pipeline closes the instance evidence with the rest: no detector thread outlives it."""
+    from engine.capture import open_source
+    from engine.pipeline import Pipeline
+    from engine.session import Segmenter
+
+    if not VTEST.is_file():
+        pytest.skip("needs opencv-doc")
+    evidence = InstanceEvidence(detector, every=2, background=True)
+    thread = evidence._worker._thread
+    seg = Segmenter(engine, instances=evidence)
+    seg.set_phrase("the person on the left")
+    pipe = Pipeline(open_source(str(VTEST)), seg, max_frames=6)
+    summary = pipe.run()
+    assert summary["frames"] == 6
+    thread.join(5)
+    assert not thread.is_alive()
