@@ -4,18 +4,15 @@ python) on loopback."""
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-HERE = Path(__file__).parent
-SYSTEM_PYTHON = "/usr/bin/python3"
+from benchmarks.rtsp_soak import RtspServer, gst_rtsp_missing
+from benchmarks.rtsp_soak import free_port as pick_free_port
+
 NET_SIZE = (64, 64)  # smallest accepted network input: keeps the CPU tests fast
 
 
@@ -113,78 +110,9 @@ def bikes_video() -> Path:
         pytest.skip(str(exc))
 
 
-def pick_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _has_gst_rtsp() -> str | None:
-    """``None`` if the system python can run the RTSP server, else the reason it cannot."""
-    if not os.path.exists(SYSTEM_PYTHON):
-        return f"{SYSTEM_PYTHON} missing"
-    probe = (
-        "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0');"
-        "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
-        "assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')"
-    )
-    r = subprocess.run([SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True, timeout=60)
-    if r.returncode:
-        return (
-            "GStreamer RTSP server unavailable to /usr/bin/python3 (apt-get install "
-            "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-{good,ugly,bad}): "
-            + (r.stderr.strip().splitlines() or ["?"])[-1]
-        )
-    return None
-
-
-class RtspServer:
-    """The real GStreamer RTSP server (``rtsp_server.py``) as a subprocess on a fixed port.
-
-    :meth:`start` and :meth:`stop` may be called repeatedly (kill + restart on the same URL).
-    """
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.url = f"rtsp://127.0.0.1:{port}/test"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 20.0) -> RtspServer:
-        assert self.proc is None
-        deadline = time.monotonic() + timeout
-        while True:  # the port may linger briefly after a kill
-            self.proc = subprocess.Popen(
-                [SYSTEM_PYTHON, str(HERE / "rtsp_server.py"), "--port", str(self.port)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            line = self.proc.stdout.readline().strip()
-            if line.startswith("READY"):
-                return self
-            self.stop()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"RTSP server did not start: {line!r}")
-            time.sleep(0.3)
-
-    def stop(self) -> None:
-        """Terminate by PID (SIGTERM, then SIGKILL)."""
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self.proc = None
-
-
 @pytest.fixture(scope="session")
 def gst_rtsp_available() -> None:
-    reason = _has_gst_rtsp()
+    reason = gst_rtsp_missing()
     if reason:
         pytest.skip(reason)
 

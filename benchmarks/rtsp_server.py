@@ -1,8 +1,8 @@
-"""A real RTSP server on loopback for the stream tests (GStreamer's gst-rtsp-server).
+"""A real RTSP server on loopback for the stream tests and the soak (GStreamer's gst-rtsp-server).
 
 Run by the SYSTEM python (``/usr/bin/python3``, which has ``gi``), not the project venv::
 
-    /usr/bin/python3 tests/engine/rtsp_server.py --port 8554 --path /test
+    /usr/bin/python3 benchmarks/rtsp_server.py --port 8554 --path /test
 
 Serves ``videotestsrc is-live=true ! x264enc tune=zerolatency speed-preset=ultrafast !
 rtph264pay`` at ``rtsp://127.0.0.1:<port><path>``, prints ``READY <url>`` on stdout once it
