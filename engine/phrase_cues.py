@@ -28,195 +28,103 @@ _C = {name: i for i, name in enumerate(COCO_CLASSES)}
 LEXICON: dict[str, dict[str, float]] = {}
 
 
-def _add(cls: str | dict[str, float], *words: str) -> None:
+def _add(cls: str | dict[str, float], words: str) -> None:
     weights = {cls: 1.0} if isinstance(cls, str) else cls
-    for w in words:
+    for w in words.split():
         LEXICON[w] = weights
 
 
 _add(
     "person",
-    "person",
-    "people",
-    "man",
-    "men",
-    "woman",
-    "women",
-    "boy",
-    "boys",
-    "girl",
-    "girls",
-    "child",
-    "children",
-    "kid",
-    "kids",
-    "baby",
-    "babies",
-    "adult",
-    "adults",
-    "guy",
-    "guys",
-    "lady",
-    "ladies",
-    "gentleman",
-    "pedestrian",
-    "pedestrians",
-    "cyclist",
-    "cyclists",
-    "rider",
-    "riders",
-    "biker",
-    "bikers",
-    "skier",
-    "player",
-    "players",
-    "driver",
-    "walker",
-    "runner",
-    "jogger",
-    "someone",
-    "somebody",
-    "persons",
-    "officer",
-    "policeman",
-    "worker",
-    "student",
-    "teenager",
-    "toddler",
-    "father",
-    "mother",
-    "dad",
-    "mum",
-    "mom",
-    "human",
-    "humans",
-    "passenger",
-    "passengers",
-    "customer",
-    "shopper",
-    "tourist",
-    "couple",
-    "crowd",
-    "skater",
-    "surfer",
-    "swimmer",
-    "dancer",
-    "singer",
-    "chef",
-    "waiter",
-    "doctor",
-    "soldier",
-    "figure",
-    "figures",
+    (
+        "person people man men woman women boy boys girl girls child children kid kids baby "
+        "babies adult adults guy guys lady ladies gentleman pedestrian pedestrians cyclist "
+        "cyclists rider riders biker bikers skier player players driver walker runner jogger "
+        "someone somebody persons officer policeman worker student teenager toddler father "
+        "mother dad mum mom human humans passenger passengers customer shopper tourist couple "
+        "crowd skater surfer swimmer dancer singer chef waiter doctor soldier figure figures"
+    ),
 )
-_add("bicycle", "bicycle", "bicycles", "bike", "bikes", "cycle")
+_add("bicycle", "bicycle bicycles bike bikes cycle")
 _add(
     {"car": 1.0, "truck": 0.6},
-    "car",
-    "cars",
-    "taxi",
-    "cab",
-    "sedan",
-    "jeep",
-    "suv",
-    "vehicle",
-    "vehicles",
-    "automobile",
-    "hatchback",
-    "saloon",
-    "coupe",
-    "convertible",
+    (
+        "car cars taxi cab sedan jeep suv vehicle vehicles automobile hatchback saloon coupe "
+        "convertible"
+    ),
 )
 _add(
     {"motorcycle": 1.0, "bicycle": 0.3},
-    "motorcycle",
-    "motorcycles",
-    "motorbike",
-    "motorbikes",
-    "scooter",
-    "moped",
+    "motorcycle motorcycles motorbike motorbikes scooter moped",
 )
-_add("airplane", "airplane", "aeroplane", "plane", "planes", "jet", "aircraft")
-_add("bus", "bus", "buses", "coach")
-_add("train", "train", "trains", "tram", "locomotive")
-_add({"truck": 1.0, "car": 0.7}, "truck", "trucks", "lorry", "van", "vans", "pickup", "minivan")
-_add("boat", "boat", "boats", "ship", "canoe", "kayak", "yacht", "ferry")
-_add("traffic light", "light", "lights")
+_add("airplane", "airplane aeroplane plane planes jet aircraft")
+_add("bus", "bus buses coach")
+_add("train", "train trains tram locomotive")
+_add({"truck": 1.0, "car": 0.7}, "truck trucks lorry van vans pickup minivan")
+_add("boat", "boat boats ship canoe kayak yacht ferry")
+_add("traffic light", "light lights")
 _add("stop sign", "sign")
-_add("bench", "bench", "benches")
+_add("bench", "bench benches")
 _add(
     "bird",
-    "bird",
-    "birds",
-    "pigeon",
-    "pigeons",
-    "duck",
-    "ducks",
-    "seagull",
-    "gull",
-    "parrot",
-    "chicken",
-    "hen",
-    "goose",
-    "swan",
-    "crow",
-    "sparrow",
-    "owl",
-    "eagle",
+    (
+        "bird birds pigeon pigeons duck ducks seagull gull parrot chicken hen goose swan crow "
+        "sparrow owl eagle"
+    ),
 )
-_add("cat", "cat", "cats", "kitten", "kittens", "kitty", "tabby")
-_add("dog", "dog", "dogs", "puppy", "puppies", "pup", "doggy", "terrier", "retriever", "poodle")
-_add("horse", "horse", "horses", "pony", "foal")
-_add("sheep", "sheep", "lamb", "lambs")
-_add("cow", "cow", "cows", "cattle", "calf", "bull", "ox")
-_add("elephant", "elephant", "elephants")
-_add("bear", "bear", "bears")
-_add("zebra", "zebra", "zebras")
-_add("giraffe", "giraffe", "giraffes")
-_add("backpack", "backpack", "rucksack", "backpacks")
-_add("umbrella", "umbrella", "umbrellas", "parasol")
-_add({"handbag": 1.0, "backpack": 0.6, "suitcase": 0.5}, "handbag", "bag", "bags", "purse")
-_add("tie", "tie", "necktie")
-_add("suitcase", "suitcase", "luggage", "suitcases")
+_add("cat", "cat cats kitten kittens kitty tabby")
+_add("dog", "dog dogs puppy puppies pup doggy terrier retriever poodle")
+_add("horse", "horse horses pony foal")
+_add("sheep", "sheep lamb lambs")
+_add("cow", "cow cows cattle calf bull ox")
+_add("elephant", "elephant elephants")
+_add("bear", "bear bears")
+_add("zebra", "zebra zebras")
+_add("giraffe", "giraffe giraffes")
+_add("backpack", "backpack rucksack backpacks")
+_add("umbrella", "umbrella umbrellas parasol")
+_add({"handbag": 1.0, "backpack": 0.6, "suitcase": 0.5}, "handbag bag bags purse")
+_add("tie", "tie necktie")
+_add("suitcase", "suitcase luggage suitcases")
 _add("frisbee", "frisbee")
-_add("sports ball", "ball", "balls", "football", "basketball", "volleyball")
+_add("sports ball", "ball balls football basketball volleyball")
 _add("kite", "kite")
 _add("skateboard", "skateboard")
 _add("surfboard", "surfboard")
-_add("tennis racket", "racket", "racquet")
-_add({"bottle": 1.0, "cup": 0.5}, "bottle", "bottles")
-_add({"wine glass": 1.0, "cup": 0.6}, "glass", "glasses")
-_add({"cup": 1.0, "bottle": 0.4, "wine glass": 0.4}, "cup", "cups", "mug", "mugs")
+_add("tennis racket", "racket racquet")
+_add({"bottle": 1.0, "cup": 0.5}, "bottle bottles")
+_add({"wine glass": 1.0, "cup": 0.6}, "glass glasses")
+_add({"cup": 1.0, "bottle": 0.4, "wine glass": 0.4}, "cup cups mug mugs")
 _add("fork", "fork")
 _add("knife", "knife")
 _add("spoon", "spoon")
-_add("bowl", "bowl", "bowls")
-_add("banana", "banana", "bananas")
-_add("apple", "apple", "apples")
+_add("bowl", "bowl bowls")
+_add("banana", "banana bananas")
+_add("apple", "apple apples")
 _add("sandwich", "sandwich")
 _add("orange", "oranges")
 _add("broccoli", "broccoli")
-_add("carrot", "carrot", "carrots")
+_add("carrot", "carrot carrots")
 _add("pizza", "pizza")
-_add("donut", "donut", "doughnut")
+_add("donut", "donut doughnut")
 _add("cake", "cake")
-_add("chair", "chair", "chairs", "stool")
-_add("couch", "couch", "sofa")
-_add("potted plant", "plant", "plants", "flowerpot")
+_add("chair", "chair chairs stool")
+_add("couch", "couch sofa")
+_add("potted plant", "plant plants flowerpot")
 _add("bed", "bed")
-_add("dining table", "table", "tables")
+_add("dining table", "table tables")
 _add("toilet", "toilet")
-_add("tv", "tv", "television", "monitor", "screen")
-_add("laptop", "laptop", "computer", "notebook")
+_add("tv", "tv television monitor screen")
+_add("laptop", "laptop computer notebook")
 _add("mouse", "mouse")
 _add("remote", "remote")
 _add("keyboard", "keyboard")
-_add("cell phone", "phone", "phones", "smartphone", "cellphone", "mobile")
+_add("cell phone", "phone phones smartphone cellphone mobile")
 _add("microwave", "microwave")
-_add("oven", "oven", "stove")
+_add("oven", "oven stove")
 _add("sink", "sink")
-_add("refrigerator", "refrigerator", "fridge")
-_add("book", "book", "books")
+_add("refrigerator", "refrigerator fridge")
+_add("book", "book books")
 _add("clock", "clock")
 _add("vase", "vase")
 _add("scissors", "scissors")
