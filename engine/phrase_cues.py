@@ -213,6 +213,7 @@ _RELATIONS = {
     ("alongside",): "near", ("nearest", "to"): "near", ("closest", "to"): "near",
     ("passing",): "near", ("past",): "near",
 }  # fmt: skip
+_RELATIONS_LONGEST_FIRST = sorted(_RELATIONS.items(), key=lambda kv: -len(kv[0]))
 #: What "left of ..." can be relative to besides a thing: the frame or the scene's layout.
 _SCENE = _wordset(
     "road street path frame picture image screen centre center group pair three two four row "
@@ -277,11 +278,6 @@ class Cues:
     def names_a_class(self) -> bool:
         """Whether the instances can answer the phrase (its head noun names a COCO class)."""
         return bool(self.classes.any())
-
-    @property
-    def side(self) -> str | None:
-        """The first place's side (``None``: the phrase places it nowhere)."""
-        return self.places[0][0] if self.places else None
 
 
 def _words(text: str) -> list[str]:
@@ -381,7 +377,7 @@ def _relation(words: list[str], used: list[bool], head_end: int) -> Relation | N
     for i in range(head_end, len(words)):
         if used[i]:
             continue
-        for pattern, kind in sorted(_RELATIONS.items(), key=lambda kv: -len(kv[0])):
+        for pattern, kind in _RELATIONS_LONGEST_FIRST:
             if tuple(words[i : i + len(pattern)]) != pattern:
                 continue
             # The landmark: the noun phrase after the relation word.
