@@ -73,6 +73,9 @@ class InstanceView:
         chosen: The instances the phrase means (one, or several for a plural).
         detected: Whether the detector ran on this frame.
         cues: The phrase's cues.
+        ids: Each detection's identity: kept while the detector finds it again where the flow
+            carried it (same class, IoU >= :data:`HOLD_IOU`), and while it is held; new ones
+            count up (empty: none given).
     """
 
     detections: Detections
@@ -80,6 +83,7 @@ class InstanceView:
     chosen: list[InstanceScore]
     detected: bool
     cues: Cues = field(repr=False)
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     @property
     def confident(self) -> bool:
@@ -118,6 +122,7 @@ class InstanceView:
         for s in self.scores[:top]:
             row = s.as_dict()
             row["box"] = [round(float(v), 1) for v in self.detections.boxes[s.index]]
+            row["id"] = int(self.ids[s.index]) if len(self.ids) else None
             row["chosen"] = s.index in chosen
             rows.append(row)
         return rows
@@ -151,6 +156,8 @@ class InstanceEvidence:
         self._dets: Detections | None = None
         self._since = 0
         self._ages = np.zeros(0, np.int64)  # detector rounds each instance has been held for
+        self._ids = np.zeros(0, np.int64)  # each instance's identity (InstanceView.ids)
+        self._next_id = 1
         self._stale = False
         self._seq = 0  # frames seen since the last reset
         self._flows: deque[tuple[int, np.ndarray | None]] = deque(maxlen=4 * self.every + 32)
@@ -231,18 +238,35 @@ class InstanceEvidence:
         else:
             detected = self._background_step(frame, flow_px)
         dets = self._dets if self._dets is not None else Detections.empty((h, w))
+        ids = self._ids if self._dets is not None else np.zeros(0, np.int64)
         scores = score_instances(dets, cues, frame, flow_px)
-        return InstanceView(dets, scores, choose(scores, cues), detected, cues)
+        return InstanceView(dets, scores, choose(scores, cues), detected, cues, ids)
+
+    def _new_ids(self, n: int) -> np.ndarray:
+        ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        self._next_id += n
+        return ids
 
     def _renewed(self, fresh: Detections) -> Detections:
         """A new round's detections plus the carried ones it lost (see :data:`HOLD_ROUNDS`)."""
         old, ages = self._dets, self._ages
         if old is None or not len(old) or old.frame_hw != fresh.frame_hw:
-            self._ages = np.zeros(len(fresh), np.int64)
+            self._ages, self._ids = np.zeros(len(fresh), np.int64), self._new_ids(len(fresh))
             return fresh
         iou = _iou(old.boxes, fresh.boxes)
-        same = old.classes[:, None] == fresh.classes[None, :]
-        lost = ~((iou >= HOLD_IOU) & same).any(axis=1) & (ages < HOLD_ROUNDS)
+        iou[old.classes[:, None] != fresh.classes[None, :]] = 0.0
+        lost = ~(iou >= HOLD_IOU).any(axis=1) & (ages < HOLD_ROUNDS)
+        # Identities: one to one, the best overlaps first; the rest of the fresh ones are new.
+        ids = np.full(len(fresh), -1, np.int64)
+        matched = np.zeros(len(old), bool)
+        for flat in np.argsort(-iou, axis=None):
+            i, j = divmod(int(flat), len(fresh))
+            if iou[i, j] < HOLD_IOU:
+                break
+            if not matched[i] and ids[j] < 0:
+                ids[j], matched[i] = self._ids[i], True
+        ids[ids < 0] = self._new_ids(int((ids < 0).sum()))
+        self._ids = np.concatenate([ids, self._ids[lost]])
         self._ages = np.concatenate([np.zeros(len(fresh), np.int64), ages[lost] + 1])
         return Detections(
             boxes=np.concatenate([fresh.boxes, old.boxes[lost]]),

@@ -133,7 +133,7 @@ def test_the_results_file_holds_the_instances(tmp_path, engine, walkers, detecto
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     chosen = [r for r in rows[-1]["instances"] if r["chosen"]]
     assert len(chosen) >= 2 and all(r["class"] == "person" for r in chosen)  # a plural
-    assert {"instance", "class", "score", "parts", "box", "chosen"} <= set(chosen[0])
+    assert {"instance", "id", "class", "score", "parts", "box", "chosen"} <= set(chosen[0])
 
 
 class _Gated:
@@ -325,3 +325,26 @@ def test_a_finished_stream_stops_its_detector_thread(engine, detector, tmp_path)
     assert summary["frames"] == 6
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_instances_keep_their_identity_from_round_to_round(detector):
+    """A walker the detector finds again where she was keeps her id; the ids are in the rows."""
+    if not VTEST.is_file():
+        pytest.skip("needs opencv-doc")
+    cap = cv2.VideoCapture(str(VTEST))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 299)
+    frames = [cap.read()[1] for _ in range(4)]
+    cap.release()
+    evidence = InstanceEvidence(detector, every=1)
+    evidence.set_phrase("the people")
+    views = [evidence.update(f, None) for f in frames]
+    assert all(v.detected for v in views)
+    sure = lambda v: {int(v.ids[s.index]) for s in v.scores if s.parts["class"] > 0.8}  # noqa: E731
+    first, last = sure(views[0]), sure(views[-1])
+    assert len(first) >= 4 and first == last  # four rounds, the same people, the same ids
+    assert len(set(views[-1].ids.tolist())) == len(views[-1].ids)  # one instance, one id
+    rows = views[-1].as_rows()
+    assert all(isinstance(r["id"], int) for r in rows)
+    evidence.reset()
+    after = evidence.update(frames[0], None)
+    assert not set(after.ids.tolist()) & set(views[-1].ids.tolist())  # a new stream, new ids
