@@ -102,7 +102,7 @@ _add("bowl", "bowl bowls")
 _add("banana", "banana bananas")
 _add("apple", "apple apples")
 _add("sandwich", "sandwich")
-_add("orange", "oranges")
+_add("orange", "orange oranges")  # "the orange cat": cat is the later noun, the head
 _add("broccoli", "broccoli")
 _add("carrot", "carrot carrots")
 _add("pizza", "pizza")
@@ -128,7 +128,8 @@ _add("book", "book books")
 _add("clock", "clock")
 _add("vase", "vase")
 _add("scissors", "scissors")
-_add("teddy bear", "teddy")
+_add("teddy bear", "teddy teddybear")
+_add("hot dog", "hotdog hotdogs")
 _add("toothbrush", "toothbrush")
 
 #: Words before the head noun that mean several of it ("all the cups", "the two men").
@@ -280,8 +281,16 @@ class Cues:
         return bool(self.classes.any())
 
 
+#: Two-word names whose last word alone names another class ("hot dog" is no dog).
+_COMPOUNDS = {"teddy bear": "teddybear", "hot dog": "hotdog", "hot dogs": "hotdogs",
+              "t-shirt": "tshirt", "t shirt": "tshirt"}  # fmt: skip
+
+
 def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z]+(?:'s)?|,", text.lower().replace("t-shirt", "tshirt"))
+    text = text.lower()
+    for compound, word in _COMPOUNDS.items():
+        text = re.sub(rf"\b{compound}\b", word, text)
+    return re.findall(r"[a-z]+(?:'s)?|,", text)
 
 
 def _colour_term(word: str) -> str | None:
@@ -474,12 +483,13 @@ def parse_phrase(text: str) -> Cues:
             size = size or "big"
         elif w in ("smallest", "smaller", "small", "little", "tiny", "short", "shortest"):
             size = size or "small"
-    plural = bool(_PLURAL_WORDS & set(before_head)) or (
-        head is not None and head.endswith("s") and head in LEXICON and not head.endswith("ss")
-        and head not in ("bus", "glasses", "scissors")
-    ) or head in ("people", "men", "women", "children", "kids", "cattle", "crowd")  # fmt: skip
-    if head == "sheep" and _PLURAL_WORDS & set(before_head):
-        plural = True
+    plural_noun = head is not None and (
+        head in ("people", "men", "women", "children", "kids", "cattle", "crowd")
+        or (head.endswith("s") and head in LEXICON and not head.endswith("ss")
+            and head not in ("bus", "glasses", "scissors"))
+    )  # fmt: skip
+    # "the dogs", "all the cups", "the two men" mean several; "one of the two dogs" means one
+    plural = "one" not in before_head and (plural_noun or bool(_PLURAL_WORDS & set(before_head)))
     return Cues(head=head, classes=weights, colours=colours, colour_regions=regions,
                 places=places, relation=relation, size=size, motion=motion,
                 plural=plural)  # fmt: skip

@@ -48,6 +48,14 @@ C = {n: i for i, n in enumerate(COCO_CLASSES)}
         ("the girl in blue jeans and a white hat", "girl", "person",
          {"colours": ("blue", "white"), "colour_regions": ("lower", "head")}),
         ("the man crossing from left to right", "man", "person", {"motion": "right", "places": ()}),
+        ("the orange on the plate", "orange", "orange", {}),
+        ("the orange cat", "cat", "cat", {"colours": ("orange",)}),
+        ("the teddy bear on the bed", "teddybear", "teddy bear", {}),
+        ("the hot dog", "hotdog", "hot dog", {}),
+        ("the left one of the two dogs", "dogs", "dog", {"plural": False, "places": (("left", 1),)}),
+        ("all the sheep", "sheep", "sheep", {"plural": True}),
+        ("the sheep", "sheep", "sheep", {"plural": False}),
+        ("the man in the red t-shirt", "man", "person", {"colour_regions": ("upper",)}),
     ],
 )  # fmt: skip
 def test_cues(phrase, head, cls, expect):
