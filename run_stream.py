@@ -132,8 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--pace",
         type=_non_negative,
         help="play a file, folder or the demo at this many fps like a camera, every frame "
-        "processed (default: the demo clip's own rate, as fast as possible for files; 0: as "
+        "processed, so a stream slower than the pace falls behind and its latency includes "
+        "the backlog (default: the demo clip's own rate, as fast as possible for files; 0: as "
         "fast as possible)",
+    )
+    run.add_argument(
+        "--live",
+        action="store_true",
+        help="a paced file, folder or demo behaves like a live camera: the frames the stream is "
+        "too slow for are skipped (counted as dropped) and the newest wins",
     )
     run.add_argument(
         "-v",
@@ -216,11 +223,14 @@ def open_engine(options):
         ) from exc
 
 
-def open_sources(specs: list[str], *, loop: bool, pace: float | None) -> list:
+def open_sources(specs: list[str], *, loop: bool, pace: float | None, live: bool = False) -> list:
     """Open every source (the demo paced like a camera unless ``pace`` says otherwise).
 
+    With ``live`` a paced source skips the frames a slow stream missed (the newest wins).
+
     Raises:
-        RunError: a source cannot be opened (the ones already open are closed).
+        RunError: a source cannot be opened, or ``live`` for a file or folder with no rate
+            (the ones already open are closed).
     """
     from engine.capture import open_source
     from engine.sources import (
@@ -237,15 +247,24 @@ def open_sources(specs: list[str], *, loop: bool, pace: float | None) -> list:
     for spec in specs:
         is_demo = spec.strip().lower().split(":", 1)[0] == "demo"
         try:
-            if is_demo and pace is None:  # the clip's own rate, like the camera that filmed it
-                src = open_source(spec, loop=loop)
-                sources.append(PacedSource(src, src.fps or DEMO_PACE))
-            else:
-                sources.append(open_source(spec, loop=loop, pace=pace or None))
+            src = open_source(spec, loop=loop)
         except tuple(codes) as exc:
-            for src in sources:
-                src.close()
+            for opened in sources:
+                opened.close()
             raise RunError(codes[type(exc)], str(exc)) from exc
+        sources.append(src)
+        if src.live:  # a camera or a stream: paced by itself
+            continue
+        # the demo: the clip's own rate, like the camera that filmed it
+        rate = (src.fps or DEMO_PACE) if is_demo and pace is None else (pace or None)
+        if rate is not None:
+            sources[-1] = PacedSource(src, rate, drop=live)
+        elif live:
+            for opened in sources:
+                opened.close()
+            raise RunError(
+                EXIT_USAGE, f"--live plays {spec} like a camera: give its rate, --pace N"
+            )
     return sources
 
 
@@ -389,7 +408,7 @@ def _main(argv: list[str] | None) -> int:
             raise RunError(EXIT_OUTPUT, str(exc)) from exc
         planned = files
         engine = open_engine(model)
-        sources = open_sources(specs, loop=args.loop, pace=args.pace)
+        sources = open_sources(specs, loop=args.loop, pace=args.pace, live=args.live)
         names = stream_names(specs) if multi else [None]
         from engine.detector import DetectorFilesError
         from engine.streams import build_streams

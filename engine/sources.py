@@ -377,10 +377,15 @@ class PacedSource(Source):
             return None
         if wait > 0:
             time.sleep(wait)
-        while self._next < target:  # live: read past what the consumer missed
-            if self._read_inner() is not None:
-                self._dropped += 1
-            self._next += 1
+        if self._next < target:  # live: read past what the consumer missed
+            start = time.monotonic()
+            while self._next < target:
+                if self._read_inner() is not None:
+                    self._dropped += 1
+                self._next += 1
+            # the time spent decoding them makes no more frames due: a reader slower than the
+            # pace would otherwise fall further behind at every read
+            self._t0 += time.monotonic() - start
         frame = self._read_inner()
         if frame is None:
             return None

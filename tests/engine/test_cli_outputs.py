@@ -203,3 +203,25 @@ def test_sigterm_ends_a_run_like_ctrl_c(tmp_path, tiny_checkpoint):
     assert all(json.loads(line)["frame"] >= 0 for line in rows)  # every line whole
     assert _codec(tmp_path / "run" / "overlay.mp4")[1] >= 5  # the video is closed and readable
     assert "bottleneck:" in out
+
+
+@pytest.mark.timeout(300)
+def test_live_makes_a_paced_file_drop_what_the_stream_is_too_slow_for(tmp_path, tiny_checkpoint):
+    """--pace alone never drops (the latency then holds the backlog); --live skips the late
+    frames like a camera; --live with no rate for a file is a usage error."""
+    dropped = {}
+    for flags in ((), ("--live",)):
+        stats = tmp_path / f"stats{len(flags)}.json"
+        args = [*tiny(tiny_checkpoint), "--source", "demo:shapes", "--loop", "--pace", "500",
+                "--max-frames", "30", "--no-save", "--stats-json", str(stats), *flags]  # fmt: skip
+        r, _ = run_cli(*args, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr[-3000:]
+        summary = json.loads(stats.read_text())
+        assert summary["captured"] == 30 and 0 < summary["frames"] <= 30
+        dropped[flags] = summary["dropped"]
+    assert dropped[()] == 0 and dropped[("--live",)] > 0
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    cv2.imwrite(str(clip / "0.png"), np.zeros((48, 64, 3), np.uint8))
+    r, _ = run_cli(*tiny(tiny_checkpoint), "--source", str(clip), "--live", cwd=tmp_path)
+    assert r.returncode == 2 and "--live plays" in r.stderr and "--pace N" in r.stderr
