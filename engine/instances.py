@@ -159,6 +159,7 @@ class InstanceEvidence:
         self._ids = np.zeros(0, np.int64)  # each instance's identity (InstanceView.ids)
         self._next_id = 1
         self._stale = False
+        self._closed = False
         self._seq = 0  # frames seen since the last reset
         self._flows: deque[tuple[int, np.ndarray | None]] = deque(maxlen=4 * self.every + 32)
         #: Milliseconds of the detector's recent runs (either thread), for the stream's report.
@@ -187,7 +188,8 @@ class InstanceEvidence:
         return self._worker is not None
 
     def close(self) -> None:
-        """Stop the detector thread (if any); :meth:`update` must not be called after."""
+        """Stop the detector thread (if any); :meth:`update` raises after."""
+        self._closed = True
         if self._worker is not None:
             self._worker.close()
 
@@ -216,8 +218,12 @@ class InstanceEvidence:
                 phrase); default: the last :meth:`set_phrase`'s.
 
         Raises:
+            RuntimeError: called after :meth:`close` (a closed stream's evidence would only
+                carry its old boxes, never detecting again).
             Exception: whatever the detector raised (in the background: on the next frame).
         """
+        if self._closed:
+            raise RuntimeError("this InstanceEvidence is closed (its stream ended); make a new one")
         cues = cues or self.cues  # set_phrase may swap it from another thread: one read per frame
         if cues is None:
             return None

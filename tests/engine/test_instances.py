@@ -325,6 +325,8 @@ def test_a_finished_stream_stops_its_detector_thread(engine, detector, tmp_path)
     assert summary["frames"] == 6
     thread.join(5)
     assert not thread.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):  # never a silent stream of stale boxes
+        evidence.update(np.zeros((64, 64, 3), np.uint8), None)
 
 
 def test_instances_keep_their_identity_from_round_to_round(detector):
