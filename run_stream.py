@@ -371,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt) if own else None
     try:
         return _main(argv)
-    except KeyboardInterrupt:  # before the streams ran: nothing to summarise
-        print("run_stream: interrupted before the stream started", file=sys.stderr)
+    except KeyboardInterrupt:  # outside the streams' run (which summarises it): loading, say
+        print("run_stream: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if own:
