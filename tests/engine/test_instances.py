@@ -23,16 +23,20 @@ from models.files import OPENCV_DOC_DATA  # noqa: E402
 VTEST = OPENCV_DOC_DATA / "vtest.avi"
 
 
-@pytest.fixture(scope="module")
-def walkers():
-    """Frames 299 and 300 of vtest.avi: six people 30-90 px tall, seen from a first floor."""
+def _vtest_frames(start: int, count: int) -> list[np.ndarray]:
     if not VTEST.is_file():
         pytest.skip("needs opencv-doc")
     cap = cv2.VideoCapture(str(VTEST))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, 299)
-    frames = [cap.read()[1] for _ in range(2)]
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+    frames = [cap.read()[1] for _ in range(count)]
     cap.release()
     return frames
+
+
+@pytest.fixture(scope="module")
+def walkers():
+    """Frames 299 and 300 of vtest.avi: six people 30-90 px tall, seen from a first floor."""
+    return _vtest_frames(299, 2)
 
 
 @pytest.fixture(scope="module")
@@ -331,12 +335,7 @@ def test_a_finished_stream_stops_its_detector_thread(engine, detector, tmp_path)
 
 def test_instances_keep_their_identity_from_round_to_round(detector):
     """A walker the detector finds again where she was keeps her id; the ids are in the rows."""
-    if not VTEST.is_file():
-        pytest.skip("needs opencv-doc")
-    cap = cv2.VideoCapture(str(VTEST))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, 299)
-    frames = [cap.read()[1] for _ in range(4)]
-    cap.release()
+    frames = _vtest_frames(299, 4)
     evidence = InstanceEvidence(detector, every=1)
     evidence.set_phrase("the people")
     views = [evidence.update(f, None) for f in frames]
