@@ -246,9 +246,12 @@ def score_instances(
     if cues.size is not None:
         parts[cues.size] = _ranked(area, real, 1, descending=cues.size == "big")
     person = dets.classes[cand] == COCO_CLASSES.index("person")
+    shares: dict[str, list[dict[str, float]]] = {}  # per region, once ("red and navy jacket")
     for colour, region in zip(cues.colours, cues.colour_regions or ("whole",) * len(cues.colours)):
-        share = np.array([_colour_shares(frame, b, region, bool(p))[colour]
-                          for b, p in zip(boxes, person)], np.float32)  # fmt: skip
+        if region not in shares:
+            shares[region] = [_colour_shares(frame, b, region, bool(p))
+                              for b, p in zip(boxes, person)]  # fmt: skip
+        share = np.array([s[colour] for s in shares[region]], np.float32)
         parts[colour] = np.clip(share / max(float(share.max()), 0.05), 0.05, 1.0)
     if cues.motion is not None and flow is not None:
         v = np.array([_flow_in(flow, b, dets.frame_hw) for b in boxes], np.float32)
