@@ -3,7 +3,7 @@ r"""The demo clip, phrase by phrase: what the default model marks, as numbers an
 The main job plays the real demo clip (``demo:people``, an excerpt of opencv-doc's ``vtest.avi``
 with several pedestrians) with its phrase "the person in red". This benchmark runs the stream's
 session code (fresh :class:`~engine.session.Segmenter` with instance evidence as the stream has
-it, every frame, the flow from the previous one; the detector on every 5th frame, in line so the
+it, every frame, the flow from the previous one; the detector on every 6th frame, in line so the
 numbers repeat) over the whole clip for that phrase, for other things in view ("the person on
 the right", "the white van") and for things that are not there ("the dog", "the boat"), and
 reports per phrase:

@@ -437,7 +437,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.method == "instances":
         engine = _InstanceEngine(threads=args.threads or 0)
-        what, input_size = "COCO instances scored by the phrase (NanoDet-g, 416x416)", [416, 416]
+        from engine.detector import DEFAULT_SIZES
+
+        sides = " and ".join(str(v) for v in DEFAULT_SIZES)
+        what = f"COCO instances scored by the phrase (NanoDet-g, long sides {sides})"
+        input_size = None  # the detector's canvas follows each clip's aspect
     elif not model:
         size = args.size or (256, 448)
         engine = _PriorEngine(variant=args.prior_variant, size=size, person=args.person)

@@ -5,15 +5,26 @@ The detector is RangiLyu's NanoDet-g (Apache-2.0), as the TF.js graph model that
 (``models/nanodet/``, SHA-256 pinned) and translates them once into an ONNX graph
 (:mod:`models.tfjs_graph`, cached beside the other exports), which ONNX Runtime runs: torch-free.
 
-Its input is NanoDet's own: the BGR frame letterboxed into 416x416 (aspect kept, black border),
-less the ImageNet BGR mean, over the std. Its outputs, per stride 8 / 16 / 32: the 80 class
-probabilities of every location and, per side (left, top, right, bottom), a distribution over
-11 distance bins (generalised focal loss). :class:`Detector` decodes them into boxes in frame
-pixels and keeps the best per class (non-maximum suppression).
+Its input is NanoDet's own preprocessing: the BGR frame letterboxed (aspect kept, black border),
+less the ImageNet BGR mean, over the std. The file was saved for a 416x416 canvas; the
+translation lets the graph take any size (:func:`models.tfjs_graph.to_onnx` ``any_size``). The
+detector runs twice per frame, on canvases that keep the frame's aspect with long sides 416 (the
+scale NanoDet was trained at: close, large objects) and 640 (the usual input of COCO detectors:
+people far away), and merges the boxes before non-maximum suppression, the usual multi-scale
+test. On a 768x576 street frame squeezed to 416, a person 30 px tall is 16 px, under what the
+stride-8 head finds reliably; at 640 they are 25 px. A single 640 pass loses close, partly hidden
+cars that 416 finds (``docs/RESULTS.md`` has the numbers for each choice). The two passes cost
+about three times the 416 square's (the rectangles waste no border on a 4:3 frame); a stream
+runs one of them a round, in turn (:mod:`engine.instances`).
+Its outputs, per stride 8 / 16 / 32: the 80 class probabilities of every location and, per side
+(left, top, right, bottom), a distribution over 11 distance bins (generalised focal loss).
+:class:`Detector` decodes them into boxes in frame pixels and keeps the best per class
+(non-maximum suppression).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "COCO_CLASSES",
+    "DEFAULT_SIZES",
     "DETECTOR_FILES",
     "Detections",
     "Detector",
@@ -54,7 +66,9 @@ DETECTOR_FILES = {
     "nanodet.bin": "5d0e4f8c4eded666287330be03017d494787d35f523fd77ca23f59db984a4ad9",
 }
 _DIR = Path(__file__).resolve().parents[1] / "models" / "nanodet"
-_SIZE = 416
+#: The letterbox canvases' long sides, one detector pass each (the short side follows the
+#: frame's aspect, to a multiple of 32).
+DEFAULT_SIZES = (416, 640)
 _STRIDES = (8, 16, 32)
 _BINS = 11  # distance bins per side (reg_max 10)
 _MEAN = np.array([103.53, 116.28, 123.675], np.float32)  # BGR
@@ -103,16 +117,19 @@ class Detections:
         return [COCO_CLASSES[int(c)] for c in self.classes]
 
 
-def letterbox(frame: np.ndarray, size: int = _SIZE) -> tuple[np.ndarray, float]:
-    """``frame`` scaled to fit ``size`` x ``size`` (aspect kept) on a black canvas, top-left.
+def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, float]:
+    """``frame`` scaled so its long side is ``size`` (aspect kept), top-left on a black canvas.
+
+    The canvas's sides are the picture's rounded up to a multiple of 32 (the detector's coarsest
+    stride), so a 4:3 frame wastes no border on a square.
 
     Returns:
-        The (size, size, 3) uint8 canvas and the scale from frame to canvas pixels.
+        The (H, W, 3) uint8 canvas and the scale from frame to canvas pixels.
     """
     h, w = frame.shape[:2]
     scale = size / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas = np.zeros((-(-nh // 32) * 32, -(-nw // 32) * 32, 3), np.uint8)
     canvas[:nh, :nw] = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_LINEAR)
     return canvas, scale
 
@@ -145,6 +162,8 @@ class Detector:
         min_score: Boxes under this class probability are dropped.
         iou: Non-maximum suppression overlap, per class.
         max_boxes: At most this many boxes per frame, best first.
+        sizes: The letterbox canvases' long sides (multiples of 32, at least 64): one pass
+            each, the boxes of all merged before non-maximum suppression.
     """
 
     def __init__(
@@ -155,11 +174,15 @@ class Detector:
         min_score: float = 0.3,
         iou: float = 0.6,
         max_boxes: int = 50,
+        sizes: tuple[int, ...] = DEFAULT_SIZES,
     ) -> None:
         import onnxruntime as ort
 
         if not 0.0 < min_score < 1.0:
             raise ValueError(f"min_score must be in (0, 1), got {min_score}")
+        sizes = tuple(int(v) for v in sizes)
+        if not sizes or any(v < 64 or v % 32 for v in sizes):
+            raise ValueError(f"sizes must be multiples of 32, at least 64, got {sizes}")
         path = Path(onnx_path) if onnx_path is not None else detector_onnx()
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
@@ -167,45 +190,34 @@ class Detector:
             opts.intra_op_num_threads = int(threads)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
-        outs = {o.name: tuple(o.shape) for o in self.session.get_outputs()}
-        self._names = list(outs)
-        # Per stride: the (locations, 80) class output and the (locations, 44) distance output.
-        self._heads = []
-        for stride in _STRIDES:
-            n = (_SIZE // stride) ** 2
-            cls = next(k for k, s in outs.items() if s[1:] == (n, len(COCO_CLASSES)))
-            box = next(k for k, s in outs.items() if s[1:] == (n, 4 * _BINS))
-            self._heads.append((stride, cls, box))
+        self.sizes = sizes
         self.min_score, self.iou, self.max_boxes = float(min_score), float(iou), int(max_boxes)
-        self._centres = {s: _centres(s) for s in _STRIDES}
 
-    def preprocess(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
-        """(1, 3, 416, 416) float32 input of a BGR uint8 frame, and the letterbox scale."""
-        canvas, scale = letterbox(frame)
+    def preprocess(self, frame: np.ndarray, size: int | None = None) -> tuple[np.ndarray, float]:
+        """(1, 3, H, W) float32 input of a BGR uint8 frame, and the letterbox scale.
+
+        ``size`` is the canvas's long side (default: the first of :attr:`sizes`).
+        """
+        canvas, scale = letterbox(frame, size or self.sizes[0])
         x = (canvas.astype(np.float32) - _MEAN) / _STD
         return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), scale
 
-    def __call__(self, frame: np.ndarray) -> Detections:
-        """The instances in a (H, W, 3) uint8 BGR frame."""
-        x, scale = self.preprocess(frame)
-        outs = dict(zip(self._names, self.session.run(None, {self.input: x})))
+    def __call__(self, frame: np.ndarray, sizes: tuple[int, ...] | None = None) -> Detections:
+        """The instances in a (H, W, 3) uint8 BGR frame.
+
+        Args:
+            frame: The frame.
+            sizes: The passes to run (default :attr:`sizes`, all of them).
+        """
         boxes, probs = [], []
-        for stride, cls, dist in self._heads:
-            p = outs[cls][0]  # (n, 80) probabilities
-            keep = p.max(axis=1) >= self.min_score
-            if not keep.any():
-                continue
-            d = outs[dist][0][keep].reshape(-1, 4, _BINS)
-            d = np.exp(d - d.max(axis=2, keepdims=True))
-            d = (d / d.sum(axis=2, keepdims=True)) @ np.arange(_BINS, dtype=np.float32) * stride
-            c = self._centres[stride][keep]
-            boxes.append(np.concatenate([c - d[:, :2], c + d[:, 2:]], axis=1))
-            probs.append(p[keep])
+        for size in sizes or self.sizes:
+            b, p = self._candidates(frame, size)
+            boxes += b
+            probs += p
         h, w = frame.shape[:2]
         if not boxes:
             return _empty((h, w))
-        boxes_a = np.concatenate(boxes) / scale
-        boxes_a = np.clip(boxes_a, 0, [w, h, w, h]).astype(np.float32)
+        boxes_a = np.clip(np.concatenate(boxes), 0, [w, h, w, h]).astype(np.float32)
         probs_a = np.concatenate(probs).astype(np.float32)
         classes = probs_a.argmax(axis=1)
         scores = probs_a.max(axis=1)
@@ -218,12 +230,41 @@ class Detector:
                           classes=classes[kept].astype(np.int64), probs=probs_a[kept],
                           frame_hw=(h, w))  # fmt: skip
 
+    def _candidates(self, frame: np.ndarray, size: int) -> tuple[list, list]:
+        """One pass at canvas long side ``size``, before non-maximum suppression.
 
-def _centres(stride: int) -> np.ndarray:
-    """(n, 2) x, y centre of every location of a stride's grid, in 416-canvas pixels."""
-    n = _SIZE // stride
-    ys, xs = np.mgrid[0:n, 0:n]
-    return np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32) * stride
+        Returns:
+            Per stride, the boxes (frame pixels) and class probabilities of every location over
+            :attr:`min_score`.
+        """
+        x, scale = self.preprocess(frame, size)
+        ch, cw = x.shape[2:]
+        outs = self.session.run(None, {self.input: x})
+        boxes, probs = [], []
+        for stride in _STRIDES:
+            # Per stride: the (locations, 80) class output and the (locations, 44) distances.
+            n = (ch // stride) * (cw // stride)
+            p = next(o for o in outs if o.shape[1:] == (n, len(COCO_CLASSES)))[0]
+            dist = next(o for o in outs if o.shape[1:] == (n, 4 * _BINS))[0]
+            keep = p.max(axis=1) >= self.min_score
+            if not keep.any():
+                continue
+            d = dist[keep].reshape(-1, 4, _BINS)
+            d = np.exp(d - d.max(axis=2, keepdims=True))
+            d = (d / d.sum(axis=2, keepdims=True)) @ np.arange(_BINS, dtype=np.float32) * stride
+            c = _centres(stride, ch, cw)[keep]
+            boxes.append(np.concatenate([c - d[:, :2], c + d[:, 2:]], axis=1) / scale)
+            probs.append(p[keep])
+        return boxes, probs
+
+
+@functools.lru_cache(maxsize=16)
+def _centres(stride: int, height: int, width: int) -> np.ndarray:
+    """(n, 2) x, y of every location of a stride's grid on a height x width canvas, row-major."""
+    ys, xs = np.mgrid[0 : height // stride, 0 : width // stride]
+    out = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32) * stride
+    out.flags.writeable = False  # shared by every call (cached)
+    return out
 
 
 def _empty(frame_hw: tuple[int, int]) -> Detections:
@@ -256,10 +297,10 @@ def detector_onnx() -> Path:
             raise DetectorFilesError(f"the detector's {path} is missing (a broken install?)")
         if sha256_file(path) != digest:
             raise DetectorFilesError(f"{path} is not the pinned file (sha256 {digest[:12]}...)")
-    out = cache_root() / "detector" / f"nanodet-g-{DETECTOR_FILES['nanodet.bin'][:16]}.onnx"
+    out = cache_root() / "detector" / f"nanodet-g-{DETECTOR_FILES['nanodet.bin'][:16]}-any.onnx"
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f"{out.stem}.tmp{os.getpid()}.onnx")
-        onnx.save(to_onnx(read_graph(_DIR / "nanodet.json")), str(tmp))
+        onnx.save(to_onnx(read_graph(_DIR / "nanodet.json"), any_size=True), str(tmp))
         tmp.replace(out)
     return out

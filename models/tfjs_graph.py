@@ -190,8 +190,14 @@ def _pads(paddings: np.ndarray) -> list[int]:
     return [*p[:, 0].tolist(), *p[:, 1].tolist()]
 
 
-def to_onnx(graph: TFJSGraph, *, opset: int = 18) -> Any:
+def to_onnx(graph: TFJSGraph, *, opset: int = 18, any_size: bool = False) -> Any:
     """The TF.js graph as an ``onnx.ModelProto`` with the same input and output names.
+
+    Args:
+        graph: From :func:`read_graph`.
+        opset: The ONNX opset.
+        any_size: Let the graph take any input height and width (see :func:`_any_size`), not
+            only the one the TF.js file was saved for.
 
     Raises:
         TFJSError: an op outside :data:`SUPPORTED_OPS`, or an attribute this reader cannot keep
@@ -303,5 +309,65 @@ def to_onnx(graph: TFJSGraph, *, opset: int = 18) -> Any:
         opset_imports=[helper.make_opsetid("", opset)],
         producer_name="hinet-stream models.tfjs_graph",
     )
+    if any_size:
+        model = _any_size(model)
     onnx.checker.check_model(model)
+    return model
+
+
+def _any_size(model: Any) -> Any:
+    """``model`` with a symbolic input height and width, and every resize by a scale.
+
+    A TF.js graph resizes to fixed sizes (TensorFlow's ``ResizeBilinear`` takes the output size);
+    each such resize becomes one by the same ratio, read from the saved input size by ONNX shape
+    inference (a feature pyramid's "twice as large" stays twice as large at any size). Every
+    other op here is size-agnostic. Every input dimension but the batch and a channel axis (size
+    1-4) becomes symbolic; the outputs keep their rank, batch and last dimension. At the saved
+    size the result is the same graph's (to float rounding).
+
+    Raises:
+        TFJSError: a resize whose input size shape inference cannot tell.
+    """
+    from onnx import numpy_helper, shape_inference
+
+    inferred = shape_inference.infer_shapes(model)
+    dims = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in (*inferred.graph.value_info, *inferred.graph.input)
+    }
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    scales = []
+    for node in model.graph.node:
+        if node.op_type != "Resize" or len(node.input) < 4 or not node.input[3]:
+            continue
+        concat = producers[node.input[3]]  # Concat(Shape(x)[:2], the fixed (h, w))
+        hw = consts[concat.input[1]].astype(np.float64)
+        src = dims.get(node.input[0], [])
+        if len(src) != 4 or not all(src[2:]):
+            raise TFJSError(f"resize {node.output[0]}: its input size is unknown")
+        name = f"{node.output[0]}_scales"
+        scales.append(numpy_helper.from_array(
+            np.asarray([1, 1, hw[0] / src[2], hw[1] / src[3]], np.float32), name))  # fmt: skip
+        node.input[2], node.input[3] = name, ""
+        del node.input[3:]
+    model.graph.initializer.extend(scales)
+    while True:  # drop the size arithmetic (Shape, Concat) nothing reads now
+        used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        keep = [n for n in model.graph.node if any(o in used for o in n.output)]
+        if len(keep) == len(model.graph.node):
+            break
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    live = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(live)
+    for value in model.graph.input:  # the image's height and width, NCHW or NHWC
+        for i, dim in enumerate(value.type.tensor_type.shape.dim):
+            if i > 0 and dim.dim_value > 4:  # not the batch, not a channel axis (1-4)
+                dim.dim_param = f"{value.name}_{i}"
+    for value in model.graph.output:
+        for i, dim in enumerate(value.type.tensor_type.shape.dim[1:-1], start=1):
+            dim.dim_param = f"{value.name}_{i}"
+    del model.graph.value_info[:]
     return model

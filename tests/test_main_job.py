@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from engine.demo import demo_clip
+from engine.instances import DEFAULT_EVERY
 from engine.rle import rle_decode
 from models.checkpoint import DEFAULT_CHECKPOINT
 
@@ -61,7 +62,7 @@ def test_main_job_on_demo_with_shipped_model(tmp_path):
     for stage in ("flow", "inference", "end_to_end"):
         assert summary["stages_ms"][stage]["p50"] > 0
     detector = summary["detector"]  # instance evidence is on by default, in its own thread
-    assert detector["background"] and detector["every"] == 5
+    assert detector["background"] and detector["every"] == DEFAULT_EVERY
     assert detector["runs"] >= 2 and detector["p95_ms"] >= detector["p50_ms"] > 0
     assert "detector: " in proc.stdout
 

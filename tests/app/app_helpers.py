@@ -99,7 +99,7 @@ def reference_masks(
     from engine.instances import DEFAULT_EVERY, InstanceEvidence
     from engine.session import Segmenter
 
-    # the app's clip processing: instance evidence on every 5th frame, in line (so it repeats)
+    # the app's clip processing: instance evidence on every 6th frame, in line (so it repeats)
     seg = Segmenter(engine, threshold=threshold, instances=InstanceEvidence(every=DEFAULT_EVERY))
     seg.set_phrase(phrase)
     cap = cv2.VideoCapture(str(video), cv2.CAP_FFMPEG)

@@ -11,7 +11,7 @@ import pytest
 
 from models.tfjs_graph import TFJSError, read_graph, to_onnx
 
-pytest.importorskip("onnxruntime")
+ort = pytest.importorskip("onnxruntime")
 DETECTOR = Path(__file__).resolve().parents[2] / "models" / "nanodet" / "nanodet.json"
 
 
@@ -149,3 +149,21 @@ def test_the_shipped_detector_graph_translates():
     assert all(v.dtype in (np.float32, np.int32) for v in graph.weights.values())
     model = to_onnx(graph)
     assert {o.name for o in model.graph.output} == set(graph.outputs)
+
+
+def test_the_detector_graph_takes_any_size():
+    # The pyramid's fixed-size resizes become ratios: at the saved 416x416 the graph is the
+    # same; at 480x640 (a 4:3 frame at its own scale) every stride's grid follows the input.
+    graph = read_graph(DETECTOR)
+    fixed, free = to_onnx(graph), to_onnx(graph, any_size=True)
+    assert [d.dim_param for d in free.graph.input[0].type.tensor_type.shape.dim][2:] != ["", ""]
+    run = {
+        name: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        for name, m in (("fixed", fixed), ("free", free))
+    }
+    x = np.random.default_rng(0).standard_normal((1, 3, 416, 416)).astype(np.float32)
+    for a, b in zip(run["fixed"].run(None, {"input_1": x}), run["free"].run(None, {"input_1": x})):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    x = np.zeros((1, 3, 480, 640), np.float32)
+    shapes = sorted(o.shape for o in run["free"].run(None, {"input_1": x}))
+    assert shapes == sorted((1, 480 * 640 // s**2, c) for s in (8, 16, 32) for c in (80, 44))
