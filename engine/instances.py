@@ -418,7 +418,7 @@ def _one_scale_a_round(detector: Callable[[np.ndarray], Detections]) -> Callable
     the stream keeps the union of the scales at about half the cost of running both each round.
     A frame that waits for its detections (the first) runs them all.
     """
-    sizes = getattr(detector, "sizes", ()) if isinstance(detector, Detector) else ()
+    sizes = detector.sizes if isinstance(detector, Detector) else ()
     if len(sizes) < 2:
         return detector
     turn = itertools.cycle([(size,) for size in sizes])
