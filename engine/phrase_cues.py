@@ -132,6 +132,7 @@ _add("teddy bear", "teddy teddybear")
 _add("hot dog", "hotdog hotdogs")
 _add("toothbrush", "toothbrush")
 
+
 #: Words before the head noun that mean several of it ("all the cups", "the two men").
 _PLURAL_WORDS = {"all", "both", "every", "each", "two", "three", "four", "several", "many"}
 #: Words after which the head noun's phrase is over ("the man | in the red shirt").
@@ -280,6 +281,29 @@ class Cues:
         """Whether the instances can answer the phrase (its head noun names a COCO class)."""
         return bool(self.classes.any())
 
+
+def _regular_plurals(word: str) -> tuple[str, ...]:
+    """English's regular plurals of a noun.
+
+    "ship" -> ships, "lorry" -> lorries, "knife" -> knives, "couch" -> couches (irregular ones,
+    "men", "mice", are listed by hand).
+    """
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return (word + "es",)
+    if word.endswith("y") and word[-2:-1] not in ("a", "e", "i", "o", "u"):
+        return (word[:-1] + "ies",)
+    if word.endswith("fe"):
+        return (word + "s", word[:-2] + "ves")
+    return (word + "s",)
+
+
+# Every listed noun's regular plural reads as the noun does ("the ships", "two sofas"), unless
+# the word is listed itself (as another class's, or already) or is a verb of moving ("the boy
+# who cycles", not "the cycles").
+for _word, _weights in list(LEXICON.items()):
+    for _plural in _regular_plurals(_word):
+        if _plural not in _MOTION_VERBS:
+            LEXICON.setdefault(_plural, _weights)
 
 #: Two-word names whose last word alone names another class ("hot dog" is no dog).
 _COMPOUNDS = {"teddy bear": "teddybear", "hot dog": "hotdog", "hot dogs": "hotdogs",

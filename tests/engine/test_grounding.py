@@ -56,6 +56,12 @@ C = {n: i for i, n in enumerate(COCO_CLASSES)}
         ("all the sheep", "sheep", "sheep", {"plural": True}),
         ("the sheep", "sheep", "sheep", {"plural": False}),
         ("the man in the red t-shirt", "man", "person", {"colour_regions": ("upper",)}),
+        # regular plurals of listed nouns, derived by spelling rules
+        ("the ships on the left", "ships", "boat", {"plural": True, "places": (("left", 1),)}),
+        ("the two sofas", "sofas", "couch", {"plural": True}),
+        ("all the knives", "knives", "knife", {"plural": True}),
+        ("the lorries", "lorries", "truck", {"plural": True}),
+        ("the boy who cycles to the left", "boy", "person", {"plural": False, "motion": "left"}),
     ],
 )  # fmt: skip
 def test_cues(phrase, head, cls, expect):
