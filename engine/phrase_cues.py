@@ -42,7 +42,10 @@ _add(
         "cyclists rider riders biker bikers skier player players driver walker runner jogger "
         "someone somebody persons officer policeman worker student teenager toddler father "
         "mother dad mum mom human humans passenger passengers customer shopper tourist couple "
-        "crowd skater surfer swimmer dancer singer chef waiter doctor soldier figure figures"
+        "crowd skater surfer swimmer dancer singer chef waiter doctor soldier figure figures "
+        "lad lass youngster infant grandma grandpa grandmother grandfather granny bicyclist "
+        "motorcyclist skateboarder snowboarder hiker climber spectator fisherman fishermen "
+        "postman postmen nurse teacher athlete backpacker photographer cameraman cameramen"
     ),
 )
 _add("bicycle", "bicycle bicycles bike bikes cycle")
@@ -50,7 +53,7 @@ _add(
     {"car": 1.0, "truck": 0.6},
     (
         "car cars taxi cab sedan jeep suv vehicle vehicles automobile hatchback saloon coupe "
-        "convertible"
+        "convertible limo limousine"
     ),
 )
 _add(
@@ -58,9 +61,9 @@ _add(
     "motorcycle motorcycles motorbike motorbikes scooter moped",
 )
 _add("airplane", "airplane aeroplane plane planes jet aircraft")
-_add("bus", "bus buses coach")
+_add("bus", "bus buses coach minibus")
 _add("train", "train trains tram locomotive")
-_add({"truck": 1.0, "car": 0.7}, "truck trucks lorry van vans pickup minivan")
+_add({"truck": 1.0, "car": 0.7}, "truck trucks lorry van vans pickup minivan ambulance firetruck")
 _add("boat", "boat boats ship canoe kayak yacht ferry")
 _add("traffic light", "light lights")
 _add("stop sign", "sign")
@@ -69,12 +72,18 @@ _add(
     "bird",
     (
         "bird birds pigeon pigeons duck ducks seagull gull parrot chicken hen goose swan crow "
-        "sparrow owl eagle"
+        "sparrow owl eagle duckling chick rooster"
     ),
 )
 _add("cat", "cat cats kitten kittens kitty tabby")
-_add("dog", "dog dogs puppy puppies pup doggy terrier retriever poodle")
-_add("horse", "horse horses pony foal")
+_add(
+    "dog",
+    (
+        "dog dogs puppy puppies pup doggy terrier retriever poodle hound collie labrador husky "
+        "dachshund bulldog spaniel beagle"
+    ),
+)
+_add("horse", "horse horses pony foal stallion mare")
 _add("sheep", "sheep lamb lambs")
 _add("cow", "cow cows cattle calf bull ox")
 _add("elephant", "elephant elephants")
@@ -94,7 +103,7 @@ _add("surfboard", "surfboard")
 _add("tennis racket", "racket racquet")
 _add({"bottle": 1.0, "cup": 0.5}, "bottle bottles")
 _add({"wine glass": 1.0, "cup": 0.6}, "glass glasses")
-_add({"cup": 1.0, "bottle": 0.4, "wine glass": 0.4}, "cup cups mug mugs")
+_add({"cup": 1.0, "bottle": 0.4, "wine glass": 0.4}, "cup cups mug mugs tumbler")
 _add("fork", "fork")
 _add("knife", "knife")
 _add("spoon", "spoon")
@@ -108,18 +117,18 @@ _add("carrot", "carrot carrots")
 _add("pizza", "pizza")
 _add("donut", "donut doughnut")
 _add("cake", "cake")
-_add("chair", "chair chairs stool")
-_add("couch", "couch sofa")
-_add("potted plant", "plant plants flowerpot")
+_add("chair", "chair chairs stool armchair recliner")
+_add("couch", "couch sofa settee loveseat")
+_add("potted plant", "plant plants flowerpot houseplant")
 _add("bed", "bed")
-_add("dining table", "table tables")
+_add("dining table", "table tables desk")
 _add("toilet", "toilet")
 _add("tv", "tv television monitor screen")
 _add("laptop", "laptop computer notebook")
 _add("mouse", "mouse")
 _add("remote", "remote")
 _add("keyboard", "keyboard")
-_add("cell phone", "phone phones smartphone cellphone mobile")
+_add("cell phone", "phone phones smartphone cellphone mobile iphone telephone")
 _add("microwave", "microwave")
 _add("oven", "oven stove")
 _add("sink", "sink")

@@ -62,6 +62,10 @@ C = {n: i for i, n in enumerate(COCO_CLASSES)}
         ("all the knives", "knives", "knife", {"plural": True}),
         ("the lorries", "lorries", "truck", {"plural": True}),
         ("the boy who cycles to the left", "boy", "person", {"plural": False, "motion": "left"}),
+        ("the motorcyclist on the right", "motorcyclist", "person", {"places": (("right", 1),)}),
+        ("the two labradors", "labradors", "dog", {"plural": True}),
+        ("the ambulance", "ambulance", "truck", {}),
+        ("the laptop on the desk", "laptop", "laptop", {}),
     ],
 )  # fmt: skip
 def test_cues(phrase, head, cls, expect):
