@@ -327,6 +327,12 @@ def _words(text: str) -> list[str]:
 
 
 def _colour_term(word: str) -> str | None:
+    if word.endswith("ish") and len(word) > 5:  # "reddish", "bluish", "greyish": the colour
+        base = word[:-3]
+        for stem in (base, base + "e", base[:-1]):  # green-, blu(e)-, red(d)-
+            if _colour_term(stem):
+                return _colour_term(stem)
+        return None
     word = _COLOUR_ALIASES.get(word, word)
     return word if word in BASIC_COLOURS else None
 

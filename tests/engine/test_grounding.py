@@ -66,6 +66,10 @@ C = {n: i for i, n in enumerate(COCO_CLASSES)}
         ("the two labradors", "labradors", "dog", {"plural": True}),
         ("the ambulance", "ambulance", "truck", {}),
         ("the laptop on the desk", "laptop", "laptop", {}),
+        ("the man in the reddish jacket", "man", "person",
+         {"colours": ("red",), "colour_regions": ("upper",)}),
+        ("the bluish car", "car", "car", {"colours": ("blue",)}),
+        ("the whitish van", "van", "truck", {"colours": ("white",)}),
     ],
 )  # fmt: skip
 def test_cues(phrase, head, cls, expect):
