@@ -11,8 +11,8 @@ boxes it has; when the answer for frame ``k`` comes back at frame ``n``, its box
 the flows of frames ``k+1..n`` (kept for that) and replace the carried ones. So a frame never
 waits for the detector, and the boxes are as fresh as it allows; only the stream's first frame
 (and the first after a reset) waits for its own detections. The thread runs one of the
-detector's two scales a round, in turn (:func:`_one_scale_a_round`): a box found at one scale
-only is held until that scale comes round again.
+detector's two scales a round, in turn (:func:`~engine.detector_thread.one_scale_a_round`): a
+box found at one scale only is held until that scale comes round again.
 
 :func:`fuse` then lets the chosen instance decide *where* and HINet *which pixels*: HINet's
 probabilities are kept inside the chosen boxes and damped outside; where HINet marks almost
@@ -24,17 +24,14 @@ input beside the prior, is the real-scenes issue's third point: not done yet.)
 
 from __future__ import annotations
 
-import itertools
-import threading
-import time
 import weakref
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from engine.detector import COCO_CLASSES, Detections, Detector
+from engine.detector_thread import DetectorThread, one_scale_a_round, timed
 from engine.grounding import (
     Cues,
     InstanceScore,
@@ -66,7 +63,7 @@ OUTSIDE = 0.15
 #: more rounds: a walker behind a lamp post or a sign stays the referent instead of the phrase
 #: jumping to someone else for a moment.
 #: At least 2: in the stream a box found at one detector scale only must outlive the other
-#: scale's round (:func:`_one_scale_a_round`).
+#: scale's round (:func:`~engine.detector_thread.one_scale_a_round`).
 HOLD_ROUNDS = 2
 HOLD_IOU = 0.3
 #: A fresh box at least this probable takes a carried identity before the doubtful ones do
@@ -176,10 +173,10 @@ class InstanceEvidence:
         #: Milliseconds of the detector's recent runs (either thread), for the stream's report.
         self.detector_ms: deque[float] = deque(maxlen=512)
         # the detector, timed; the thread gets its function, never self (dropping self stops it)
-        self._detect = _timed(self.detector, self.detector_ms)
-        self._worker: _DetectorThread | None = None
+        self._detect = timed(self.detector, self.detector_ms)
+        self._worker: DetectorThread | None = None
         if background:
-            self._worker = _DetectorThread(_timed(_one_scale_a_round(self.detector),
+            self._worker = DetectorThread(timed(one_scale_a_round(self.detector),
                                                   self.detector_ms))  # fmt: skip
             weakref.finalize(self, self._worker.close)
 
@@ -322,124 +319,6 @@ class InstanceEvidence:
             while self._flows and self._flows[0][0] <= seq:  # no answer needs these any more
                 self._flows.popleft()
         return arrived
-
-
-class _DetectorThread:
-    """One detector in its own thread: one frame asked at a time, the last answer kept.
-
-    It holds no reference to its :class:`InstanceEvidence`, so dropping that stops the thread.
-    """
-
-    def __init__(self, detect: Callable[[np.ndarray], Detections]) -> None:
-        self.detector = detect
-        self._cv = threading.Condition()
-        self._job: tuple[np.ndarray, int, int] | None = None
-        self._answer: tuple[int, int, Detections] | BaseException | None = None
-        self._busy = False
-        self._closed = False
-        self._generation = 0
-        self._thread = threading.Thread(target=self._run, name="instances", daemon=True)
-        self._thread.start()
-
-    def ask(self, frame: np.ndarray, seq: int) -> bool:
-        """Ask for ``frame``'s detections; ``False`` (nothing asked) while busy."""
-        with self._cv:
-            if self._closed or self._busy or self._job is not None or self._answer is not None:
-                return False  # one question at a time, and the last answer taken first
-            self._job = (frame.copy(), seq, self._generation)
-            self._cv.notify()
-            return True
-
-    def take(self) -> tuple[int, Detections] | None:
-        """``(the frame number it was asked on, detections)`` once, or ``None``.
-
-        Raises:
-            Exception: what the detector raised.
-        """
-        with self._cv:
-            answer, self._answer = self._answer, None
-        if isinstance(answer, BaseException):
-            raise answer
-        if answer is None or answer[1] != self._generation:
-            return None
-        return answer[0], answer[2]
-
-    def forget(self) -> None:
-        """Drop the question and answer in flight (their frames are from before a reset)."""
-        with self._cv:
-            self._generation += 1
-            self._job = None
-            if not isinstance(self._answer, BaseException):  # a failure is still reported
-                self._answer = None
-
-    def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the thread; a detection in progress finishes first.
-
-        ONNX Runtime must not be inside a run when the interpreter exits.
-        """
-        with self._cv:
-            self._closed = True
-            self._cv.notify()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout_s)
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while self._job is None and not self._closed:
-                    self._cv.wait()
-                if self._closed:
-                    return
-                (frame, seq, generation), self._job = self._job, None
-                self._busy = True
-            try:
-                answer: tuple[int, int, Detections] | BaseException = (
-                    seq,
-                    generation,
-                    self.detector(frame),
-                )
-            except Exception as exc:  # re-raised in the stream by take()
-                answer = exc
-            with self._cv:
-                self._busy = False
-                if isinstance(self._answer, BaseException):
-                    continue  # a failure not yet reported stays: nothing may hide it
-                if generation == self._generation or isinstance(answer, BaseException):
-                    self._answer = answer
-
-
-def _one_scale_a_round(detector: Callable[[np.ndarray], Detections]) -> Callable:
-    """The background thread's detector: a multi-scale :class:`Detector`'s passes in turn.
-
-    One pass a round; any other callable is returned as it is.
-
-    A box found at one scale only (a far walker at 640, a close car at 416) is missed by the
-    next round and held (:data:`HOLD_ROUNDS` >= 2 rounds) until its scale comes round again, so
-    the stream keeps the union of the scales at about half the cost of running both each round.
-    A frame that waits for its detections (the first) runs them all.
-    """
-    sizes = detector.sizes if isinstance(detector, Detector) else ()
-    if len(sizes) < 2:
-        return detector
-    turn = itertools.cycle([(size,) for size in sizes])
-
-    def run(frame: np.ndarray) -> Detections:  # only ever called from the detector thread
-        return detector(frame, next(turn))
-
-    return run
-
-
-def _timed(detector: Callable[[np.ndarray], Detections],
-           times: deque[float]) -> Callable[[np.ndarray], Detections]:  # fmt: skip
-    """``detector`` as a function that also appends each run's milliseconds to ``times``."""
-
-    def run(frame: np.ndarray) -> Detections:
-        t0 = time.perf_counter()
-        dets = detector(frame)
-        times.append(1000.0 * (time.perf_counter() - t0))
-        return dets
-
-    return run
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
