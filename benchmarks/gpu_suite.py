@@ -292,6 +292,7 @@ def onnx_cpu_row(checkpoint: Path, size: tuple[int, int], *, warmup: int, repeat
         "image": rng.standard_normal((1, 3, h, w), dtype=np.float32),
         "flow": rng.standard_normal((1, 2, h, w), dtype=np.float32),
         **text.as_inputs(),
+        "referent": np.zeros((1, 1, h, w), np.float32),  # read by a referent model only
     }
     feeds = {k: feeds[k] for k in frame_inputs(engine.config)}
     p = _time(lambda: engine.run_frame(feeds), lambda: None, warmup=warmup, repeats=repeats)

@@ -10,8 +10,10 @@ Every backend runs two graphs over name -> array mappings with the same names:
 A model with the grounding prior (``config.prior``) has one more tensor between the two graphs:
 ``classes`` (B, 1000) float32, the phrase's weights over the ImageNet classes, and one more
 frame output: ``prior_conf`` (B, 1) float32 in [0, 1], how strongly the frame shows those
-classes (:func:`text_outputs`, :func:`frame_inputs` and :func:`frame_outputs` give the names
-for a config).
+classes. A model with the referent input (``config.referent``) reads one more frame input:
+``referent`` (B, 1, H, W) float32 in [0, 1], the detected instance the phrase means as a map
+(all zero: no sure instance). :func:`text_outputs`, :func:`frame_inputs` and
+:func:`frame_outputs` give the names for a config.
 
 This module imports no runtime (no torch, onnxruntime or tensorrt).
 """
@@ -49,6 +51,8 @@ FRAME_OUTPUTS = ("logits",)
 PRIOR_TENSOR = "classes"
 #: The extra frame output of a model with the grounding prior.
 PRIOR_CONF = "prior_conf"
+#: The extra frame input of a model with the referent input (``config.referent``).
+REFERENT_TENSOR = "referent"
 #: Its width: the ImageNet classes (one more, ``person``, with ``config.prior_person``).
 PRIOR_CLASSES = 1000
 
@@ -65,7 +69,8 @@ def text_outputs(config: Any) -> tuple[str, ...]:
 
 def frame_inputs(config: Any) -> tuple[str, ...]:
     """The frame network's input names for a model config."""
-    return FRAME_INPUTS + ((PRIOR_TENSOR,) if getattr(config, "prior", False) else ())
+    names = FRAME_INPUTS + ((PRIOR_TENSOR,) if getattr(config, "prior", False) else ())
+    return names + ((REFERENT_TENSOR,) if getattr(config, "referent", False) else ())
 
 
 def frame_outputs(config: Any) -> tuple[str, ...]:
@@ -223,21 +228,39 @@ class Engine(abc.ABC):
         classes = np.asarray(out[PRIOR_TENSOR], np.float32)
         return classes if self.use_prior else np.zeros_like(classes)
 
-    def segment(self, image: np.ndarray, flow: np.ndarray, text: TextState) -> np.ndarray:
+    def segment(
+        self,
+        image: np.ndarray,
+        flow: np.ndarray,
+        text: TextState,
+        referent: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Mask logits for one preprocessed frame.
 
         Args:
             image: (1, 3, H, W) float32 from :func:`engine.preprocess.prepare_image`.
             flow: (1, 2, H, W) float32 from :func:`engine.preprocess.prepare_flow`.
             text: From :meth:`encode_text`.
+            referent: (1, 1, H, W) float32 in [0, 1], the referent map of a model with that
+                input (:attr:`takes_referent`; ``None``: all zero, no sure instance); a model
+                without it ignores the argument.
 
         Returns:
             (1, 1, H, W) float32 logits.
         """
-        return self.segment_prior(image, flow, text)[0]
+        return self.segment_prior(image, flow, text, referent)[0]
+
+    @property
+    def takes_referent(self) -> bool:
+        """Whether the frame network reads a referent map (``config.referent``)."""
+        return bool(getattr(self.config, "referent", False))
 
     def segment_prior(
-        self, image: np.ndarray, flow: np.ndarray, text: TextState
+        self,
+        image: np.ndarray,
+        flow: np.ndarray,
+        text: TextState,
+        referent: np.ndarray | None = None,
     ) -> tuple[np.ndarray, float | None]:
         """:meth:`segment` plus the grounding prior's confidence for this frame.
 
@@ -257,7 +280,17 @@ class Engine(abc.ABC):
                 f"flow must be (1, 2, {h}, {w}) float32 for this engine, "
                 f"got {flow.shape} {flow.dtype}"
             )
-        out = self.run_frame({"image": image, "flow": flow, **text.as_inputs()})
+        feeds = {"image": image, "flow": flow, **text.as_inputs()}
+        if self.takes_referent:
+            if referent is None:
+                referent = np.zeros((1, 1, h, w), np.float32)
+            if referent.shape != (1, 1, h, w) or referent.dtype != np.float32:
+                raise ValueError(
+                    f"referent must be (1, 1, {h}, {w}) float32 for this engine, "
+                    f"got {referent.shape} {referent.dtype}"
+                )
+            feeds[REFERENT_TENSOR] = referent
+        out = self.run_frame(feeds)
         logits = np.asarray(out["logits"], np.float32)
         if PRIOR_CONF not in out or text.classes is None or not np.any(text.classes):
             return logits, None

@@ -12,6 +12,7 @@ numpy and OpenCV only: every backend shares it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -21,6 +22,7 @@ from engine.detector import COCO_CLASSES, Detections
 from engine.phrase_cues import BASIC_COLOURS, REGIONS, Cues, parse_phrase
 
 __all__ = [
+    "box_map",
     "CANDIDATE_SHARE",
     "Cues",
     "InstanceScore",
@@ -295,21 +297,35 @@ def referent_map(
     Inside a box the value falls from its score's weight at the centre (1 for the best) to
     half of it at the edges, so the map's peak is the best instance's centre.
     """
-    h, w = size
-    out = np.zeros((h, w), np.float32)
     if not chosen:
-        return out
+        return np.zeros(size, np.float32)
+    h, w = size
     fh, fw = dets.frame_hw
     top = max(s.score for s in chosen)
-    for s in chosen:
-        x0, y0, x1, y1 = dets.boxes[s.index] * np.array([w / fw, h / fh, w / fw, h / fh])
-        xa, ya = int(np.floor(x0)), int(np.floor(y0))
-        xb, yb = max(xa + 1, int(np.ceil(x1))), max(ya + 1, int(np.ceil(y1)))
+    boxes = np.stack([dets.boxes[s.index] for s in chosen]) * np.array([w / fw, h / fh] * 2)
+    weights = [s.score / top if top > 0 else 0.0 for s in chosen]
+    return box_map(boxes, weights, size)
+
+
+def box_map(boxes: np.ndarray, weights: Sequence[float], size: tuple[int, int]) -> np.ndarray:
+    """(H, W) float32: each ``x0, y0, x1, y1`` box (in the map's pixels) as a tent.
+
+    Inside a box the value falls from its weight at the centre to half of it at the edges;
+    where boxes overlap the larger value wins. The training's simulated detections draw
+    their maps with it too (:mod:`training.referent_sim`), so the network trains on the
+    stream's own map.
+    """
+    h, w = size
+    out = np.zeros((h, w), np.float32)
+    for (x0, y0, x1, y1), weight in zip(np.asarray(boxes, np.float64), weights):
+        xa, ya = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+        xb, yb = min(w, max(xa + 1, int(np.ceil(x1)))), min(h, max(ya + 1, int(np.ceil(y1))))
+        if xa >= w or ya >= h or xb <= xa or yb <= ya:
+            continue
         ys, xs = np.mgrid[ya:yb, xa:xb].astype(np.float32)
         dx = np.abs(xs + 0.5 - (x0 + x1) / 2) / max((x1 - x0) / 2, 0.5)
         dy = np.abs(ys + 0.5 - (y0 + y1) / 2) / max((y1 - y0) / 2, 0.5)
         tent = 1.0 - 0.5 * np.clip(np.maximum(dx, dy), 0.0, 1.0)
-        value = (s.score / top if top > 0 else 0.0) * tent
         region = out[ya:yb, xa:xb]
-        np.maximum(region, value[: region.shape[0], : region.shape[1]], out=region)
+        np.maximum(region, (float(weight) * tent).astype(np.float32), out=region)
     return out

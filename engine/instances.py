@@ -14,12 +14,15 @@ waits for the detector, and the boxes are as fresh as it allows; only the stream
 detector's two scales a round, in turn (:func:`~engine.detector_thread.one_scale_a_round`): a
 box found at one scale only is held until that scale comes round again.
 
-:func:`fuse` then lets the chosen instance decide *where* and HINet *which pixels*: HINet's
+The chosen instance reaches HINet twice. A model with the referent input (``config.referent``,
+the shipped default) reads it as a map (:meth:`InstanceView.referent_map`) at every pyramid
+level before the motion gate, and draws that object's pixels from its box. After the network,
+:func:`fuse` lets the chosen instance decide *where* and HINet *which pixels*: HINet's
 probabilities are kept inside the chosen boxes and damped outside; where HINet marks almost
 nothing of a confidently detected instance, the box's centre part stands in. A phrase whose
 head noun names no COCO class ("the tree"), or a frame without a confident instance of it,
-leaves HINet's mask as it is. (The next step, training HINet with the referent map as an
-input beside the prior, is the real-scenes issue's third point: not done yet.)
+gives an all-zero map (the network then computes exactly what it would without the input) and
+leaves HINet's mask as it is.
 """
 
 from __future__ import annotations
@@ -122,6 +125,16 @@ class InstanceView:
             return None
         name = COCO_CLASSES[int(np.argmax(self.cues.classes))]
         return f"no {name} in view"
+
+    def referent_map(self, size: tuple[int, int]) -> np.ndarray | None:
+        """(1, 1, H, W) float32 map of the chosen instances at ``size`` (a network input's).
+
+        ``None`` unless the choice is :attr:`confident`: a doubtful instance does not steer
+        the mask, in the network or after it (:func:`fuse`).
+        """
+        if not self.confident:
+            return None
+        return referent_map(self.detections, self.chosen, size)[None, None]
 
     def as_rows(self, top: int = 5) -> list[dict]:
         """The JSON form of the best ``top`` instances (``chosen`` marked)."""

@@ -363,22 +363,26 @@ class Segmenter:
                 smooth = self.smoothing_state = SmoothingState()
             if self.instances is not None:
                 self.instances.reset()
+        view = None
+        if self.instances is not None:  # before the network: a referent model reads its map
+            view = self.instances.update(prepared.frame.image, prepared.flow_px, cues)
         warped = self._warped(prepared, smooth)
         if warped is not None:
             smooth.ema, prob, mask = postprocess(_logit(warped), frame_hw, threshold=self.threshold)
             smooth.since_key += 1
         else:
+            referent = None
+            if view is not None and self.engine.takes_referent:
+                referent = view.referent_map(self.engine.input_size)
             logits, smooth.prior_conf = self.engine.segment_prior(
-                prepared.image, prepared.flow, text
+                prepared.image, prepared.flow, text, referent
             )  # (1, 1, H, W), float | None
             smooth.ema, prob, mask = postprocess(
                 logits, frame_hw, threshold=self.threshold, previous=smooth.ema,
                 smoothing=self.smoothing,
             )  # fmt: skip
             smooth.since_key, smooth.key_area = 0, float((smooth.ema > self.threshold).mean())
-        view = None
-        if self.instances is not None:
-            view = self.instances.update(prepared.frame.image, prepared.flow_px, cues)
+        if view is not None:
             prob, mask = fuse(prob, mask, view)
         score = min(max(float(prob[mask].mean()) if mask.any() else 0.0, 0.0), 1.0)
         prior_conf = smooth.prior_conf

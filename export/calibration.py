@@ -63,7 +63,8 @@ def default_calibration_videos() -> list[Path]:
 def frame_feeds(image: np.ndarray, flow: np.ndarray, state: Any, names: Sequence[str]) -> dict:
     """The ``frame_net`` inputs named ``names``, from a prepared frame and a text state."""
     values = {"image": image, "flow": flow, "words": state.words, "words_mask": state.words_mask,
-              "sentence": state.sentence, "classes": state.classes}  # fmt: skip
+              "sentence": state.sentence, "classes": state.classes,
+              "referent": np.zeros((image.shape[0], 1, *image.shape[2:]), np.float32)}  # fmt: skip
     return {n: values[n] for n in names}
 
 

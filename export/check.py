@@ -208,6 +208,8 @@ def check_export(
             "flow": rng.standard_normal((2, 2, h, w), dtype=np.float32) * 0.5,
             **text,
         }
+        if cfg.referent:  # a random referent map (config.referent)
+            feeds["referent"] = (rng.random((2, 1, h, w)) > 0.7).astype(np.float32)
         ref = run_torch_frame(feeds)
         (got,) = frame_sess.run(["logits"], feeds)
         results["random"].append({"size": [h, w], **compare_logits(ref, got)})
@@ -220,6 +222,8 @@ def check_export(
         text = compare_text(ids, mask)
         for image, flow in pairs:
             feeds = {"image": image, "flow": flow, **text}
+            if cfg.referent:  # the stream's map of a box in the frame's middle
+                feeds["referent"] = _centre_referent(image.shape[-2:])
             ref = run_torch_frame(feeds)
             (got,) = frame_sess.run(["logits"], feeds)
             results["real"].append({"size": list(size), **compare_logits(ref, got)})
@@ -263,3 +267,11 @@ def check_line(precision: str, report: dict[str, Any]) -> str:
         f"parity {precision}: {verdict} (real frames: logits max abs {real.get('max_abs', 0):.2g}"
         f", mask IoU {real.get('iou', 0):.4f}; text max abs {report.get('text_max_abs', 0):.2g})"
     )
+
+
+def _centre_referent(size: tuple[int, int]) -> np.ndarray:
+    """(1, 1, H, W) referent map of one box around the frame's middle (the real-frame check)."""
+    from engine.grounding import box_map
+
+    h, w = size
+    return box_map(np.array([[w * 0.35, h * 0.2, w * 0.65, h * 0.9]]), [1.0], (h, w))[None, None]

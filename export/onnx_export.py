@@ -36,6 +36,7 @@ from torch.export import Dim
 
 from engine.base import (
     PRIOR_TENSOR,
+    REFERENT_TENSOR,
     TEXT_INPUTS,
     frame_inputs,
     frame_outputs,
@@ -122,6 +123,24 @@ class FrameNetPriorExport(FrameNetExport):
         ``classes`` is (B, 1000); ``prior_conf`` is (B, 1).
         """
         return self.model.forward_frame_prior(image, flow, words, words_mask, sentence, classes)
+
+
+class FrameNetReferentExport(FrameNetExport):
+    """Export adapter of a model with the referent input: also reads ``referent`` (B, 1, H, W)."""
+
+    def forward(  # type: ignore[override]
+        self,
+        image: torch.Tensor,
+        flow: torch.Tensor,
+        words: torch.Tensor,
+        words_mask: torch.Tensor,
+        sentence: torch.Tensor,
+        classes: torch.Tensor,
+        referent: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :class:`FrameNetPriorExport`, plus the referent map in."""
+        return self.model.forward_frame_prior(image, flow, words, words_mask, sentence, classes,
+                                              referent)  # fmt: skip
 
 
 def _check_range(min_side: int, max_side: int, max_batch: int) -> None:
@@ -307,6 +326,10 @@ def export_frame_net(
         args += (torch.softmax(torch.randn(2, prior_classes(cfg), generator=g), dim=-1),)
         dynamic[PRIOR_TENSOR] = {0: batch}
         adapter = FrameNetPriorExport(model)
+    if cfg.referent:
+        args += ((torch.rand(2, 1, h, w, generator=g) > 0.7).float(),)
+        dynamic[REFERENT_TENSOR] = {0: batch, **spatial}
+        adapter = FrameNetReferentExport(model)
     path = Path(path)
     _export(
         adapter,

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.backends.tensorrt_backend import import_tensorrt, trt_major
-from engine.base import PRIOR_TENSOR, BackendUnavailable, prior_classes
+from engine.base import PRIOR_TENSOR, REFERENT_TENSOR, BackendUnavailable, prior_classes
 from engine.loading import ENGINE_SIDECAR_FORMAT, cache_root, load_export
 from engine.manifest import ExportError, graph_file
 from models.files import sha256_file
@@ -122,6 +122,9 @@ def frame_profile(
     if getattr(config, "prior", False):  # the grounding prior's class weights
         k = prior_classes(config)
         shapes.insert(0, (PRIOR_TENSOR, (1, k), (1, k), (max_batch, k)))
+    if getattr(config, "referent", False):  # the detected referent's map
+        shapes.append((REFERENT_TENSOR, (1, 1, h0, w0), (1, 1, h1, w1), (max_batch, 1, h2, w2)))
+        shapes.sort(key=lambda s: s[0])
     return Profile(shapes=tuple(shapes))
 
 

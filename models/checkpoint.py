@@ -61,7 +61,7 @@ logger = logging.getLogger(__name__)
 #: The shipped default model: the grounding prior with the person class, trained on synthetic
 #: clips and real frames pseudo-labelled by the prior (``training.pseudo_real``). Every default
 #: model in the code, the CLIs and the benchmarks is this constant.
-DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "hinet_lite0_prior_person_tune"
+DEFAULT_CHECKPOINT = Path(__file__).parent / "weights" / "hinet_lite0_prior_person_ref"
 #: The one other shipped model: ``hinet_lite0``, trained on synthetic clips only (no prior), the
 #: baseline the ablations and the real-footage comparisons start from.
 BASELINE_CHECKPOINT = Path(__file__).parent / "weights" / "hinet_lite0"
@@ -364,12 +364,17 @@ def trained_on(meta: dict[str, Any]) -> str:
     if data.get("kind") == "synthetic" and data.get("pseudo_real"):
         share = data["pseudo_real"].get("share")
         part = f" ({100 * share:.0f} % of each batch)" if share else ""
+        referent = ""
+        if any(p.startswith("referent_in") for p in recipe.get("train_only") or ()):
+            referent = (
+                " Then it learnt to read the instance a COCO detector found and the phrase's "
+                "words chose, as a map, from simulated detections (every other weight kept)."
+            )
         return (
             f"This model was trained on synthetic clips and on real frames{part} pseudo-labelled "
             f"by its grounding prior{how}. The prior brings ImageNet's 1000 categories and a "
             "person map from pretrained models; it finds people, vehicles and many objects on "
-            "real footage, with coarse masks, and is not yet reliable on small objects or on "
-            "position words between several people."
+            f"real footage, with coarse masks, and is not yet reliable on small objects.{referent}"
         )
     if data.get("kind") == "synthetic":
         return (

@@ -135,6 +135,13 @@ class HINetConfig:
             its evidence, "a photo of a person" its text side, so the phrase's class weights
             and ``classes`` have 1001 entries. Needs ``prior``. Configs saved before this field
             existed load with ``False``.
+        referent: The instance the phrase means, as a map, is a frame input (``referent``,
+            (B, 1, H, W) float32 in [0, 1]: the chosen detector boxes, highest at the best
+            one's centre, :func:`engine.grounding.referent_map`; all zero when no instance is
+            sure) and enters every level before the motion gate
+            (:class:`models.interaction.ReferentInjection`). Trained with simulated
+            detections on synthetic clips. Configs saved before this field existed load
+            with ``False``.
     """
 
     backbone: str = "efficientnet_lite0"
@@ -156,6 +163,7 @@ class HINetConfig:
     prior_backbone: str = "efficientnet_lite0"
     prior_skip: bool = False
     prior_person: bool = False
+    referent: bool = False
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -192,6 +200,8 @@ class HINetConfig:
             raise ValueError("prior_person needs prior (the person is one of the prior's classes)")
         if self.prior_skip and not self.prior:
             raise ValueError("prior_skip needs prior (the skip adds the prior's map to the logits)")
+        if self.referent and not self.prior:
+            raise ValueError("referent needs prior (the frame graph reads it after classes)")
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -242,6 +252,7 @@ _ADDED_FIELDS: dict[str, Any] = {
     "prior_backbone": "efficientnet_lite0",
     "prior_skip": False,
     "prior_person": False,
+    "referent": False,
 }
 #: The same for the ``text`` section.
 _ADDED_TEXT_FIELDS: dict[str, Any] = {
@@ -293,6 +304,15 @@ PRESETS: dict[str, HINetConfig] = {
     "hinet_lite0_prior_person": _lite(
         "efficientnet_lite0", text=MINILM_TEXT, prior=True, prior_skip=True, prior_person=True
     ),
+    # ... and the detector's referent map as a frame input (the real-scenes issue's step 3).
+    "hinet_lite0_prior_person_ref": _lite(
+        "efficientnet_lite0",
+        text=MINILM_TEXT,
+        prior=True,
+        prior_skip=True,
+        prior_person=True,
+        referent=True,
+    ),
     "hinet_lite0_nogate": _lite("efficientnet_lite0", text=MINILM_TEXT, motion_gate=False),
     # The first gate design: sees [M, F] only, no phrase and no score map.
     "hinet_lite0_plaingate": _lite("efficientnet_lite0", text=MINILM_TEXT, gate_language=False),
@@ -331,6 +351,8 @@ PRESETS: dict[str, HINetConfig] = {
 
 # The tiny MiniLM model with the grounding prior (tests).
 PRESETS["hinet_tiny_prior"] = dataclasses.replace(PRESETS["hinet_tiny_minilm"], prior=True)
+# ... and the referent map as an input (tests).
+PRESETS["hinet_tiny_referent"] = dataclasses.replace(PRESETS["hinet_tiny_prior"], referent=True)
 
 
 def preset_names() -> list[str]:

@@ -8,6 +8,7 @@ Per frame::
     M_l = LevelProjection_l(C_l)                  # other levels of 3, 4, 5 (no language)
     P = GroundingPrior(image, classes)            # only if config.prior (stride 32)
     M_l = PriorInjection_l(M_l, P)                # every level 3, 4, 5, if config.prior
+    M_l = ReferentInjection_l(M_l, R)             # every level 3, 4, 5, if config.referent
     M_l = MotionGate_l(M_l, F_l[, sentence, P])   # every level 3, 4, 5, if config.motion_gate
     logits = upsample(Decoder(M3, M4, M5, C2))    # stride 4 -> input size
     logits += g * conf(P) * (2 * where(P) - 1)    # only if config.prior_skip (upsampled P)
@@ -19,6 +20,8 @@ motion module is built and the flow input is ignored entirely.
 
 With ``config.prior`` the text graph has a fourth output, ``classes`` (B, 1000): the phrase's
 weights over the ImageNet classes, and the frame graph reads it (:mod:`models.grounding`).
+With ``config.referent`` the frame graph reads one more input, ``referent`` (B, 1, H, W): the
+detected instance the phrase means, as a map (:func:`engine.grounding.referent_map`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from models.grounding import (
     person_sentence,
     prior_features,
 )
-from models.interaction import Interaction, LevelProjection, PriorInjection
+from models.interaction import Interaction, LevelProjection, PriorInjection, ReferentInjection
 from models.motion import MotionEncoder, MotionGate
 from models.text import build_text_encoder
 
@@ -120,6 +123,10 @@ class HINet(nn.Module):
             self.prior_in = nn.ModuleDict(
                 {str(lv): PriorInjection(dim=config.fusion_dim) for lv in LEVELS}
             )
+        if config.referent:
+            self.referent_in = nn.ModuleDict(
+                {str(lv): ReferentInjection(dim=config.fusion_dim, stride=2**lv) for lv in LEVELS}
+            )
         if config.prior_skip:
             # Stored as g / PRIOR_SKIP_SCALE: a scalar moves about one lr per Adam step, and
             # the gain should be free to reach several logits within a fine-tune.
@@ -159,6 +166,7 @@ class HINet(nn.Module):
         words_mask: torch.Tensor,
         sentence: torch.Tensor,
         classes: torch.Tensor | None = None,
+        referent: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Segment one frame given an encoded phrase.
 
@@ -170,11 +178,14 @@ class HINet(nn.Module):
             sentence: (B, C) float32.
             classes: (B, 1000) float32 from :meth:`encode_text`; required with
                 ``config.prior``, ignored without.
+            referent: (B, 1, H, W) float32 in [0, 1], the referent map; with
+                ``config.referent`` (``None``: all zero, no instance is sure), ignored without.
 
         Returns:
             (B, 1, H, W) float32 mask logits.
         """
-        return self._frame(image, flow, words, words_mask, sentence, classes)[0]
+        return self._frame(image, flow, words, words_mask, sentence, classes,
+                           referent=referent)[0]  # fmt: skip
 
     def forward_frame_prior(
         self,
@@ -184,6 +195,7 @@ class HINet(nn.Module):
         words_mask: torch.Tensor,
         sentence: torch.Tensor,
         classes: torch.Tensor,
+        referent: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward_frame` of a ``config.prior`` model, plus the prior's confidence.
 
@@ -195,7 +207,8 @@ class HINet(nn.Module):
         """
         if not self.config.prior:
             raise ValueError("this model has no grounding prior")
-        logits, _, conf = self._frame(image, flow, words, words_mask, sentence, classes)
+        logits, _, conf = self._frame(image, flow, words, words_mask, sentence, classes,
+                                      referent=referent)  # fmt: skip
         return logits, conf
 
     def forward(
@@ -216,6 +229,7 @@ class HINet(nn.Module):
         token_mask: torch.Tensor,
         prior: torch.Tensor | None = None,
         prior_sim: torch.Tensor | None = None,
+        referent: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Training forward with deep supervision.
 
@@ -228,6 +242,8 @@ class HINet(nn.Module):
                 network's own where ``prior_sim`` is 1 (simulated on synthetic data,
                 :func:`models.grounding.simulate_prior`).
             prior_sim: (B,) float32 {0, 1}: which samples use ``prior``.
+            referent: ``config.referent`` only: (B, 1, H, W) referent maps (simulated
+                detections on synthetic data, :func:`training.referent_sim.simulate_referent`).
 
         Returns:
             ``(logits, aux)``: (B, 1, H, W) logits as :meth:`forward`, and a list of auxiliary
@@ -237,7 +253,7 @@ class HINet(nn.Module):
         """
         text = self.encode_text(token_ids, token_mask)
         return self._frame(image, flow, *text[:3], text[3] if self.config.prior else None,
-                           prior, prior_sim)[:2]  # fmt: skip
+                           prior, prior_sim, referent)[:2]  # fmt: skip
 
     # -- internals -----------------------------------------------------------------------------
     def _frame(
@@ -250,6 +266,7 @@ class HINet(nn.Module):
         classes: torch.Tensor | None = None,
         prior_override: torch.Tensor | None = None,
         prior_sim: torch.Tensor | None = None,
+        referent: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         """``(logits, aux, prior_conf)``; ``prior_conf`` (B, 1) is ``None`` without the prior."""
         feats = self.backbone(image)  # [C1..C5]
@@ -270,6 +287,10 @@ class HINet(nn.Module):
                 raw = torch.where(prior_sim[:, None, None, None] > 0.5, prior_override, raw)
             q = prior_features(raw)  # (B, 2, H/32, W/32)
             ms = [self.prior_in[str(lv)](m, q) for lv, m in zip(LEVELS, ms)]
+        if self.config.referent:
+            if referent is None:  # no instance is sure
+                referent = torch.zeros_like(image[:, :1])
+            ms = [self.referent_in[str(lv)](m, referent) for lv, m in zip(LEVELS, ms)]
         if self.config.motion_gate:
             motion = self.motion(flow)  # [F3, F4, F5]
             gated = [
@@ -293,6 +314,39 @@ class HINet(nn.Module):
         aux += [upsample_to(s, image) for s in scores]  # the language gate's score maps
         conf = q[:, 1, 0, :1] if q is not None else None  # (B, 1): the same at every location
         return logits, aux, conf
+
+    def train_only(self, prefixes: tuple[str, ...]) -> list[str]:
+        """Freeze every parameter whose name starts with none of ``prefixes``; the trained names.
+
+        The frozen parts' BatchNorm statistics stay as loaded (those layers stay in eval mode
+        through :meth:`train`), so the frozen parts compute exactly what they did.
+
+        Raises:
+            ValueError: no parameter matches a prefix.
+        """
+        trained = []
+        for name, p in self.named_parameters():
+            keep = name.startswith(tuple(prefixes))
+            p.requires_grad_(keep and p.requires_grad)
+            if keep:
+                trained.append(name)
+        if not trained:
+            raise ValueError(f"train_only {list(prefixes)}: no parameter has such a name")
+        self._held = [
+            m
+            for m in self.modules()
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout))
+            and not any(p.requires_grad for p in m.parameters())
+        ]
+        self.train(self.training)
+        return trained
+
+    def train(self, mode: bool = True) -> HINet:
+        """As ``nn.Module.train``; the layers :meth:`train_only` froze stay in eval mode."""
+        super().train(mode)
+        for m in getattr(self, "_held", ()):
+            m.eval()
+        return self
 
     def pretrained_keys(self) -> list[str]:
         """State-dict keys that keep the pretrained text encoder's pinned values.

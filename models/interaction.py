@@ -32,6 +32,7 @@ __all__ = [
     "Interaction",
     "LevelProjection",
     "PriorInjection",
+    "ReferentInjection",
     "coord_channels",
 ]
 
@@ -157,3 +158,37 @@ class PriorInjection(nn.Module):
         """(B, dim, h, w) ``M`` and (B, prior_ch, h', w') prior -> (B, dim, h, w)."""
         p = F.interpolate(prior, size=m.shape[-2:], mode="bilinear", align_corners=False)
         return m * (1.0 + torch.tanh(self.scale(p))) + self.shift(p)
+
+
+class ReferentInjection(nn.Module):
+    """Bring the referent map into one level: ``M <- M * (1 + p tanh(a)) + p b``, ``a, b = f(M, R)``.
+
+    ``R`` is the (B, 1, H, W) referent map at the input's size (the chosen instance's box,
+    highest at its centre), pooled to the level both ways (the mean: how much of the cell
+    the box covers; the max: whether a small, far box touches it at all). ``f`` sees the
+    level's own features beside it, so it can tell the object in the box from the box's
+    background. ``p`` is the map's peak (1 with a chosen instance, 0 without): a frame
+    without a sure instance gets exactly the network it would have had without this input.
+    The last 1x1 convolution starts at zero: a model warm-started without the referent
+    computes exactly what it did, and learns how far to trust the detector.
+
+    Args:
+        dim: Width of ``M`` (``fusion_dim``).
+        stride: The level's stride (the input's size divided by ``M``'s; a power of two).
+    """
+
+    def __init__(self, *, dim: int, stride: int) -> None:
+        super().__init__()
+        self.stride = int(stride)
+        self.mix = nn.Conv2d(dim + 2, dim, 1)
+        self.out = nn.Conv2d(dim, 2 * dim, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, m: torch.Tensor, referent: torch.Tensor) -> torch.Tensor:
+        """(B, dim, h, w) ``M`` and (B, 1, h * stride, w * stride) map -> (B, dim, h, w)."""
+        s = self.stride
+        r = torch.cat([F.avg_pool2d(referent, s, s), F.max_pool2d(referent, s, s)], dim=1)
+        a, b = self.out(F.relu(self.mix(torch.cat([m, r.to(m.dtype)], dim=1)))).chunk(2, dim=1)
+        p = referent.amax(dim=(2, 3), keepdim=True).to(m.dtype)  # (B, 1, 1, 1)
+        return m * (1.0 + p * torch.tanh(a)) + p * b

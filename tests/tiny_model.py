@@ -102,6 +102,27 @@ def build_tiny_person_checkpoint(folder: Path) -> Path:
     return save_checkpoint(folder, model=model, tokenizer=tokenizer)
 
 
+def build_tiny_referent_checkpoint(folder: Path) -> Path:
+    """Save a real ``hinet_tiny_referent``: :func:`build_tiny_prior_checkpoint` plus the referent
+    input, its injections drawn at random (seed 2) instead of zero so the map changes the logits."""
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.hinet import build_model
+    from models.pretrained import minilm_files
+    from models.tokenizer import WordPieceTokenizer
+
+    torch.manual_seed(0)
+    model = build_model("hinet_tiny_referent", pretrained_backbone=True).eval()
+    randomise_prior_paths(model, seed=1)
+    g = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for block in model.referent_in.values():
+            block.out.weight.copy_(torch.randn(block.out.weight.shape, generator=g) * 2.0)
+    tokenizer = WordPieceTokenizer.load(minilm_files()["tokenizer"])
+    return save_checkpoint(folder, model=model, tokenizer=tokenizer)
+
+
 def randomise_prior_paths(model, *, seed: int, std: float = 0.5) -> None:
     """Give the zero-initialised prior injections and gate paths random weights, in place."""
     import torch

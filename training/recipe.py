@@ -82,6 +82,9 @@ class Recipe:
             match, except the text encoder (``text.*``), which keeps its own (pretrained)
             initialisation: a warm start of the vision side (the copied keys are logged and
             recorded in ``summary.json``). ``None``: ImageNet backbone, random heads.
+        train_only: Train only the parameters whose names start with one of these prefixes
+            (e.g. ``["referent_in."]``); the rest stay as loaded, their BatchNorm statistics
+            too (:meth:`models.hinet.HINet.train_only`). Empty: train everything.
         amp: Mixed precision (float16 autocast + GradScaler) on CUDA; ignored on CPU.
         val_every: Validate every this many steps (and at the end).
         val_batch_size: Batch size of validation.
@@ -110,6 +113,7 @@ class Recipe:
     vocab_size: int | None = None
     tokenizer_type: str = "unigram"
     init_from: str | None = None
+    train_only: tuple[str, ...] = ()
     amp: bool = True
     val_every: int = 500
     val_batch_size: int = 16
@@ -124,6 +128,11 @@ class Recipe:
             )
         if not self.lr > 0 or self.backbone_lr_mult < 0 or self.weight_decay < 0:
             raise ValueError("lr must be > 0; backbone_lr_mult and weight_decay must be >= 0")
+        if isinstance(self.train_only, str) or not all(
+            isinstance(p, str) and p for p in self.train_only
+        ):
+            raise ValueError(f"train_only must be a list of name prefixes, got {self.train_only!r}")
+        object.__setattr__(self, "train_only", tuple(self.train_only))
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
         if not 0 <= self.warmup_steps < self.steps:

@@ -160,8 +160,9 @@ class AuxForward(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, image, flow, token_ids, token_mask, prior=None, prior_sim=None):  # noqa: D102
-        return self.net.forward_aux(image, flow, token_ids, token_mask, prior, prior_sim)
+    def forward(self, image, flow, token_ids, token_mask, prior=None, prior_sim=None,  # noqa: D102
+                referent=None):  # fmt: skip
+        return self.net.forward_aux(image, flow, token_ids, token_mask, prior, prior_sim, referent)
 
 
 # -- batches ---------------------------------------------------------------------------------------

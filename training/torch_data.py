@@ -35,6 +35,7 @@ from engine.preprocess import prepare_flow, prepare_image
 from models.config import HINetConfig
 from models.grounding import simulate_prior
 from models.tokenizer import PhraseTokenizer
+from training.referent_sim import simulate_referent
 from training.sample import VOID, Sample
 from training.synthetic.spatial import spatial_expression
 from training.synthetic.wording import real_noun, reword
@@ -262,7 +263,9 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
     1 where the network should read it instead of its own: only augmented (training) samples
     that carry :attr:`Sample.categories`, with probability ``prior_sim`` (the rest keep the
     network's own prior, uninformative on synthetic frames, so the network also learns to
-    ignore a prior that names nothing).
+    ignore a prior that names nothing). A model with the referent input (``config.referent``)
+    gets ``referent`` (1, H, W) float32: a simulated detector's map of the instance the
+    phrase means (:func:`training.referent_sim.simulate_referent`).
     """
 
     def __init__(
@@ -366,7 +369,25 @@ class ReferringTorchDataset(torch.utils.data.Dataset):
         }
         if self.config.prior:
             item.update(prior if prior is not None else self._own_prior())
+        if getattr(self.config, "referent", False):
+            cats = aug.categories if self.augment is not None else sample.categories
+            item["referent"] = torch.from_numpy(self._referent(index, mask, cats))
         return item
+
+    def _referent(self, index: int, mask: np.ndarray, categories: np.ndarray | None) -> np.ndarray:
+        """A simulated detector's referent map for this item (:mod:`training.referent_sim`).
+
+        Validation items draw theirs from a fixed seed, so every validation sees the same maps.
+        """
+        epoch = self.epoch if self.augment is not None else -1
+        rng = np.random.default_rng([self.seed, epoch + 1, int(index), 0x2EF])
+        others = None
+        if categories is not None:
+            if categories.shape != mask.shape:
+                categories = cv2.resize(categories, (mask.shape[1], mask.shape[0]),
+                                        interpolation=cv2.INTER_NEAREST_EXACT)  # fmt: skip
+            others = (categories == 2) | (categories == 3)
+        return simulate_referent(mask == 1, others, rng)
 
     def _grid(self) -> tuple[int, int]:
         h, w = self.config.input_size

@@ -27,7 +27,7 @@ def frames(video_file) -> list[Frame]:
 def _confident(engine, conf):
     """``segment_prior`` of ``engine`` as a confident full-frame mask with prior ``conf``."""
     h, w = engine.input_size
-    return lambda image, flow, text: (np.full((1, 1, h, w), 6.0, np.float32), conf)
+    return lambda image, flow, text, referent=None: (np.full((1, 1, h, w), 6.0, np.float32), conf)
 
 
 def test_min_prior_decides_found_with_a_confident_mask(prior_engine, frames, monkeypatch):

@@ -207,6 +207,16 @@ def test_frame_profile_of_a_prior_model_covers_the_classes():
     assert set(d) == {"image", "flow", "words", "words_mask", "sentence", "classes"}
 
 
+def test_frame_profile_of_a_referent_model_covers_its_map():
+    from models.config import build_config
+
+    prof = frame_profile(build_config("hinet_tiny_referent"), min_size=(64, 64),
+                         opt_size=(128, 160), max_size=(256, 256), max_batch=2)  # fmt: skip
+    assert prof.as_dict()["referent"] == [[1, 1, 64, 64], [1, 1, 128, 160], [2, 1, 256, 256]]
+    names = [name for name, *_ in prof.shapes]
+    assert names == sorted(names)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -233,7 +233,7 @@ def test_save_arguments(tmp_path, model, tokenizer, corpus):
 
 
 def test_default_checkpoint_path():
-    assert DEFAULT_CHECKPOINT.name == "hinet_lite0_prior_person_tune"
+    assert DEFAULT_CHECKPOINT.name == "hinet_lite0_prior_person_ref"
     assert DEFAULT_CHECKPOINT.parent.name == "weights"
 
 
@@ -250,8 +250,9 @@ def test_trained_on_says_what_the_default_learnt_from():
     text = trained_on(read_checkpoint_config(DEFAULT_CHECKPOINT)[2])
     assert "real frames (15 % of each batch) pseudo-labelled" in text
     # a run's best step is named by its run, not "best"
-    assert "recipe synthetic_lite0_prior_person_tune, 300 steps on top of " in text
-    assert text.count("on top of synthetic_lite0_prior_person)") == 1
+    assert "recipe synthetic_lite0_prior_person_ref, 2000 steps on top of " in text
+    assert text.count("on top of synthetic_lite0_prior_person_tune)") == 1
+    assert "the instance a COCO detector found" in text
     synthetic = trained_on({"recipe_config": {"data": {"kind": "synthetic"}}})
     assert synthetic.startswith("This model was trained on synthetic clips only")
 
@@ -260,7 +261,7 @@ def test_trained_on_says_what_the_default_learnt_from():
     ("folder", "encoder", "tokenizer"),
     [
         ("hinet_lite0", "minilm", "WordPieceTokenizer"),
-        ("hinet_lite0_prior_person_tune", "minilm", "WordPieceTokenizer"),
+        ("hinet_lite0_prior_person_ref", "minilm", "WordPieceTokenizer"),
     ],
 )
 def test_shipped_checkpoints_load_with_their_own_text_side(folder, encoder, tokenizer):
