@@ -273,9 +273,7 @@ def _validate(run: _Run, val_log: CsvLog) -> None:
     miou = float(metrics[VAL_OVERALL]["mIoU"])
     val_log.write({"step": run.step, **_flat_metrics(metrics)})
     logger.info("step %d: val oIoU %.4f mIoU %.4f", run.step, metrics[VAL_OVERALL]["oIoU"], miou)
-    # A tie goes to the later step: a run that trains only paths the validation does not read
-    # (``train_only``: the referent injections) scores the same at every step, and its last
-    # step is the trained one.
+    # a tie goes to the later step (a train_only run the validation cannot see ties every time)
     if not run.best or miou >= run.best["mIoU"]:
         run.best = {"step": run.step, "mIoU": miou, "metrics": metrics}
         save_checkpoint(run.best_dir, model=run.model, tokenizer=run.tokenizer,
