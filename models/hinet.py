@@ -339,6 +339,7 @@ class HINet(nn.Module):
             and not any(p.requires_grad for p in m.parameters())
         ]
         self.train(self.training)
+        logger.info("training only %d tensors (%s)", len(trained), ", ".join(prefixes))
         return trained
 
     def train(self, mode: bool = True) -> HINet:

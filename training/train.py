@@ -201,9 +201,8 @@ def _open_run(
     model = build_model(config, pretrained_backbone=header is None)
     warm = warm_start(model, recipe.init_from) if header is None and recipe.init_from else []
     model = model.to(d.device)
-    if recipe.train_only:
-        trained = model.train_only(recipe.train_only)
-        logger.info("training only %d tensors (%s)", len(trained), ", ".join(recipe.train_only))
+    if recipe.train_only:  # the rest frozen as loaded (logged)
+        model.train_only(recipe.train_only)
     model.train()
     optimizer = torch.optim.AdamW(param_groups(model, recipe), betas=(0.9, 0.999))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda=Schedule(recipe))
